@@ -1,0 +1,144 @@
+import { ByteReader } from './byte-reader.js';
+import type {
+  PgoutputMessage,
+  RelationColumn,
+  ReplicaIdentity,
+  Tuple,
+  TupleValue,
+  OldTupleKind,
+} from './pgoutput-messages.js';
+import { UNCHANGED_TOAST } from './pgoutput-messages.js';
+
+/** Pure pgoutput decoding: one message's bytes in, one typed message out. No I/O, no state. */
+
+export class UnknownMessageError extends Error {
+  readonly code = 'PGBIDI_UNKNOWN_MESSAGE';
+  constructor(readonly messageTag: string, context: string) {
+    super(`unknown ${context} ${JSON.stringify(messageTag)} (0x${messageTag.charCodeAt(0).toString(16)})`);
+    this.name = 'UnknownMessageError';
+  }
+}
+
+const REPLICA_IDENTITY: Record<string, ReplicaIdentity> = { d: 'default', n: 'nothing', f: 'full', i: 'index' };
+
+// TRUNCATE option bits (logicalproto.h: TRUNCATE_CASCADE, TRUNCATE_RESTART_SEQS).
+const TRUNCATE_CASCADE = 1;
+const TRUNCATE_RESTART_SEQS = 2;
+
+export function decodePgoutput(payload: Buffer): PgoutputMessage {
+  const r = new ByteReader(payload);
+  const tag = r.char();
+  switch (tag) {
+    case 'B':
+      return { tag: 'begin', finalLsn: r.uint64(), commitTime: r.int64(), xid: r.uint32() };
+    case 'C':
+      return { tag: 'commit', flags: r.byte(), commitLsn: r.uint64(), endLsn: r.uint64(), commitTime: r.int64() };
+    case 'O':
+      return { tag: 'origin', originLsn: r.uint64(), originName: r.cstring() };
+    case 'R':
+      return readRelation(r);
+    case 'Y': {
+      const typeOid = r.uint32();
+      const namespace = r.cstring();
+      return { tag: 'type', typeOid, namespace: namespace === '' ? 'pg_catalog' : namespace, name: r.cstring() };
+    }
+    case 'I': {
+      const relationId = r.uint32();
+      expectChar(r, 'N', 'insert tuple marker');
+      return { tag: 'insert', relationId, newTuple: readTuple(r) };
+    }
+    case 'U': {
+      const relationId = r.uint32();
+      let marker = r.char();
+      let oldKind: OldTupleKind | null = null;
+      let oldTuple: Tuple | null = null;
+      if (marker === 'K' || marker === 'O') {
+        oldKind = marker === 'K' ? 'key' : 'full';
+        oldTuple = readTuple(r);
+        marker = r.char();
+      }
+      if (marker !== 'N') throw new UnknownMessageError(marker, 'update tuple marker');
+      return { tag: 'update', relationId, oldKind, oldTuple, newTuple: readTuple(r) };
+    }
+    case 'D': {
+      const relationId = r.uint32();
+      const marker = r.char();
+      if (marker !== 'K' && marker !== 'O') throw new UnknownMessageError(marker, 'delete tuple marker');
+      return { tag: 'delete', relationId, oldKind: marker === 'K' ? 'key' : 'full', oldTuple: readTuple(r) };
+    }
+    case 'T': {
+      const count = r.uint32();
+      const options = r.byte();
+      const relationIds: number[] = [];
+      for (let i = 0; i < count; i++) relationIds.push(r.uint32());
+      return {
+        tag: 'truncate',
+        cascade: (options & TRUNCATE_CASCADE) !== 0,
+        restartIdentity: (options & TRUNCATE_RESTART_SEQS) !== 0,
+        relationIds,
+      };
+    }
+    case 'M': {
+      const flags = r.byte();
+      const lsn = r.uint64();
+      const prefix = r.cstring();
+      const length = r.uint32();
+      return { tag: 'message', transactional: (flags & 1) !== 0, lsn, prefix, content: r.bytes(length) };
+    }
+    default:
+      throw new UnknownMessageError(tag, 'pgoutput message');
+  }
+}
+
+function expectChar(r: ByteReader, expected: string, context: string): void {
+  const c = r.char();
+  if (c !== expected) throw new UnknownMessageError(c, context);
+}
+
+function readRelation(r: ByteReader): PgoutputMessage {
+  const relationId = r.uint32();
+  const namespace = r.cstring();
+  const name = r.cstring();
+  const identityChar = r.char();
+  const replicaIdentity = REPLICA_IDENTITY[identityChar];
+  if (replicaIdentity === undefined) throw new UnknownMessageError(identityChar, 'replica identity');
+  const count = r.int16();
+  const columns: RelationColumn[] = [];
+  for (let i = 0; i < count; i++) {
+    const flags = r.byte();
+    columns.push({ isKey: (flags & 1) !== 0, name: r.cstring(), typeOid: r.uint32(), typeMod: r.int32() });
+  }
+  return {
+    tag: 'relation',
+    relationId,
+    namespace: namespace === '' ? 'pg_catalog' : namespace,
+    name,
+    replicaIdentity,
+    columns,
+  };
+}
+
+function readTuple(r: ByteReader): Tuple {
+  const count = r.int16();
+  const values: TupleValue[] = new Array<TupleValue>(count);
+  for (let i = 0; i < count; i++) {
+    const kind = r.char();
+    switch (kind) {
+      case 'n':
+        values[i] = null;
+        break;
+      case 'u':
+        values[i] = UNCHANGED_TOAST;
+        break;
+      case 't':
+        values[i] = r.utf8(r.uint32());
+        break;
+      case 'b':
+        values[i] = r.bytes(r.uint32());
+        break;
+      default:
+        throw new UnknownMessageError(kind, 'tuple column kind');
+    }
+  }
+  return values;
+}
