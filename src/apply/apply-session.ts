@@ -1,0 +1,110 @@
+import pg from 'pg';
+import { formatLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
+import type { Lsn } from '../protocol/lsn.js';
+import { PINNED_GUCS } from '../source/replication-connection.js';
+import type { Statement } from './statements.js';
+
+/**
+ * The local session that applies one peer's transactions. It is bound to the peer's replication
+ * origin, so the origin's progress commits atomically with the rows (exactly-once across crashes,
+ * origin.c replorigin_session_advance at commit). One origin can be held by one session only.
+ *
+ * Pipelined (pg >= 8.23): statements of a transaction are written without waiting for each answer;
+ * each is its own Sync boundary, so after a failure the COMMIT answers ROLLBACK (technical research
+ * §7.3) and is checked.
+ */
+
+export class CommitFailedError extends Error {
+  readonly code = 'PGBIDI_COMMIT_FAILED';
+  constructor(command: string) {
+    super(`apply transaction did not commit (server answered ${command})`);
+    this.name = 'CommitFailedError';
+  }
+}
+
+export interface ApplySessionOptions {
+  readonly dsn: string;
+  readonly origin: string;
+  readonly applicationName: string;
+  readonly statementTimeoutMs: number;
+}
+
+export class ApplySession {
+  private client: pg.Client | null = null;
+  private prepared = new Map<string, string>();
+
+  constructor(private readonly options: ApplySessionOptions) {}
+
+  async connect(onConnectionError: (err: Error) => void): Promise<Lsn> {
+    const client = new pg.Client({
+      connectionString: this.options.dsn,
+      application_name: this.options.applicationName,
+      // The same output GUCs as the walsender, so that text forms compare equal (full-row identity).
+      options: PINNED_GUCS,
+      pipeline: true,
+      keepAlive: true,
+    } as pg.ClientConfig);
+    client.on('error', onConnectionError);
+    await client.connect();
+    this.client = client;
+    this.prepared.clear();
+    await client.query('SELECT pg_replication_origin_session_setup($1)', [this.options.origin]);
+    // replica: no user triggers and no FK checks during apply (like the native apply worker).
+    // synchronous_commit off: durability is reported separately (feedback reads the flushed origin
+    // progress), and a bidirectional synchronous setup cannot deadlock on the apply sessions (§8).
+    await client.query(`SET session_replication_role = replica`);
+    await client.query(`SET synchronous_commit = off`);
+    await client.query(`SET statement_timeout = ${Math.trunc(this.options.statementTimeoutMs)}`);
+    const r = await client.query<{ lsn: string | null }>(
+      'SELECT pg_replication_origin_progress($1, true)::text AS lsn',
+      [this.options.origin],
+    );
+    const lsn = r.rows[0]?.lsn;
+    return lsn ? parseLsn(lsn) : ZERO_LSN;
+  }
+
+  get pg(): pg.Client {
+    if (!this.client) throw new Error('apply session is not connected');
+    return this.client;
+  }
+
+  begin(): Promise<unknown> {
+    return this.pg.query('BEGIN');
+  }
+
+  /** Runs a statement as a named prepared statement (parsed once per session and SQL text). */
+  run<R extends pg.QueryResultRow>(s: Statement): Promise<pg.QueryResult<R>> {
+    let name = this.prepared.get(s.text);
+    if (name === undefined) {
+      name = `pgbidi_${this.prepared.size}`;
+      this.prepared.set(s.text, name);
+    }
+    return this.pg.query<R>({ name, text: s.text, values: s.values });
+  }
+
+  /**
+   * pg_replication_origin_xact_setup(end_lsn, commit_ts) then COMMIT: the remote commit time becomes
+   * the local commit timestamp (so row versions agree on every node) and the origin advances with the
+   * data. Called in every transaction: the values are session globals that COMMIT does not reset.
+   */
+  async commit(endLsn: Lsn, commitTimestamp: string): Promise<void> {
+    const setup = this.pg.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [
+      formatLsn(endLsn),
+      commitTimestamp,
+    ]);
+    const commit = this.pg.query('COMMIT');
+    await setup;
+    const result = await commit;
+    if (result.command !== 'COMMIT') throw new CommitFailedError(result.command);
+  }
+
+  async rollback(): Promise<void> {
+    if (this.client) await this.client.query('ROLLBACK');
+  }
+
+  async close(): Promise<void> {
+    const client = this.client;
+    this.client = null;
+    if (client) await client.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,67 @@
+import type { ClientBase } from 'pg';
+
+/** What apply needs to know about a local table, read from the catalog of the node it writes to. */
+export interface LocalColumn {
+  readonly name: string;
+  /** format_type() of the column: the cast target for the text values pgoutput sends. */
+  readonly type: string;
+  /** 'a' = GENERATED ALWAYS AS IDENTITY, 'd' = BY DEFAULT, '' = none. */
+  readonly identity: '' | 'a' | 'd';
+  /** Stored generated columns are recomputed locally and never written. */
+  readonly generated: boolean;
+}
+
+export interface LocalTable {
+  readonly schema: string;
+  readonly name: string;
+  readonly oid: number;
+  readonly columns: ReadonlyMap<string, LocalColumn>;
+  /** Primary key column names in index order; empty when the table has none. */
+  readonly primaryKey: readonly string[];
+  readonly replicaIdentity: 'd' | 'n' | 'f' | 'i';
+}
+
+export class UnknownTableError extends Error {
+  readonly code = 'PGBIDI_UNKNOWN_TABLE';
+  constructor(readonly schema: string, readonly table: string) {
+    super(`table ${schema}.${table} does not exist on this node`);
+    this.name = 'UnknownTableError';
+  }
+}
+
+const TABLE_SQL = `
+SELECT c.oid::int AS oid, c.relreplident AS replident,
+       coalesce((SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+                   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                  WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS pk
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`;
+
+const COLUMNS_SQL = `
+SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+       a.attidentity::text AS identity, a.attgenerated <> '' AS generated
+  FROM pg_attribute a
+ WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum`;
+
+export async function loadLocalTable(client: ClientBase, schema: string, name: string): Promise<LocalTable> {
+  const t = await client.query<{ oid: number; replident: LocalTable['replicaIdentity']; pk: string[] }>(TABLE_SQL, [
+    schema,
+    name,
+  ]);
+  const row = t.rows[0];
+  if (!row) throw new UnknownTableError(schema, name);
+  const cols = await client.query<{ name: string; type: string; identity: string; generated: boolean }>(COLUMNS_SQL, [
+    row.oid,
+  ]);
+  const columns = new Map<string, LocalColumn>();
+  for (const c of cols.rows) {
+    columns.set(c.name, {
+      name: c.name,
+      type: c.type,
+      identity: c.identity === 'a' || c.identity === 'd' ? c.identity : '',
+      generated: c.generated,
+    });
+  }
+  return { schema, name, oid: row.oid, columns, primaryKey: row.pk, replicaIdentity: row.replident };
+}

@@ -1,0 +1,276 @@
+import type { ConflictRecord } from '../conflict/conflict-types.js';
+import type { ChangeOp } from '../observability/metrics.js';
+import type { ChangeMessage, RelationMessage, Tuple } from '../protocol/pgoutput-messages.js';
+import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
+import { assertNever } from '../util/assert-never.js';
+import type { ApplySession } from './apply-session.js';
+import { loadLocalTable } from './local-catalog.js';
+import { mapRelation, SchemaMismatchError } from './table-mapping.js';
+import type { TableMapping, MappedColumn } from './table-mapping.js';
+import {
+  deleteByIdentity,
+  deleteRows,
+  truncateTables,
+  updateByIdentity,
+  updateRows,
+  upsertRows,
+} from './statements.js';
+import type { RemoteVersion, Row, Statement } from './statements.js';
+
+/**
+ * Turns the changes of one remote transaction into as few statements as possible: consecutive
+ * changes of the same table and kind form a run (one multi-row statement), runs are sent pipelined in
+ * source order, and each statement reports the rows it did not write so that conflicts are counted
+ * precisely. A key that repeats inside a run starts a new run (ON CONFLICT cannot touch a row twice).
+ */
+
+export interface BatchOutcome {
+  readonly applied: Record<ChangeOp, number>;
+  readonly conflicts: ConflictRecord[];
+  readonly tables: ReadonlySet<string>;
+}
+
+type Key = (string | null)[];
+
+/** Signature of an update that changes the key: always a run of its own. */
+const KEY_CHANGE = 'update-key';
+
+interface Run {
+  readonly mapping: TableMapping;
+  readonly kind: 'insert' | 'update' | 'delete' | 'identity' | 'truncate';
+  readonly signature: string;
+  readonly rows: Row[];
+  readonly oldKeys: Key[];
+  readonly keySet: Set<string>;
+  readonly setColumns: readonly MappedColumn[];
+  readonly changes: ChangeMessage[];
+}
+
+interface Pending {
+  readonly run: Run;
+  readonly result: Promise<{ rows: Record<string, unknown>[] }>;
+}
+
+export class TransactionApplier {
+  private readonly relations = new Map<number, RelationMessage>();
+  private readonly mappings = new Map<number, TableMapping>();
+
+  constructor(private readonly session: ApplySession) {}
+
+  relation(r: RelationMessage): void {
+    this.relations.set(r.relationId, r);
+    this.mappings.delete(r.relationId);
+  }
+
+  /** After a reconnect the walsender resends Relation messages; the local catalog may have changed. */
+  reset(): void {
+    this.relations.clear();
+    this.mappings.clear();
+  }
+
+  private async mapping(relationId: number): Promise<TableMapping> {
+    const cached = this.mappings.get(relationId);
+    if (cached) return cached;
+    const r = this.relations.get(relationId);
+    if (!r) throw new SchemaMismatchError(`change for relation ${relationId} arrived before its Relation message`);
+    const local = await loadLocalTable(this.session.pg, r.namespace, r.name);
+    const m = mapRelation(r, local);
+    this.mappings.set(relationId, m);
+    return m;
+  }
+
+  async apply(changes: readonly ChangeMessage[], version: RemoteVersion): Promise<BatchOutcome> {
+    const runs = await this.plan(changes);
+    const pending: Pending[] = runs.map((run) => ({ run, result: this.session.run(this.statement(run, version)) }));
+    // Every promise gets a handler now, so a failure in one does not leave the others unobserved.
+    const settled = await Promise.allSettled(pending.map((p) => p.result));
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failure) throw failure.reason;
+    const outcome: BatchOutcome = {
+      applied: { insert: 0, update: 0, delete: 0, truncate: 0 },
+      conflicts: [],
+      tables: new Set(runs.map((r) => tableName(r.mapping))),
+    };
+    settled.forEach((s, i) => {
+      if (s.status === 'fulfilled') this.account((pending[i] as Pending).run, s.value.rows, version, outcome);
+    });
+    return outcome;
+  }
+
+  private async plan(changes: readonly ChangeMessage[]): Promise<Run[]> {
+    const runs: Run[] = [];
+    let current: Run | null = null;
+    const push = (run: Run): void => {
+      runs.push(run);
+      current = run;
+    };
+    for (const change of changes) {
+      if (change.tag === 'truncate') {
+        const mappings = await Promise.all(change.relationIds.map((id) => this.mapping(id)));
+        const first = mappings[0];
+        if (first) push(newRun(first, 'truncate', 'truncate', [], [change]));
+        current = null;
+        continue;
+      }
+      const m = await this.mapping(change.relationId);
+      const step = describe(m, change);
+      const cur = current as Run | null;
+      const keyText = step.key ? JSON.stringify(step.key) : null;
+      if (
+        !cur ||
+        cur.mapping !== m ||
+        cur.signature !== step.signature ||
+        step.kind === 'identity' ||
+        step.signature === KEY_CHANGE ||
+        (keyText !== null && cur.keySet.has(keyText))
+      ) {
+        push(newRun(m, step.kind, step.signature, step.setColumns, []));
+      }
+      const run = current as unknown as Run;
+      run.changes.push(change);
+      if (step.row) run.rows.push(step.row);
+      if (step.key) run.oldKeys.push(step.key);
+      if (keyText !== null) run.keySet.add(keyText);
+    }
+    return runs;
+  }
+
+  private statement(run: Run, version: RemoteVersion): Statement {
+    switch (run.kind) {
+      case 'insert':
+        return upsertRows(run.mapping, run.rows, version);
+      case 'update':
+        return updateRows(run.mapping, run.oldKeys, run.rows, run.setColumns, version);
+      case 'delete':
+        return deleteRows(run.mapping, run.oldKeys, version);
+      case 'identity': {
+        const c = run.changes[0];
+        if (c?.tag === 'delete') return deleteByIdentity(run.mapping, c.oldTuple);
+        if (c?.tag === 'update') return updateByIdentity(run.mapping, c.oldTuple ?? c.newTuple, c.newTuple);
+        throw new SchemaMismatchError('identity run without an update or delete');
+      }
+      case 'truncate': {
+        const c = run.changes[0];
+        if (c?.tag !== 'truncate') throw new SchemaMismatchError('truncate run without a truncate');
+        const all = c.relationIds.map((id) => this.mappings.get(id)).filter((m): m is TableMapping => m !== undefined);
+        return truncateTables(all, c.cascade, c.restartIdentity);
+      }
+      default:
+        return assertNever(run.kind);
+    }
+  }
+
+  private account(run: Run, rows: Record<string, unknown>[], version: RemoteVersion, out: BatchOutcome): void {
+    const conflict = (ord: number, type: ConflictRecord['type'], resolution: ConflictRecord['resolution']): void => {
+      out.conflicts.push({
+        type,
+        resolution,
+        schema: run.mapping.local.schema,
+        table: run.mapping.local.name,
+        key: run.oldKeys[ord - 1] ?? [],
+        remoteCommitTimestamp: version.commitTimestamp,
+        remoteNode: version.node,
+      });
+    };
+    switch (run.kind) {
+      case 'insert': {
+        let kept = 0;
+        for (const r of rows) {
+          const ord = Number(r.ord);
+          if (r.inserted === false) conflict(ord, 'insert_exists', 'apply_remote');
+          else {
+            conflict(ord, 'insert_exists', 'keep_local');
+            kept++;
+          }
+        }
+        out.applied.insert += run.mapping.key.length ? run.rows.length - kept : Number(rows[0]?.n ?? 0);
+        return;
+      }
+      case 'update':
+      case 'delete': {
+        for (const r of rows) {
+          const ord = Number(r.ord);
+          if (run.kind === 'update') conflict(ord, r.present ? 'update_origin_differs' : 'update_missing', r.present ? 'keep_local' : 'skip');
+          else conflict(ord, r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? 'keep_local' : 'skip');
+        }
+        out.applied[run.kind] += run.oldKeys.length - rows.length;
+        return;
+      }
+      case 'identity': {
+        const c = run.changes[0];
+        const op = c?.tag === 'delete' ? 'delete' : 'update';
+        if (rows.length) out.applied[op] += 1;
+        else conflict(1, op === 'delete' ? 'delete_missing' : 'update_missing', 'skip');
+        return;
+      }
+      case 'truncate':
+        out.applied.truncate += 1;
+        return;
+      default:
+        assertNever(run.kind);
+    }
+  }
+}
+
+function tableName(m: TableMapping): string {
+  return `${m.local.schema}.${m.local.name}`;
+}
+
+function newRun(
+  mapping: TableMapping,
+  kind: Run['kind'],
+  signature: string,
+  setColumns: readonly MappedColumn[],
+  changes: ChangeMessage[],
+): Run {
+  return { mapping, kind, signature, rows: [], oldKeys: [], keySet: new Set(), setColumns, changes };
+}
+
+interface Step {
+  readonly kind: Run['kind'];
+  readonly signature: string;
+  readonly row: Row | null;
+  readonly key: Key | null;
+  readonly setColumns: readonly MappedColumn[];
+}
+
+function keyOf(m: TableMapping, tuple: Tuple): Key {
+  return m.key.map((c) => {
+    const v = tuple[c.index] ?? null;
+    if (v === UNCHANGED_TOAST) throw new SchemaMismatchError(`key column ${c.name} arrived as an unchanged TOAST value`);
+    return v === null ? null : typeof v === 'string' ? v : v.toString('utf8');
+  });
+}
+
+function describe(m: TableMapping, change: Exclude<ChangeMessage, { tag: 'truncate' }>): Step {
+  const tuple = change.tag === 'delete' ? change.oldTuple : change.newTuple;
+  if (tuple.length !== m.remoteColumnCount) {
+    throw new SchemaMismatchError(
+      `${tableName(m)}: tuple has ${tuple.length} columns, the Relation message announced ${m.remoteColumnCount}`,
+    );
+  }
+  if (m.key.length === 0) {
+    // Identified by the full row (REPLICA IDENTITY FULL, no primary key).
+    if (change.tag === 'insert') return { kind: 'insert', signature: 'insert', row: change.newTuple, key: null, setColumns: [] };
+    return { kind: 'identity', signature: 'identity', row: null, key: null, setColumns: [] };
+  }
+  switch (change.tag) {
+    case 'insert':
+      return { kind: 'insert', signature: 'insert', row: change.newTuple, key: keyOf(m, change.newTuple), setColumns: [] };
+    case 'delete':
+      return { kind: 'delete', signature: 'delete', row: null, key: keyOf(m, change.oldTuple), setColumns: [] };
+    case 'update': {
+      const newKey = keyOf(m, change.newTuple);
+      const oldKey = change.oldTuple ? keyOf(m, change.oldTuple) : newKey;
+      const keyChanged = JSON.stringify(oldKey) !== JSON.stringify(newKey);
+      const setColumns = m.columns.filter(
+        (c) => change.newTuple[c.index] !== UNCHANGED_TOAST && !c.identityAlways && (keyChanged || !c.isKey),
+      );
+      // Key changes run one row at a time: the new key may collide with another row of the batch.
+      const signature = keyChanged ? KEY_CHANGE : `update:${setColumns.map((c) => c.index).join(',')}`;
+      return { kind: 'update', signature, row: change.newTuple, key: oldKey, setColumns };
+    }
+    default:
+      return assertNever(change);
+  }
+}

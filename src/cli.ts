@@ -1,0 +1,136 @@
+import { parseArgs } from 'node:util';
+import { Agent } from './agent.js';
+import { ConfigError, loadConfigFile } from './config/load-config.js';
+import type { Config } from './config/config-schema.js';
+import { redactSecrets } from './config/redact.js';
+import { createLogger } from './observability/logger.js';
+import { SetupError, setupNode } from './node/setup-node.js';
+import { formatStatusTable } from './status-format.js';
+import type { LinkStatus } from './link/link.js';
+import { VERSION } from './version.js';
+
+const USAGE = `pgbidi ${VERSION}: bidirectional replication for PostgreSQL 15+
+
+Usage:
+  pgbidi demo   [--nodes N] [--duration SECONDS] [--write-rate N] [--conflict-rate N] [--prometheus]
+  pgbidi setup  --config FILE     prepare this node (idempotent)
+  pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
+  pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error
+  pgbidi --help | --version
+
+The config path may also come from PGBIDI_CONFIG. Exit codes: 0 ok, 1 failure, 2 invalid usage or config.`;
+
+export type Io = { out: (s: string) => void; err: (s: string) => void };
+const stdio: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
+
+export async function main(argv: readonly string[], io: Io = stdio): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    io.out(`${USAGE}\n`);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === '--version') {
+    io.out(`${VERSION}\n`);
+    return 0;
+  }
+  let args: ReturnType<typeof parse>;
+  try {
+    args = parse(rest);
+  } catch (err) {
+    io.err(`pgbidi: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    switch (command) {
+      case 'setup':
+        return await setup(loadConfig(args.values.config), io);
+      case 'run':
+        return await run(loadConfig(args.values.config));
+      case 'status':
+        return await status(loadConfig(args.values.config), args.values.json ?? false, io);
+      case 'demo': {
+        const { runDemo } = await import('./demo/demo.js');
+        return await runDemo(args.values, io);
+      }
+      default:
+        io.err(`pgbidi: unknown command '${command}'\n\n${USAGE}\n`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.err(`pgbidi: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof SetupError) {
+      io.err(`pgbidi: ${err.message}\n`);
+      return 1;
+    }
+    io.err(`pgbidi: ${redactSecrets(err instanceof Error ? err.message : String(err))}\n`);
+    return 1;
+  }
+}
+
+function parse(rest: readonly string[]) {
+  return parseArgs({
+    args: [...rest],
+    options: {
+      config: { type: 'string', short: 'c' },
+      json: { type: 'boolean' },
+      nodes: { type: 'string' },
+      duration: { type: 'string' },
+      'write-rate': { type: 'string' },
+      'conflict-rate': { type: 'string' },
+      prometheus: { type: 'boolean' },
+      'keep-data': { type: 'boolean' },
+    },
+    allowPositionals: false,
+    strict: true,
+  });
+}
+
+function loadConfig(path: string | undefined): Config {
+  const file = path ?? process.env.PGBIDI_CONFIG;
+  if (!file) throw new ConfigError('(arguments)', [{ path: '--config', message: 'required (or set PGBIDI_CONFIG)' }]);
+  return loadConfigFile(file, process.env);
+}
+
+async function setup(config: Config, io: Io): Promise<number> {
+  const log = createLogger(config.log.level);
+  const report = await setupNode(config, log.child({ component: 'setup' }));
+  io.out(`node ${config.node.name} is ready (PostgreSQL ${report.serverVersionNum})\n`);
+  io.out(`  published tables: ${report.tables.length ? report.tables.join(', ') : '(none yet)'}\n`);
+  io.out(`  replication origins: ${report.origins.join(', ')}\n`);
+  for (const s of report.slots) io.out(`  slot ${s.slot} on peer ${s.peer}: ${s.status}\n`);
+  return 0;
+}
+
+async function run(config: Config): Promise<number> {
+  const log = createLogger(config.log.level);
+  const agent = await Agent.start({ config, log });
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      log.info({ component: 'agent', signal }, 'signal received');
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      resolve();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  await agent.stop();
+  return 0;
+}
+
+async function status(config: Config, json: boolean, io: Io): Promise<number> {
+  const url = `http://${config.http.listen}/status`;
+  let body: { node: string; links: LinkStatus[] };
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    body = (await res.json()) as { node: string; links: LinkStatus[] };
+  } catch (err) {
+    io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);
+    return 1;
+  }
+  io.out(json ? `${JSON.stringify(body, null, 2)}\n` : formatStatusTable(body.node, body.links));
+  return 0;
+}

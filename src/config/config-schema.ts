@@ -1,0 +1,103 @@
+import { z } from 'zod';
+
+/**
+ * The agent's configuration. Key names are part of the operator interface: keep them stable.
+ * Durations are in milliseconds and named so.
+ */
+
+const NODE_NAME = /^[a-z][a-z0-9_]{0,19}$/;
+
+const nodeName = z
+  .string()
+  .regex(NODE_NAME, 'must be 1-20 characters of a-z, 0-9 and _, starting with a letter (it names slots and origins)');
+
+const dsn = z
+  .string()
+  .min(1)
+  .refine((v) => /^postgres(ql)?:\/\//.test(v), 'must be a postgres:// or postgresql:// URL')
+  .refine((v) => {
+    try {
+      new URL(v);
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'is not a valid URL');
+
+const tablePattern = z
+  .string()
+  .regex(/^[A-Za-z_*?][A-Za-z0-9_$*?]*\.[A-Za-z_*?][A-Za-z0-9_$*?]*$/, 'must be schema.table; * and ? are wildcards');
+
+const listen = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464');
+
+const positiveMs = z.number().int().positive();
+
+export const configSchema = z
+  .object({
+    node: z.object({ name: nodeName, dsn }).strict(),
+    peers: z.array(z.object({ name: nodeName, dsn }).strict()).min(1, 'needs at least one peer'),
+    replication: z
+      .object({
+        publication: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/).default('pgbidi'),
+        tables: z.array(tablePattern).min(1).default(['public.*']),
+        exclude_tables: z.array(tablePattern).default([]),
+        apply_batch_size: z.number().int().min(1).max(100_000).default(1000),
+        max_queued_changes: z.number().int().min(100).default(100_000),
+        feedback_interval_ms: positiveMs.default(1000),
+        heartbeat_interval_ms: positiveMs.default(1000),
+        statement_timeout_ms: positiveMs.default(60_000),
+        reconnect: z
+          .object({ initial_delay_ms: positiveMs.default(500), max_delay_ms: positiveMs.default(30_000) })
+          .strict()
+          .default({ initial_delay_ms: 500, max_delay_ms: 30_000 }),
+      })
+      .strict()
+      .default({
+        publication: 'pgbidi',
+        tables: ['public.*'],
+        exclude_tables: [],
+        apply_batch_size: 1000,
+        max_queued_changes: 100_000,
+        feedback_interval_ms: 1000,
+        heartbeat_interval_ms: 1000,
+        statement_timeout_ms: 60_000,
+        reconnect: { initial_delay_ms: 500, max_delay_ms: 30_000 },
+      }),
+    http: z
+      .object({ listen: listen.default('127.0.0.1:9464') })
+      .strict()
+      .default({ listen: '127.0.0.1:9464' }),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .default({ level: 'info' }),
+    readiness: z
+      .object({ max_lag_ms: positiveMs.default(30_000) })
+      .strict()
+      .default({ max_lag_ms: 30_000 }),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Map<string, string>([[c.node.name, 'node.name']]);
+    c.peers.forEach((p, i) => {
+      const first = seen.get(p.name);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['peers', i, 'name'], message: `duplicates ${first} (${p.name})` });
+      } else {
+        seen.set(p.name, `peers.${i}.name`);
+      }
+    });
+    if (c.replication.reconnect.max_delay_ms < c.replication.reconnect.initial_delay_ms) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['replication', 'reconnect', 'max_delay_ms'],
+        message: 'must not be smaller than initial_delay_ms',
+      });
+    }
+  });
+
+export type RawConfig = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type PeerConfig = Config['peers'][number];

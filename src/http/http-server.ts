@@ -1,0 +1,65 @@
+import express from 'express';
+import type { Server } from 'node:http';
+import type { Registry } from 'prom-client';
+import { openMetricsContentType } from 'prom-client';
+import type { LinkStatus } from '../link/link.js';
+
+/**
+ * /metrics (Prometheus text, or OpenMetrics when the scraper asks for it, which carries exemplars),
+ * /healthz (process alive), /readyz (every link streaming and under the lag bound), /status (JSON).
+ * Nothing here can reach a secret: links report redacted state only.
+ */
+export interface AgentView {
+  readonly node: string;
+  links(): readonly LinkStatus[];
+  readonly maxReadyLagSeconds: number;
+  extraStatus?(): Promise<Record<string, unknown>>;
+}
+
+export function createHttpApp(view: AgentView, registry: Registry, openMetricsRegistry: Registry): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.get('/metrics', async (req, res) => {
+    const wantsOpenMetrics = (req.get('accept') ?? '').includes('application/openmetrics-text');
+    const reg = wantsOpenMetrics ? openMetricsRegistry : registry;
+    res.set('Content-Type', wantsOpenMetrics ? openMetricsContentType : registry.contentType);
+    res.send(await reg.metrics());
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', (_req, res) => {
+    const reasons = readinessProblems(view.links(), view.maxReadyLagSeconds);
+    if (reasons.length) res.status(503).json({ ready: false, reasons });
+    else res.json({ ready: true });
+  });
+
+  app.get('/status', async (_req, res) => {
+    res.json({ node: view.node, links: view.links(), ...(view.extraStatus ? await view.extraStatus() : {}) });
+  });
+
+  return app;
+}
+
+export function readinessProblems(links: readonly LinkStatus[], maxLagSeconds: number): string[] {
+  const reasons: string[] = [];
+  for (const l of links) {
+    if (l.state !== 'streaming' && l.state !== 'paused') reasons.push(`link from ${l.peer} is ${l.state}`);
+    else if (l.lagSeconds > maxLagSeconds) reasons.push(`link from ${l.peer} lags ${l.lagSeconds.toFixed(1)} s (bound ${maxLagSeconds} s)`);
+  }
+  return reasons;
+}
+
+export function listen(app: express.Express, hostPort: string): Promise<Server> {
+  const i = hostPort.lastIndexOf(':');
+  const host = hostPort.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(hostPort.slice(i + 1));
+  return new Promise((resolve, reject) => {
+    const server = app.listen(port, host);
+    server.once('listening', () => resolve(server));
+    server.once('error', reject);
+  });
+}

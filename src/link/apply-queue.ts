@@ -1,0 +1,74 @@
+import type {
+  BeginMessage,
+  ChangeMessage,
+  CommitMessage,
+  LogicalDecodingMessage,
+  RelationMessage,
+} from '../protocol/pgoutput-messages.js';
+
+/** What the receiver hands to the applier, in stream order. */
+export type ApplyItem =
+  | { readonly kind: 'begin'; readonly begin: BeginMessage }
+  | { readonly kind: 'relation'; readonly relation: RelationMessage }
+  | { readonly kind: 'changes'; readonly changes: readonly ChangeMessage[] }
+  | { readonly kind: 'message'; readonly message: LogicalDecodingMessage }
+  | { readonly kind: 'commit'; readonly commit: CommitMessage };
+
+/**
+ * A FIFO between the synchronous receive callback and the asynchronous applier. It counts queued
+ * changes (for backpressure) and queued commits (so a draining applier knows whether the open
+ * transaction can still finish).
+ */
+export class ApplyQueue {
+  private items: ApplyItem[] = [];
+  private head = 0;
+  private waiter: (() => void) | null = null;
+  changes = 0;
+  commits = 0;
+
+  push(item: ApplyItem): void {
+    this.items.push(item);
+    if (item.kind === 'changes') this.changes += item.changes.length;
+    if (item.kind === 'commit') this.commits++;
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  shift(): ApplyItem | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head++] as ApplyItem;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    if (item.kind === 'changes') this.changes -= item.changes.length;
+    if (item.kind === 'commit') this.commits--;
+    return item;
+  }
+
+  /** Resolves when an item is available or `wake()` is called. */
+  wait(): Promise<void> {
+    if (this.length > 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+    });
+  }
+
+  wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+    this.changes = 0;
+    this.commits = 0;
+  }
+}

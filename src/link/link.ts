@@ -1,0 +1,589 @@
+/**
+ * One directed link: a peer's changes applied to this node.
+ *
+ *            start()                      streaming ok
+ *   stopped ────────► connecting ───────────────────────► streaming ◄──► paused (backpressure)
+ *      ▲                  ▲   │ failure                      │ failure
+ *      │                  │   ▼                              ▼
+ *      │   delay elapsed  └─ backoff ◄───────────────────────┘
+ *      └──────────────── stop() from any state (drain, final feedback)
+ *
+ * Pipeline: replication connection → (synchronous decode, order check, loop filter, batching) →
+ * ApplyQueue → applier (one local transaction per remote transaction, bound to the peer's origin).
+ * Progress is only ever confirmed from the local origin's flushed position, never on receipt.
+ */
+import pg from 'pg';
+import type { Config, PeerConfig } from '../config/config-schema.js';
+import { redactSecrets } from '../config/redact.js';
+import type { ConflictRecord } from '../conflict/conflict-types.js';
+import { ApplySession } from '../apply/apply-session.js';
+import { errorKind, sqlState } from '../apply/error-kind.js';
+import { TransactionApplier } from '../apply/transaction-applier.js';
+import type { RemoteVersion } from '../apply/statements.js';
+import { applicationName, HEARTBEAT_PREFIX, METADATA_SCHEMA, originName, slotName } from '../node/names.js';
+import type { Logger } from '../observability/logger.js';
+import type { LinkMetrics, LinkState, ChangeOp } from '../observability/metrics.js';
+import { formatLsn, maxLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
+import type { Lsn } from '../protocol/lsn.js';
+import { formatPgTimestamp, nowPgMicros, pgMicrosToUnixMs, pgMicrosToUnixSeconds } from '../protocol/pg-time.js';
+import type { BeginMessage, ChangeMessage, LogicalDecodingMessage } from '../protocol/pgoutput-messages.js';
+import type { ReplicationMessage } from '../protocol/replication-messages.js';
+import { TransactionSequencer } from '../protocol/transaction-sequencer.js';
+import { ReplicationConnection } from '../source/replication-connection.js';
+import { ApplyQueue } from './apply-queue.js';
+import { Backoff } from './backoff.js';
+
+export interface LinkStatus {
+  readonly peer: string;
+  readonly state: LinkState;
+  readonly slot: string;
+  readonly origin: string;
+  readonly peerServerVersionNum: number;
+  readonly receivedLsn: string;
+  readonly appliedLsn: string;
+  readonly confirmedLsn: string;
+  readonly lagSeconds: number;
+  readonly lastAppliedCommitTime: string | null;
+  readonly lastHeartbeatTime: string | null;
+  readonly queuedChanges: number;
+  readonly transactionsApplied: number;
+  readonly transactionsFiltered: number;
+  readonly conflicts: number;
+  readonly reconnects: number;
+  readonly lastError: { readonly message: string; readonly code: string | null; readonly at: string } | null;
+}
+
+/** Observes applied transactions (tracing hooks in here without the link knowing the SDK). */
+export interface TransactionObserver {
+  applied(t: {
+    peer: string;
+    begin: BeginMessage;
+    endLsn: Lsn;
+    changes: number;
+    conflicts: readonly ConflictRecord[];
+    startedAtMs: number;
+    committedAtMs: number;
+    traceparent: string | null;
+  }): string | undefined;
+}
+
+export interface LinkDeps {
+  readonly config: Config;
+  readonly peer: PeerConfig;
+  readonly log: Logger;
+  readonly metrics: LinkMetrics;
+  readonly observer?: TransactionObserver;
+  readonly clock?: () => number;
+}
+
+const OP_OF: Record<ChangeMessage['tag'], ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete', truncate: 'truncate' };
+
+export class Link {
+  private state: LinkState = 'stopped';
+  private readonly slot: string;
+  private readonly origin: string;
+  private readonly backoff: Backoff;
+  private readonly queue = new ApplyQueue();
+  private readonly clock: () => number;
+  private stopping = false;
+  private runPromise: Promise<void> | null = null;
+  private wakeBackoff: (() => void) | null = null;
+
+  // Per-attempt resources.
+  private replication: ReplicationConnection | null = null;
+  private session: ApplySession | null = null;
+  private control: pg.Client | null = null;
+  private applier: TransactionApplier | null = null;
+  private attemptFailed: ((err: unknown) => void) | null = null;
+
+  // Receive side (per attempt).
+  private sequencer = new TransactionSequencer();
+  private pendingBegin: BeginMessage | null = null;
+  private skipping = false;
+  private batch: ChangeMessage[] = [];
+  private receiving = false;
+
+  // Positions.
+  private receivedLsn: Lsn = ZERO_LSN;
+  private appliedLsn: Lsn = ZERO_LSN;
+  private durableLsn: Lsn = ZERO_LSN;
+  private confirmedLsn: Lsn = ZERO_LSN;
+  private idleLsn: Lsn = ZERO_LSN;
+  private applying = false;
+  /** Commit times of received transactions not yet applied, oldest first (lag survives reconnects). */
+  private pendingCommitTimes: bigint[] = [];
+  private oldestUnapplied: bigint | null = null;
+
+  // Status.
+  private peerVersion = 0;
+  private lastAppliedCommit: bigint | null = null;
+  private lastHeartbeat: bigint | null = null;
+  private applied = 0;
+  private filtered = 0;
+  private conflictCount = 0;
+  private reconnects = 0;
+  private lastError: LinkStatus['lastError'] = null;
+
+  constructor(private readonly deps: LinkDeps) {
+    this.slot = slotName(deps.peer.name, deps.config.node.name);
+    this.origin = originName(deps.peer.name);
+    const r = deps.config.replication.reconnect;
+    this.backoff = new Backoff(r.initial_delay_ms, r.max_delay_ms);
+    this.clock = deps.clock ?? Date.now;
+  }
+
+  get peer(): string {
+    return this.deps.peer.name;
+  }
+
+  start(): void {
+    if (this.runPromise) return;
+    this.stopping = false;
+    this.runPromise = this.loop();
+  }
+
+  /** Drains: the open transaction commits if it was fully received, else rolls back; then final feedback. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wakeBackoff?.();
+    this.queue.wake();
+    await this.runPromise;
+    this.runPromise = null;
+    this.setState('stopped');
+  }
+
+  status(): LinkStatus {
+    return {
+      peer: this.peer,
+      state: this.state,
+      slot: this.slot,
+      origin: this.origin,
+      peerServerVersionNum: this.peerVersion,
+      receivedLsn: formatLsn(this.receivedLsn),
+      appliedLsn: formatLsn(this.appliedLsn),
+      confirmedLsn: formatLsn(this.confirmedLsn),
+      lagSeconds: this.lagSeconds(),
+      lastAppliedCommitTime: this.lastAppliedCommit === null ? null : new Date(pgMicrosToUnixMs(this.lastAppliedCommit)).toISOString(),
+      lastHeartbeatTime: this.lastHeartbeat === null ? null : new Date(pgMicrosToUnixMs(this.lastHeartbeat)).toISOString(),
+      queuedChanges: this.queue.changes + this.batch.length,
+      transactionsApplied: this.applied,
+      transactionsFiltered: this.filtered,
+      conflicts: this.conflictCount,
+      reconnects: this.reconnects,
+      lastError: this.lastError,
+    };
+  }
+
+  /** now − commit time of the oldest received but unapplied transaction; 0 when caught up. */
+  lagSeconds(): number {
+    const oldest = this.oldestUnapplied ?? this.pendingCommitTimes[0];
+    if (oldest === undefined || oldest === null) return 0;
+    return Math.max(0, (this.clock() - pgMicrosToUnixMs(oldest)) / 1000);
+  }
+
+  private setState(s: LinkState): void {
+    if (this.state === s) return;
+    this.state = s;
+    this.deps.metrics.state(s);
+    this.deps.log.info({ state: s }, 'link state');
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      this.setState('connecting');
+      try {
+        await this.attempt();
+      } catch (err) {
+        this.recordError(err);
+      }
+      await this.teardown();
+      if (this.stopping) break;
+      this.setState('backoff');
+      this.reconnects++;
+      this.deps.metrics.reconnect();
+      const delay = this.backoff.next();
+      this.deps.log.info({ delayMs: delay }, 'reconnecting after backoff');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, delay);
+        this.wakeBackoff = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wakeBackoff = null;
+    }
+  }
+
+  private recordError(err: unknown): void {
+    const message = redactSecrets(err instanceof Error ? err.message : String(err));
+    const code = sqlState(err) ?? ((err as { code?: unknown } | null)?.code as string | undefined) ?? null;
+    this.lastError = { message, code: typeof code === 'string' ? code : null, at: new Date(this.clock()).toISOString() };
+    this.deps.metrics.applyError(errorKind(err));
+    this.deps.log.error({ err: { message, code } }, 'link failed');
+  }
+
+  /** One connection attempt; resolves when stopping, rejects on any failure. */
+  private async attempt(): Promise<void> {
+    const { config, peer, log } = this.deps;
+    let fail!: (err: unknown) => void;
+    const failed = new Promise<never>((_, reject) => {
+      fail = reject;
+    });
+    failed.catch(() => undefined);
+    this.attemptFailed = fail;
+    const onConnError = (err: Error): void => fail(err);
+
+    this.control = new pg.Client({ connectionString: config.node.dsn, application_name: `pgbidi_${config.node.name}_control` });
+    this.control.on('error', onConnError);
+    await this.control.connect();
+
+    this.session = new ApplySession({
+      dsn: config.node.dsn,
+      origin: this.origin,
+      applicationName: applicationName(peer.name, config.node.name),
+      statementTimeoutMs: config.replication.statement_timeout_ms,
+    });
+    const startLsn = await this.session.connect(onConnError);
+    this.applier = new TransactionApplier(this.session);
+    this.appliedLsn = maxLsn(this.appliedLsn, startLsn);
+    this.durableLsn = startLsn;
+
+    this.replication = new ReplicationConnection({
+      dsn: peer.dsn,
+      applicationName: applicationName(peer.name, config.node.name),
+      slot: this.slot,
+      publication: config.replication.publication,
+    });
+    await this.replication.connect(onConnError);
+    this.peerVersion = this.replication.serverVersionNum;
+    const slot = await this.replication.ensureSlot();
+    if (slot === 'created') log.warn({ slot: this.slot }, 'created the missing slot on the peer: changes before now are not replicated');
+
+    this.resetReceiver();
+    const streaming = this.replication.start({
+      startLsn,
+      onMessage: (m) => {
+        try {
+          this.receive(m);
+        } catch (err) {
+          fail(err);
+        }
+      },
+      onError: fail,
+    });
+    streaming.then(
+      () => {
+        if (!this.stopping) fail(new Error('the peer ended the replication stream'));
+      },
+      fail,
+    );
+    log.info({ startLsn: formatLsn(startLsn), peerVersion: this.peerVersion }, 'streaming');
+    this.setState('streaming');
+
+    const feedback = setInterval(() => void this.feedback(false).catch(fail), config.replication.feedback_interval_ms);
+    const heartbeat = setInterval(() => void this.emitHeartbeat().catch(fail), config.replication.heartbeat_interval_ms);
+    try {
+      await Promise.race([this.applyLoop(), failed]);
+      // Stopping: the apply loop has drained; confirm what is durable before closing the stream.
+      await this.feedback(false);
+    } finally {
+      clearInterval(feedback);
+      clearInterval(heartbeat);
+    }
+  }
+
+  private resetReceiver(): void {
+    this.sequencer = new TransactionSequencer();
+    this.pendingBegin = null;
+    this.skipping = false;
+    this.batch = [];
+    this.receiving = false;
+    this.queue.clear();
+    this.pendingCommitTimes = [];
+    this.applying = false;
+  }
+
+  private async teardown(): Promise<void> {
+    this.attemptFailed = null;
+    const replication = this.replication;
+    const session = this.session;
+    const control = this.control;
+    this.replication = null;
+    this.session = null;
+    this.control = null;
+    this.applier = null;
+    if (this.stopping) await replication?.stop();
+    else replication?.destroy();
+    await session?.close(); // an open transaction rolls back with the session
+    await control?.end().catch(() => undefined);
+    this.oldestUnapplied = this.pendingCommitTimes[0] ?? this.oldestUnapplied;
+  }
+
+  // ---- receive side: synchronous, runs inside the copyData callback ----
+
+  private receive(m: ReplicationMessage): void {
+    if (m.kind === 'keepalive') {
+      this.receivedLsn = maxLsn(this.receivedLsn, m.walEnd);
+      if (!this.receiving) this.idleLsn = maxLsn(this.idleLsn, m.walEnd);
+      if (m.replyRequested) void this.feedback(true).catch((err) => this.attemptFailed?.(err));
+      return;
+    }
+    this.deps.metrics.receivedBytes(m.byteLength);
+    const msg = m.message;
+    this.sequencer.accept(msg);
+    switch (msg.tag) {
+      case 'begin':
+        this.receiving = true;
+        this.pendingBegin = msg;
+        this.skipping = false;
+        return;
+      case 'origin':
+        // PostgreSQL 15 has no origin filter: a transaction that carries an Origin message was applied
+        // on the peer by some replication origin (pgoutput_send_begin → send_repl_origin). Full mesh:
+        // every node hears every other node directly, so nothing replicated is forwarded.
+        this.skipping = true;
+        this.pendingBegin = null;
+        return;
+      case 'relation':
+        this.forwardBegin();
+        this.flushBatch();
+        this.queue.push({ kind: 'relation', relation: msg });
+        return;
+      case 'type':
+        return; // values are text and cast by local type names; nothing to map
+      case 'insert':
+      case 'update':
+      case 'delete':
+      case 'truncate': {
+        const op = OP_OF[msg.tag];
+        this.deps.metrics.received(op, 0);
+        if (this.skipping) {
+          this.deps.metrics.filtered(op, 'origin');
+          return;
+        }
+        this.forwardBegin();
+        this.batch.push(msg);
+        if (this.batch.length >= this.deps.config.replication.apply_batch_size) this.flushBatch();
+        return;
+      }
+      case 'message':
+        if (!msg.transactional) return;
+        if (this.skipping) return;
+        this.forwardBegin();
+        this.flushBatch();
+        this.queue.push({ kind: 'message', message: msg });
+        return;
+      case 'commit':
+        this.receiving = false;
+        this.receivedLsn = maxLsn(this.receivedLsn, msg.endLsn);
+        this.deps.metrics.positions({ received: this.receivedLsn });
+        if (this.skipping || this.pendingBegin) {
+          // Filtered by origin, or nothing in it to apply: processed, nothing to write.
+          if (this.skipping) {
+            this.filtered++;
+            this.deps.metrics.transactionFiltered('origin');
+          }
+          this.pendingBegin = null;
+          this.skipping = false;
+          if (this.queue.length === 0 && !this.applying) this.idleLsn = maxLsn(this.idleLsn, msg.endLsn);
+          return;
+        }
+        this.flushBatch();
+        this.queue.push({ kind: 'commit', commit: msg });
+        this.backpressure();
+        return;
+    }
+  }
+
+  private forwardBegin(): void {
+    const begin = this.pendingBegin;
+    if (!begin) return;
+    this.pendingBegin = null;
+    this.pendingCommitTimes.push(begin.commitTime);
+    this.queue.push({ kind: 'begin', begin });
+  }
+
+  private flushBatch(): void {
+    if (this.batch.length === 0) return;
+    this.queue.push({ kind: 'changes', changes: this.batch });
+    this.batch = [];
+    this.backpressure();
+  }
+
+  private backpressure(): void {
+    const max = this.deps.config.replication.max_queued_changes;
+    this.deps.metrics.queue(this.queue.changes, max);
+    if (this.state === 'streaming' && this.queue.changes >= max) {
+      this.replication?.pause();
+      this.setState('paused');
+    } else if (this.state === 'paused' && this.queue.changes <= max / 2) {
+      this.replication?.resume();
+      this.setState('streaming');
+    }
+  }
+
+  // ---- apply side ----
+
+  private async applyLoop(): Promise<void> {
+    let open: { begin: BeginMessage; version: RemoteVersion; startedAt: number; changes: number; conflicts: ConflictRecord[]; heartbeat: bigint | null; traceparent: string | null; tables: Set<string> } | null = null;
+    const session = this.session as ApplySession;
+    const applier = this.applier as TransactionApplier;
+    let begun: Promise<unknown> | null = null;
+    for (;;) {
+      if (this.stopping && (open === null || this.queue.commits === 0)) {
+        if (open) await session.rollback();
+        return;
+      }
+      const item = this.queue.shift();
+      if (!item) {
+        this.applying = open !== null;
+        await this.queue.wait();
+        continue;
+      }
+      this.applying = true;
+      switch (item.kind) {
+        case 'begin':
+          begun = session.begin();
+          begun.catch(() => undefined);
+          open = {
+            begin: item.begin,
+            version: { commitTimestamp: formatPgTimestamp(item.begin.commitTime), node: this.peer },
+            startedAt: this.clock(),
+            changes: 0,
+            conflicts: [],
+            heartbeat: null,
+            traceparent: null,
+            tables: new Set(),
+          };
+          this.oldestUnapplied = null;
+          break;
+        case 'relation':
+          applier.relation(item.relation);
+          break;
+        case 'changes': {
+          if (!open) throw new Error('changes outside a transaction');
+          const outcome = await applier.apply(item.changes, open.version);
+          open.changes += item.changes.length;
+          open.conflicts.push(...outcome.conflicts);
+          for (const t of outcome.tables) open.tables.add(t);
+          for (const op of Object.keys(outcome.applied) as ChangeOp[]) this.deps.metrics.applied(op, outcome.applied[op]);
+          this.backpressure();
+          break;
+        }
+        case 'message':
+          if (open && item.message.prefix === HEARTBEAT_PREFIX) open.heartbeat = parseHeartbeat(item.message);
+          if (open && item.message.prefix === 'traceparent') open.traceparent = item.message.content.toString('utf8');
+          break;
+        case 'commit': {
+          if (!open) throw new Error('commit outside a transaction');
+          if (open.conflicts.length) await this.recordConflicts(session, open.conflicts, item.commit.endLsn);
+          await begun;
+          await session.commit(item.commit.endLsn, open.version.commitTimestamp);
+          const committedAt = this.clock();
+          this.appliedLsn = item.commit.endLsn;
+          this.pendingCommitTimes.shift();
+          this.applied++;
+          this.lastAppliedCommit = item.commit.commitTime;
+          if (open.heartbeat !== null) {
+            this.lastHeartbeat = open.heartbeat;
+            this.deps.metrics.heartbeat(pgMicrosToUnixSeconds(open.heartbeat));
+          }
+          const traceId = this.deps.observer?.applied({
+            peer: this.peer,
+            begin: open.begin,
+            endLsn: item.commit.endLsn,
+            changes: open.changes,
+            conflicts: open.conflicts,
+            startedAtMs: open.startedAt,
+            committedAtMs: committedAt,
+            traceparent: open.traceparent,
+          });
+          this.deps.metrics.transactionApplied({
+            commitUnixSeconds: pgMicrosToUnixSeconds(item.commit.commitTime),
+            delaySeconds: (committedAt - pgMicrosToUnixMs(item.commit.commitTime)) / 1000,
+            durationSeconds: (committedAt - open.startedAt) / 1000,
+            changes: open.changes,
+            ...(traceId ? { traceId } : {}),
+          });
+          for (const t of open.tables) this.deps.metrics.table(t);
+          for (const c of open.conflicts) {
+            this.conflictCount++;
+            this.deps.metrics.conflict(`${c.schema}.${c.table}`, c.type, c.resolution);
+            this.deps.log.warn(
+              { conflict: c.type, resolution: c.resolution, table: `${c.schema}.${c.table}`, key: c.key, remoteCommitTs: c.remoteCommitTimestamp, remoteNode: c.remoteNode, remoteCommitLsn: formatLsn(item.commit.commitLsn) },
+              'conflict',
+            );
+          }
+          this.deps.metrics.positions({ applied: this.appliedLsn });
+          this.backoff.reset();
+          open = null;
+          begun = null;
+          break;
+        }
+      }
+    }
+  }
+
+  private async recordConflicts(session: ApplySession, conflicts: readonly ConflictRecord[], commitLsn: Lsn): Promise<void> {
+    await session.run({
+      text: `INSERT INTO ${METADATA_SCHEMA}.conflicts (peer, conflict_type, resolution, table_schema, table_name, key, remote_commit_ts, remote_commit_lsn, remote_node)
+             SELECT $1, c.type, c.resolution, c.schema, c.tbl, c.key, c.ts::timestamptz, $2::pg_lsn, c.node
+               FROM jsonb_to_recordset($3::jsonb) AS c(type text, resolution text, schema text, tbl text, key jsonb, ts text, node text)`,
+      values: [
+        this.peer,
+        formatLsn(commitLsn),
+        JSON.stringify(
+          conflicts.map((c) => ({ type: c.type, resolution: c.resolution, schema: c.schema, tbl: c.table, key: c.key, ts: c.remoteCommitTimestamp, node: c.remoteNode })),
+        ),
+      ],
+    });
+  }
+
+  /**
+   * Standby status update. flush = the origin's progress after pg_replication_origin_progress(…, true)
+   * flushed local WAL up to it: only durable commits are confirmed. When nothing received is pending,
+   * keepalive and filtered positions are confirmed too (like worker.c send_feedback without pending
+   * transactions), or the peer would retain WAL forever on idle or filtered traffic.
+   */
+  private async feedback(replyRequested: boolean): Promise<void> {
+    const control = this.control;
+    const replication = this.replication;
+    if (!control || !replication) return;
+    const r = await control.query<{ lsn: string | null }>('SELECT pg_replication_origin_progress($1, true)::text AS lsn', [this.origin]);
+    const lsn = r.rows[0]?.lsn;
+    if (lsn) this.durableLsn = maxLsn(this.durableLsn, parseLsn(lsn));
+    const idle = !this.receiving && this.queue.length === 0 && !this.applying && this.durableLsn >= this.appliedLsn;
+    const flushed = idle ? maxLsn(this.durableLsn, this.idleLsn) : this.durableLsn;
+    this.confirmedLsn = maxLsn(this.confirmedLsn, flushed);
+    if (this.replication !== replication) return;
+    replication.sendStatus({
+      written: maxLsn(this.receivedLsn, this.confirmedLsn),
+      flushed: this.confirmedLsn,
+      applied: this.confirmedLsn,
+      clientTime: nowPgMicros(this.clock),
+      replyRequested: false,
+    });
+    this.deps.metrics.positions({ confirmed: this.confirmedLsn });
+    this.deps.metrics.lag(this.lagSeconds());
+    void replyRequested;
+  }
+
+  /** A transactional logical message on this node, so that peers can measure end-to-end freshness. */
+  private async emitHeartbeat(): Promise<void> {
+    const control = this.control;
+    if (!control) return;
+    await control.query(`SELECT pg_logical_emit_message(true, $1, $2)`, [
+      HEARTBEAT_PREFIX,
+      JSON.stringify({ node: this.deps.config.node.name, ts: nowPgMicros(this.clock).toString() }),
+    ]);
+  }
+}
+
+function parseHeartbeat(m: LogicalDecodingMessage): bigint | null {
+  try {
+    const v = JSON.parse(m.content.toString('utf8')) as { ts?: unknown };
+    return typeof v.ts === 'string' && /^-?\d+$/.test(v.ts) ? BigInt(v.ts) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,151 @@
+import pg from 'pg';
+import type { Config } from '../config/config-schema.js';
+import { redactSecrets } from '../config/redact.js';
+import type { Logger } from '../observability/logger.js';
+import { qualifiedName, quoteIdent } from '../util/sql.js';
+import { metadataSchemaSql } from './metadata-schema.js';
+import { METADATA_SCHEMA, originName, slotName } from './names.js';
+import { resolveTables } from './table-selection.js';
+
+export class SetupError extends Error {
+  readonly code = 'PGBIDI_SETUP_FAILED';
+  constructor(readonly problems: readonly string[]) {
+    super(`setup cannot continue:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'SetupError';
+  }
+}
+
+export interface SetupReport {
+  readonly serverVersionNum: number;
+  readonly tables: readonly string[];
+  readonly origins: readonly string[];
+  readonly slots: readonly { peer: string; slot: string; status: 'created' | 'exists' | 'unreachable' }[];
+}
+
+const MIN_VERSION_NUM = 150000;
+
+/**
+ * Prepares the local node (idempotent): checks server settings, creates the metadata schema,
+ * the publication, one replication origin per peer, and on each reachable peer the slot this node
+ * consumes. Every problem found is reported at once.
+ */
+export async function setupNode(config: Config, log: Logger): Promise<SetupReport> {
+  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
+  await client.connect();
+  try {
+    const settings = await readSettings(client);
+    const needed = config.peers.length;
+    const problems: string[] = [];
+    if (settings.server_version_num < MIN_VERSION_NUM) {
+      problems.push(`PostgreSQL ${settings.server_version} is too old: pgbidi needs 15 or later`);
+    }
+    if (settings.wal_level !== 'logical') {
+      problems.push(`wal_level is '${settings.wal_level}': set wal_level = logical in postgresql.conf and restart`);
+    }
+    if (settings.track_commit_timestamp !== 'on') {
+      problems.push('track_commit_timestamp is off: set track_commit_timestamp = on and restart (conflict resolution needs commit times)');
+    }
+    if (settings.max_replication_slots < needed) {
+      problems.push(`max_replication_slots is ${settings.max_replication_slots}: set it to at least ${needed} (one per peer) and restart`);
+    }
+    if (settings.max_wal_senders < needed) {
+      problems.push(`max_wal_senders is ${settings.max_wal_senders}: set it to at least ${needed} (one per peer) and restart`);
+    }
+    const tables = await resolveTables(client, config.replication.tables, config.replication.exclude_tables);
+    const unidentified = tables.filter((t) => !t.hasPrimaryKey && t.replicaIdentity !== 'f');
+    if (unidentified.length) {
+      problems.push(
+        `tables without a primary key cannot be replicated: ${unidentified.map((t) => `${t.schema}.${t.name}`).join(', ')}; ` +
+          'add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL for insert-mostly tables',
+      );
+    }
+    if (problems.length) throw new SetupError(problems);
+
+    await client.query('BEGIN');
+    for (const sql of metadataSchemaSql(config.node.name)) await client.query(sql);
+    const owner = await client.query<{ name: string }>(`SELECT name FROM ${METADATA_SCHEMA}.node`);
+    const existing = owner.rows[0]?.name;
+    if (existing !== undefined && existing !== config.node.name) {
+      throw new SetupError([`this database belongs to pgbidi node '${existing}', not '${config.node.name}'`]);
+    }
+    if (existing === undefined) await client.query(`INSERT INTO ${METADATA_SCHEMA}.node (name) VALUES ($1)`, [config.node.name]);
+
+    const pub = quoteIdent(config.replication.publication);
+    const list = tables.map((t) => qualifiedName(t.schema, t.name)).join(', ');
+    const pubExists = await client.query('SELECT 1 FROM pg_publication WHERE pubname = $1', [config.replication.publication]);
+    if (pubExists.rowCount === 0) {
+      await client.query(list ? `CREATE PUBLICATION ${pub} FOR TABLE ${list}` : `CREATE PUBLICATION ${pub}`);
+    } else if (list) {
+      await client.query(`ALTER PUBLICATION ${pub} SET TABLE ${list}`);
+    }
+
+    const origins: string[] = [];
+    for (const peer of config.peers) {
+      const name = originName(peer.name);
+      await client.query(
+        'SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)',
+        [name],
+      );
+      origins.push(name);
+    }
+    await client.query('COMMIT');
+
+    const slots: SetupReport['slots'][number][] = [];
+    for (const peer of config.peers) {
+      const slot = slotName(peer.name, config.node.name);
+      try {
+        slots.push({ peer: peer.name, slot, status: await ensureSlot(peer.dsn, slot) });
+      } catch (err) {
+        log.warn({ peer: peer.name, err: redactSecrets(String(err)) }, 'peer not reachable: the agent creates the slot when it connects');
+        slots.push({ peer: peer.name, slot, status: 'unreachable' });
+      }
+    }
+    return {
+      serverVersionNum: settings.server_version_num,
+      tables: tables.map((t) => `${t.schema}.${t.name}`),
+      origins,
+      slots,
+    };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    await client.end();
+  }
+}
+
+interface Settings {
+  server_version: string;
+  server_version_num: number;
+  wal_level: string;
+  track_commit_timestamp: string;
+  max_replication_slots: number;
+  max_wal_senders: number;
+}
+
+async function readSettings(client: pg.Client): Promise<Settings> {
+  const r = await client.query<Settings>(`SELECT current_setting('server_version') AS server_version,
+      current_setting('server_version_num')::int AS server_version_num,
+      current_setting('wal_level') AS wal_level,
+      current_setting('track_commit_timestamp') AS track_commit_timestamp,
+      current_setting('max_replication_slots')::int AS max_replication_slots,
+      current_setting('max_wal_senders')::int AS max_wal_senders`);
+  return r.rows[0] as Settings;
+}
+
+/**
+ * Creates the durable logical slot on a peer if it is missing. Slot creation waits for transactions
+ * running on the peer to finish (the snapshot builder), so do it before the node takes writes.
+ */
+export async function ensureSlot(peerDsn: string, slot: string): Promise<'created' | 'exists'> {
+  const client = new pg.Client({ connectionString: peerDsn, application_name: 'pgbidi_setup' });
+  await client.connect();
+  try {
+    const found = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+    if (found.rowCount) return 'exists';
+    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+    return 'created';
+  } finally {
+    await client.end();
+  }
+}

@@ -1,0 +1,38 @@
+import type { ClientBase } from 'pg';
+import { METADATA_SCHEMA } from './names.js';
+
+export interface SelectedTable {
+  readonly schema: string;
+  readonly name: string;
+  readonly hasPrimaryKey: boolean;
+  readonly replicaIdentity: 'd' | 'n' | 'f' | 'i';
+}
+
+/** `schema.table` glob (`*`, `?`) → anchored regular expression. */
+export function globToRegExp(pattern: string): RegExp {
+  const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`);
+}
+
+export function matchesAny(qualified: string, patterns: readonly string[]): boolean {
+  return patterns.some((p) => globToRegExp(p).test(qualified));
+}
+
+export async function resolveTables(
+  client: ClientBase,
+  include: readonly string[],
+  exclude: readonly string[],
+): Promise<SelectedTable[]> {
+  const r = await client.query<{ schema: string; name: string; has_pk: boolean; replident: SelectedTable['replicaIdentity'] }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) AND n.nspname NOT LIKE 'pg\\_%'
+      ORDER BY 1, 2`,
+    [METADATA_SCHEMA],
+  );
+  return r.rows
+    .filter((t) => matchesAny(`${t.schema}.${t.name}`, include) && !matchesAny(`${t.schema}.${t.name}`, exclude))
+    .map((t) => ({ schema: t.schema, name: t.name, hasPrimaryKey: t.has_pk, replicaIdentity: t.replident }));
+}

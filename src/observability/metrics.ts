@@ -1,0 +1,202 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { OpenMetricsContentType } from 'prom-client';
+import { CONFLICT_TYPES, RESOLUTIONS } from '../conflict/conflict-types.js';
+import type { ConflictType, Resolution } from '../conflict/conflict-types.js';
+
+/**
+ * The metric catalogue: one explicit registry per agent (no global registry), prefix pgbidi_, base
+ * units in names, _total counters, bounded labels. Domain code never sees prom-client: it receives a
+ * LinkMetrics handle.
+ */
+
+export const LINK_STATES = ['connecting', 'streaming', 'backoff', 'paused', 'error', 'stopped'] as const;
+export type LinkState = (typeof LINK_STATES)[number];
+
+export const CHANGE_OPS = ['insert', 'update', 'delete', 'truncate'] as const;
+export type ChangeOp = (typeof CHANGE_OPS)[number];
+
+export const FILTER_REASONS = ['origin'] as const;
+export type FilterReason = (typeof FILTER_REASONS)[number];
+
+export const APPLY_ERROR_KINDS = ['connection', 'unique_violation', 'schema', 'timeout', 'serialization', 'other'] as const;
+export type ApplyErrorKind = (typeof APPLY_ERROR_KINDS)[number];
+
+const DELAY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10];
+const SIZE_BUCKETS = [1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000, 100000];
+
+export interface MetricsOptions {
+  readonly node: string;
+  readonly version: string;
+  readonly peers: readonly string[];
+  readonly defaultMetrics?: boolean;
+}
+
+export class Metrics {
+  /** Prometheus text format. */
+  readonly registry = new Registry();
+  /** The same metrics in OpenMetrics format, which is the one that carries exemplars. */
+  readonly openMetrics: Registry = openMetricsRegistry();
+  private readonly registries = [this.registry, this.openMetrics];
+  private readonly handles = new Map<string, LinkMetrics>();
+
+  readonly buildInfo = new Gauge({ name: 'pgbidi_build_info', help: 'Agent build information (always 1).', labelNames: ['version', 'node', 'nodejs'], registers: this.registries });
+  readonly linkState = new Gauge({ name: 'pgbidi_link_state', help: 'Current state of the link from a peer to this node (1 for the current state, 0 otherwise).', labelNames: ['peer', 'state'], registers: this.registries });
+  readonly linkConnected = new Gauge({ name: 'pgbidi_link_connected', help: 'Whether the replication connection from the peer is streaming (1) or not (0).', labelNames: ['peer'], registers: this.registries });
+  readonly reconnects = new Counter({ name: 'pgbidi_link_reconnects_total', help: 'Reconnect attempts after a link failure.', labelNames: ['peer'], registers: this.registries });
+  readonly receivedLsn = new Gauge({ name: 'pgbidi_received_lsn_bytes', help: 'Last WAL position received from the peer, as a byte offset.', labelNames: ['peer'], registers: this.registries });
+  readonly appliedLsn = new Gauge({ name: 'pgbidi_applied_lsn_bytes', help: 'Commit end position of the last peer transaction committed on this node, as a byte offset.', labelNames: ['peer'], registers: this.registries });
+  readonly confirmedLsn = new Gauge({ name: 'pgbidi_confirmed_flush_lsn_bytes', help: 'Position last confirmed to the peer as durably applied, as a byte offset.', labelNames: ['peer'], registers: this.registries });
+  readonly changesReceived = new Counter({ name: 'pgbidi_changes_received_total', help: 'Row changes decoded from the peer stream.', labelNames: ['peer', 'op'], registers: this.registries });
+  readonly changesApplied = new Counter({ name: 'pgbidi_changes_applied_total', help: 'Row changes written on this node.', labelNames: ['peer', 'op'], registers: this.registries });
+  readonly changesFiltered = new Counter({ name: 'pgbidi_changes_filtered_total', help: 'Row changes received but not applied, by reason (origin = loop prevention).', labelNames: ['peer', 'op', 'reason'], registers: this.registries });
+  readonly transactionsApplied = new Counter({ name: 'pgbidi_transactions_applied_total', help: 'Peer transactions committed on this node.', labelNames: ['peer'], registers: this.registries });
+  readonly transactionsFiltered = new Counter({ name: 'pgbidi_transactions_filtered_total', help: 'Peer transactions skipped, by reason (origin = it came from another node).', labelNames: ['peer', 'reason'], registers: this.registries });
+  readonly receivedBytes = new Counter({ name: 'pgbidi_received_bytes_total', help: 'Replication payload bytes received from the peer.', labelNames: ['peer'], registers: this.registries });
+  readonly lag = new Gauge({ name: 'pgbidi_replication_lag_seconds', help: 'Now minus the commit time of the oldest received but not yet applied peer transaction; 0 when caught up.', labelNames: ['peer'], registers: this.registries });
+  readonly lastAppliedCommit = new Gauge({ name: 'pgbidi_last_applied_commit_timestamp_seconds', help: 'Peer commit time of the last applied transaction (Unix seconds).', labelNames: ['peer'], registers: this.registries });
+  readonly heartbeat = new Gauge({ name: 'pgbidi_heartbeat_timestamp_seconds', help: 'Peer clock time carried by the last heartbeat message applied from the peer (Unix seconds).', labelNames: ['peer'], registers: this.registries });
+  readonly replicationDelay = new Histogram<string>({ name: 'pgbidi_transaction_replication_delay_seconds', help: 'Per transaction: local commit time minus peer commit time.', labelNames: ['peer'], buckets: DELAY_BUCKETS, registers: this.registries, enableExemplars: true });
+  readonly applyDuration = new Histogram<string>({ name: 'pgbidi_transaction_apply_duration_seconds', help: 'Per transaction: time from local BEGIN to COMMIT.', labelNames: ['peer'], buckets: DURATION_BUCKETS, registers: this.registries, enableExemplars: true });
+  readonly transactionChanges = new Histogram({ name: 'pgbidi_transaction_changes', help: 'Row changes per applied transaction.', labelNames: ['peer'], buckets: SIZE_BUCKETS, registers: this.registries });
+  readonly conflicts = new Counter({ name: 'pgbidi_conflicts_total', help: 'Conflicts detected while applying peer changes, by type and resolution.', labelNames: ['peer', 'table', 'type', 'resolution'], registers: this.registries });
+  readonly applyErrors = new Counter({ name: 'pgbidi_apply_errors_total', help: 'Failed apply attempts, by kind.', labelNames: ['peer', 'kind'], registers: this.registries });
+  readonly queueChanges = new Gauge({ name: 'pgbidi_queue_changes', help: 'Changes received and waiting to be applied.', labelNames: ['peer'], registers: this.registries });
+  readonly queueCapacity = new Gauge({ name: 'pgbidi_queue_capacity_changes', help: 'Queue size at which the link stops reading from the peer (backpressure).', labelNames: ['peer'], registers: this.registries });
+
+  constructor(readonly options: MetricsOptions) {
+    this.buildInfo.set({ version: options.version, node: options.node, nodejs: process.version }, 1);
+    if (options.defaultMetrics !== false) {
+      for (const register of this.registries) collectDefaultMetrics({ register });
+    }
+    for (const peer of options.peers) this.link(peer);
+  }
+
+  /** The handle for one link; every label combination it can produce starts at 0. */
+  link(peer: string): LinkMetrics {
+    let h = this.handles.get(peer);
+    if (!h) {
+      h = new LinkMetrics(this, peer);
+      this.handles.set(peer, h);
+    }
+    return h;
+  }
+}
+
+export class LinkMetrics {
+  private readonly knownTables = new Set<string>();
+
+  constructor(private readonly m: Metrics, readonly peer: string) {
+    const p = { peer };
+    for (const state of LINK_STATES) m.linkState.set({ peer, state }, 0);
+    m.linkConnected.set(p, 0);
+    m.reconnects.inc(p, 0);
+    m.receivedLsn.set(p, 0);
+    m.appliedLsn.set(p, 0);
+    m.confirmedLsn.set(p, 0);
+    for (const op of CHANGE_OPS) {
+      m.changesReceived.inc({ peer, op }, 0);
+      m.changesApplied.inc({ peer, op }, 0);
+      for (const reason of FILTER_REASONS) m.changesFiltered.inc({ peer, op, reason }, 0);
+    }
+    m.transactionsApplied.inc(p, 0);
+    for (const reason of FILTER_REASONS) m.transactionsFiltered.inc({ peer, reason }, 0);
+    m.receivedBytes.inc(p, 0);
+    m.lag.set(p, 0);
+    m.lastAppliedCommit.set(p, 0);
+    m.heartbeat.set(p, 0);
+    m.replicationDelay.zero(p);
+    m.applyDuration.zero(p);
+    m.transactionChanges.zero(p);
+    for (const kind of APPLY_ERROR_KINDS) m.applyErrors.inc({ peer, kind }, 0);
+    m.queueChanges.set(p, 0);
+    m.queueCapacity.set(p, 0);
+  }
+
+  state(state: LinkState): void {
+    for (const s of LINK_STATES) this.m.linkState.set({ peer: this.peer, state: s }, s === state ? 1 : 0);
+    this.m.linkConnected.set({ peer: this.peer }, state === 'streaming' || state === 'paused' ? 1 : 0);
+  }
+
+  reconnect(): void {
+    this.m.reconnects.inc({ peer: this.peer });
+  }
+
+  positions(p: { received?: bigint; applied?: bigint; confirmed?: bigint }): void {
+    if (p.received !== undefined) this.m.receivedLsn.set({ peer: this.peer }, Number(p.received));
+    if (p.applied !== undefined) this.m.appliedLsn.set({ peer: this.peer }, Number(p.applied));
+    if (p.confirmed !== undefined) this.m.confirmedLsn.set({ peer: this.peer }, Number(p.confirmed));
+  }
+
+  received(op: ChangeOp, bytes: number): void {
+    this.m.changesReceived.inc({ peer: this.peer, op });
+    this.m.receivedBytes.inc({ peer: this.peer }, bytes);
+  }
+
+  receivedBytes(bytes: number): void {
+    this.m.receivedBytes.inc({ peer: this.peer }, bytes);
+  }
+
+  applied(op: ChangeOp, count: number): void {
+    if (count > 0) this.m.changesApplied.inc({ peer: this.peer, op }, count);
+  }
+
+  filtered(op: ChangeOp, reason: FilterReason): void {
+    this.m.changesFiltered.inc({ peer: this.peer, op, reason });
+  }
+
+  transactionFiltered(reason: FilterReason): void {
+    this.m.transactionsFiltered.inc({ peer: this.peer, reason });
+  }
+
+  transactionApplied(t: { commitUnixSeconds: number; delaySeconds: number; durationSeconds: number; changes: number; traceId?: string }): void {
+    const labels = { peer: this.peer };
+    this.m.transactionsApplied.inc(labels);
+    this.m.lastAppliedCommit.set(labels, t.commitUnixSeconds);
+    const exemplarLabels = t.traceId ? { trace_id: t.traceId } : undefined;
+    if (exemplarLabels) {
+      this.m.replicationDelay.observe({ labels, value: Math.max(0, t.delaySeconds), exemplarLabels });
+      this.m.applyDuration.observe({ labels, value: t.durationSeconds, exemplarLabels });
+    } else {
+      this.m.replicationDelay.observe(labels, Math.max(0, t.delaySeconds));
+      this.m.applyDuration.observe(labels, t.durationSeconds);
+    }
+    this.m.transactionChanges.observe(labels, t.changes);
+  }
+
+  lag(seconds: number): void {
+    this.m.lag.set({ peer: this.peer }, Math.max(0, seconds));
+  }
+
+  heartbeat(unixSeconds: number): void {
+    this.m.heartbeat.set({ peer: this.peer }, unixSeconds);
+  }
+
+  table(table: string): void {
+    if (this.knownTables.has(table)) return;
+    this.knownTables.add(table);
+    for (const type of CONFLICT_TYPES) {
+      for (const resolution of RESOLUTIONS) this.m.conflicts.inc({ peer: this.peer, table, type, resolution }, 0);
+    }
+  }
+
+  conflict(table: string, type: ConflictType, resolution: Resolution, count = 1): void {
+    this.table(table);
+    this.m.conflicts.inc({ peer: this.peer, table, type, resolution }, count);
+  }
+
+  applyError(kind: ApplyErrorKind): void {
+    this.m.applyErrors.inc({ peer: this.peer, kind });
+  }
+
+  queue(depth: number, capacity: number): void {
+    this.m.queueChanges.set({ peer: this.peer }, depth);
+    this.m.queueCapacity.set({ peer: this.peer }, capacity);
+  }
+}
+
+function openMetricsRegistry(): Registry {
+  const r = new Registry<OpenMetricsContentType>();
+  r.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  return r as unknown as Registry;
+}

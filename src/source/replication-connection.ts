@@ -1,0 +1,161 @@
+import pg from 'pg';
+import { formatLsn } from '../protocol/lsn.js';
+import type { Lsn } from '../protocol/lsn.js';
+import { decodeReplicationMessage } from '../protocol/replication-messages.js';
+import type { ReplicationMessage, StandbyStatus } from '../protocol/replication-messages.js';
+import { encodeStandbyStatus } from '../protocol/replication-messages.js';
+import { quoteIdent, quoteLiteral } from '../util/sql.js';
+
+/**
+ * One walsender connection to a peer (replication=database), streaming pgoutput from a durable slot.
+ * node-postgres only exposes CopyBoth through its Connection object: 'copyData' events in, CopyData
+ * frames out (sendCopyFromChunk), CopyDone (endCopyFrom) to stop (technical research §1).
+ */
+
+/** Walsender GUCs pinned so that text values are produced the same way on every peer (§1.1). */
+export const PINNED_GUCS =
+  '-c client_encoding=UTF8 -c datestyle=ISO,MDY -c intervalstyle=postgres -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex';
+
+interface CopyBothConnection {
+  on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
+  removeAllListeners(event: 'copyData'): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  endCopyFrom(): void;
+  stream: { pause(): void; resume(): void; destroy(): void };
+}
+
+export interface ReplicationConnectionOptions {
+  readonly dsn: string;
+  readonly applicationName: string;
+  readonly slot: string;
+  readonly publication: string;
+  /** The walsender sends keepalives at half of wal_sender_timeout; this bounds connect time. */
+  readonly connectTimeoutMs?: number;
+}
+
+export interface StartOptions {
+  readonly startLsn: Lsn;
+  /** Called synchronously for every message, already decoded into owned values. */
+  readonly onMessage: (m: ReplicationMessage) => void;
+  /** A decoding error in the handler: the stream cannot continue. */
+  readonly onError: (err: unknown) => void;
+}
+
+export class ReplicationConnection {
+  private client: pg.Client | null = null;
+  private streaming: Promise<unknown> | null = null;
+  serverVersionNum = 0;
+
+  constructor(private readonly options: ReplicationConnectionOptions) {}
+
+  async connect(onConnectionError: (err: Error) => void): Promise<void> {
+    const client = new pg.Client({
+      connectionString: this.options.dsn,
+      replication: 'database',
+      application_name: this.options.applicationName,
+      options: PINNED_GUCS,
+      keepAlive: true,
+      connectionTimeoutMillis: this.options.connectTimeoutMs ?? 10_000,
+    } as pg.ClientConfig);
+    client.on('error', onConnectionError);
+    await client.connect();
+    this.client = client;
+    // The simple query protocol is the only one a walsender accepts; no parameters here.
+    const v = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
+    this.serverVersionNum = Number(v.rows[0]?.v ?? 0);
+  }
+
+  private get connection(): CopyBothConnection {
+    if (!this.client) throw new Error('replication connection is not open');
+    return (this.client as unknown as { connection: CopyBothConnection }).connection;
+  }
+
+  /** Creates the slot if it is missing (CREATE_REPLICATION_SLOT … LOGICAL pgoutput, durable). */
+  async ensureSlot(): Promise<'created' | 'exists'> {
+    const client = this.requireClient();
+    const found = await client.query(
+      `SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quoteLiteral(this.options.slot)}`,
+    );
+    if (found.rowCount) return 'exists';
+    await client.query(`CREATE_REPLICATION_SLOT ${quoteIdent(this.options.slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
+    return 'created';
+  }
+
+  /**
+   * START_REPLICATION. Loop prevention: PostgreSQL 16+ filters every change that has a replication
+   * origin (origin 'none'); 15 does not know the option, and the link skips transactions that carry an
+   * Origin message instead. messages 'true' brings heartbeats and traceparent messages.
+   */
+  start(opts: StartOptions): Promise<unknown> {
+    const client = this.requireClient();
+    const options = [
+      `proto_version '1'`,
+      `publication_names ${quoteLiteral(quoteIdent(this.options.publication))}`,
+      `messages 'true'`,
+    ];
+    if (this.serverVersionNum >= 160000) options.push(`origin 'none'`);
+    const conn = this.connection;
+    conn.on('copyData', ({ chunk }) => {
+      let message: ReplicationMessage;
+      try {
+        message = decodeReplicationMessage(chunk);
+      } catch (err) {
+        opts.onError(err);
+        return;
+      }
+      opts.onMessage(message);
+    });
+    this.streaming = client.query(
+      `START_REPLICATION SLOT ${quoteIdent(this.options.slot)} LOGICAL ${formatLsn(opts.startLsn)} (${options.join(', ')})`,
+    );
+    return this.streaming;
+  }
+
+  sendStatus(status: StandbyStatus): void {
+    this.connection.sendCopyFromChunk(encodeStandbyStatus(status));
+  }
+
+  pause(): void {
+    this.connection.stream.pause();
+  }
+
+  resume(): void {
+    this.connection.stream.resume();
+  }
+
+  /** CopyDone, wait for the server to end the stream, then close. */
+  async stop(timeoutMs = 5000): Promise<void> {
+    const client = this.client;
+    if (!client) return;
+    this.client = null;
+    try {
+      if (this.streaming) {
+        const conn = (client as unknown as { connection: CopyBothConnection }).connection;
+        conn.stream.resume();
+        conn.endCopyFrom();
+        await Promise.race([this.streaming.catch(() => undefined), delay(timeoutMs)]);
+      }
+      await Promise.race([client.end(), delay(timeoutMs)]);
+    } catch {
+      // The connection may already be gone; nothing else to release.
+    } finally {
+      (client as unknown as { connection: CopyBothConnection }).connection.stream.destroy();
+    }
+  }
+
+  /** Drop the socket without the CopyDone handshake (the peer went away). */
+  destroy(): void {
+    const client = this.client;
+    this.client = null;
+    if (client) (client as unknown as { connection: CopyBothConnection }).connection.stream.destroy();
+  }
+
+  private requireClient(): pg.Client {
+    if (!this.client) throw new Error('replication connection is not open');
+    return this.client;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
