@@ -44,6 +44,14 @@ export class ByteReader {
     return v;
   }
 
+  /** Counts that PostgreSQL reads back with pq_getmsgint(in, 2), which is unsigned. */
+  uint16(): number {
+    this.need(2);
+    const v = this.buffer.readUInt16BE(this.offset);
+    this.offset += 2;
+    return v;
+  }
+
   int32(): number {
     this.need(4);
     const v = this.buffer.readInt32BE(this.offset);

@@ -102,7 +102,7 @@ function readRelation(r: ByteReader): PgoutputMessage {
   const identityChar = r.char();
   const replicaIdentity = REPLICA_IDENTITY[identityChar];
   if (replicaIdentity === undefined) throw new UnknownMessageError(identityChar, 'replica identity');
-  const count = r.int16();
+  const count = r.uint16(); // Int16 on the wire, read unsigned like proto.c (pq_getmsgint(in, 2))
   const columns: RelationColumn[] = [];
   for (let i = 0; i < count; i++) {
     const flags = r.byte();
@@ -119,7 +119,7 @@ function readRelation(r: ByteReader): PgoutputMessage {
 }
 
 function readTuple(r: ByteReader): Tuple {
-  const count = r.int16();
+  const count = r.uint16(); // Int16 on the wire, read unsigned like proto.c (pq_getmsgint(in, 2))
   const values: TupleValue[] = new Array<TupleValue>(count);
   for (let i = 0; i < count; i++) {
     const kind = r.char();
