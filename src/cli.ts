@@ -95,12 +95,11 @@ function loadConfig(path: string | undefined): Config {
 }
 
 async function setup(config: Config, io: Io): Promise<number> {
-  const log = createLogger(config.log.level);
-  const report = await setupNode(config, log.child({ component: 'setup' }));
+  const report = await setupNode(config);
   io.out(`node ${config.node.name} is ready (PostgreSQL ${report.serverVersionNum})\n`);
   io.out(`  published tables: ${report.tables.length ? report.tables.join(', ') : '(none yet)'}\n`);
   io.out(`  replication origins: ${report.origins.join(', ')}\n`);
-  for (const s of report.slots) io.out(`  slot ${s.slot} on peer ${s.peer}: ${s.status}\n`);
+  for (const s of report.slots) io.out(`  slot ${s.slot} for peer ${s.peer}: ${s.status}\n`);
   return 0;
 }
 

@@ -31,9 +31,9 @@ export class UnknownTableError extends Error {
 
 const TABLE_SQL = `
 SELECT c.oid::int AS oid, c.relreplident AS replident,
-       coalesce((SELECT array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+       coalesce((SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
                    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                  WHERE i.indrelid = c.oid AND i.indisprimary), '{}') AS pk
+                  WHERE i.indrelid = c.oid AND i.indisprimary), '{}'::text[]) AS pk
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`;
 

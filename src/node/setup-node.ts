@@ -1,7 +1,5 @@
 import pg from 'pg';
 import type { Config } from '../config/config-schema.js';
-import { redactSecrets } from '../config/redact.js';
-import type { Logger } from '../observability/logger.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { metadataSchemaSql } from './metadata-schema.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
@@ -19,17 +17,17 @@ export interface SetupReport {
   readonly serverVersionNum: number;
   readonly tables: readonly string[];
   readonly origins: readonly string[];
-  readonly slots: readonly { peer: string; slot: string; status: 'created' | 'exists' | 'unreachable' }[];
+  readonly slots: readonly { peer: string; slot: string; status: 'created' | 'exists' }[];
 }
 
 const MIN_VERSION_NUM = 150000;
 
 /**
  * Prepares the local node (idempotent): checks server settings, creates the metadata schema,
- * the publication, one replication origin per peer, and on each reachable peer the slot this node
- * consumes. Every problem found is reported at once.
+ * the publication, one replication origin per peer, and one slot per peer on this node (the peer
+ * consumes it). Every problem found is reported at once.
  */
-export async function setupNode(config: Config, log: Logger): Promise<SetupReport> {
+export async function setupNode(config: Config): Promise<SetupReport> {
   const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
   await client.connect();
   try {
@@ -90,15 +88,13 @@ export async function setupNode(config: Config, log: Logger): Promise<SetupRepor
     }
     await client.query('COMMIT');
 
+    // The slots that peers consume live here, on their source, and are created after the publication:
+    // pgoutput reads the publication through the historic catalog snapshot at the decoded position,
+    // and PostgreSQL 15 fails with "publication does not exist" for a slot older than it.
     const slots: SetupReport['slots'][number][] = [];
     for (const peer of config.peers) {
-      const slot = slotName(peer.name, config.node.name);
-      try {
-        slots.push({ peer: peer.name, slot, status: await ensureSlot(peer.dsn, slot) });
-      } catch (err) {
-        log.warn({ peer: peer.name, err: redactSecrets(String(err)) }, 'peer not reachable: the agent creates the slot when it connects');
-        slots.push({ peer: peer.name, slot, status: 'unreachable' });
-      }
+      const slot = slotName(config.node.name, peer.name);
+      slots.push({ peer: peer.name, slot, status: await ensureSlot(client, slot) });
     }
     return {
       serverVersionNum: settings.server_version_num,
@@ -137,15 +133,9 @@ async function readSettings(client: pg.Client): Promise<Settings> {
  * Creates the durable logical slot on a peer if it is missing. Slot creation waits for transactions
  * running on the peer to finish (the snapshot builder), so do it before the node takes writes.
  */
-export async function ensureSlot(peerDsn: string, slot: string): Promise<'created' | 'exists'> {
-  const client = new pg.Client({ connectionString: peerDsn, application_name: 'pgbidi_setup' });
-  await client.connect();
-  try {
-    const found = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-    if (found.rowCount) return 'exists';
-    await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
-    return 'created';
-  } finally {
-    await client.end();
-  }
+async function ensureSlot(client: pg.Client, slot: string): Promise<'created' | 'exists'> {
+  const found = await client.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  if (found.rowCount) return 'exists';
+  await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+  return 'created';
 }

@@ -56,8 +56,8 @@ export class Metrics {
   readonly lag = new Gauge({ name: 'pgbidi_replication_lag_seconds', help: 'Now minus the commit time of the oldest received but not yet applied peer transaction; 0 when caught up.', labelNames: ['peer'], registers: this.registries });
   readonly lastAppliedCommit = new Gauge({ name: 'pgbidi_last_applied_commit_timestamp_seconds', help: 'Peer commit time of the last applied transaction (Unix seconds).', labelNames: ['peer'], registers: this.registries });
   readonly heartbeat = new Gauge({ name: 'pgbidi_heartbeat_timestamp_seconds', help: 'Peer clock time carried by the last heartbeat message applied from the peer (Unix seconds).', labelNames: ['peer'], registers: this.registries });
-  readonly replicationDelay = new Histogram<string>({ name: 'pgbidi_transaction_replication_delay_seconds', help: 'Per transaction: local commit time minus peer commit time.', labelNames: ['peer'], buckets: DELAY_BUCKETS, registers: this.registries, enableExemplars: true });
-  readonly applyDuration = new Histogram<string>({ name: 'pgbidi_transaction_apply_duration_seconds', help: 'Per transaction: time from local BEGIN to COMMIT.', labelNames: ['peer'], buckets: DURATION_BUCKETS, registers: this.registries, enableExemplars: true });
+  readonly replicationDelay = new ExemplarHistogram(this.registry, this.openMetrics, { name: 'pgbidi_transaction_replication_delay_seconds', help: 'Per transaction: local commit time minus peer commit time.', labelNames: ['peer'], buckets: DELAY_BUCKETS });
+  readonly applyDuration = new ExemplarHistogram(this.registry, this.openMetrics, { name: 'pgbidi_transaction_apply_duration_seconds', help: 'Per transaction: time from local BEGIN to COMMIT.', labelNames: ['peer'], buckets: DURATION_BUCKETS });
   readonly transactionChanges = new Histogram({ name: 'pgbidi_transaction_changes', help: 'Row changes per applied transaction.', labelNames: ['peer'], buckets: SIZE_BUCKETS, registers: this.registries });
   readonly conflicts = new Counter({ name: 'pgbidi_conflicts_total', help: 'Conflicts detected while applying peer changes, by type and resolution.', labelNames: ['peer', 'table', 'type', 'resolution'], registers: this.registries });
   readonly applyErrors = new Counter({ name: 'pgbidi_apply_errors_total', help: 'Failed apply attempts, by kind.', labelNames: ['peer', 'kind'], registers: this.registries });
@@ -153,14 +153,8 @@ export class LinkMetrics {
     const labels = { peer: this.peer };
     this.m.transactionsApplied.inc(labels);
     this.m.lastAppliedCommit.set(labels, t.commitUnixSeconds);
-    const exemplarLabels = t.traceId ? { trace_id: t.traceId } : undefined;
-    if (exemplarLabels) {
-      this.m.replicationDelay.observe({ labels, value: Math.max(0, t.delaySeconds), exemplarLabels });
-      this.m.applyDuration.observe({ labels, value: t.durationSeconds, exemplarLabels });
-    } else {
-      this.m.replicationDelay.observe(labels, Math.max(0, t.delaySeconds));
-      this.m.applyDuration.observe(labels, t.durationSeconds);
-    }
+    this.m.replicationDelay.observe(labels, Math.max(0, t.delaySeconds), t.traceId);
+    this.m.applyDuration.observe(labels, t.durationSeconds, t.traceId);
     this.m.transactionChanges.observe(labels, t.changes);
   }
 
@@ -199,4 +193,29 @@ function openMetricsRegistry(): Registry {
   const r = new Registry<OpenMetricsContentType>();
   r.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
   return r as unknown as Registry;
+}
+
+/**
+ * prom-client only allows exemplars on an OpenMetrics registry, so the histograms that carry trace
+ * ids exist twice under one name: plain in the text registry, with exemplars in the OpenMetrics one.
+ */
+class ExemplarHistogram {
+  private readonly plain: Histogram<string>;
+  private readonly withExemplars: Histogram<string>;
+
+  constructor(text: Registry, openMetrics: Registry, config: { name: string; help: string; labelNames: string[]; buckets: number[] }) {
+    this.plain = new Histogram<string>({ ...config, registers: [text] });
+    this.withExemplars = new Histogram<string>({ ...config, registers: [openMetrics], enableExemplars: true });
+  }
+
+  zero(labels: Record<string, string>): void {
+    this.plain.zero(labels);
+    this.withExemplars.zero(labels);
+  }
+
+  observe(labels: Record<string, string>, value: number, traceId?: string): void {
+    this.plain.observe(labels, value);
+    // An exemplar-enabled histogram only takes the object form of observe().
+    this.withExemplars.observe(traceId ? { labels, value, exemplarLabels: { trace_id: traceId } } : { labels, value });
+  }
 }

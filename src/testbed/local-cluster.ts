@@ -1,0 +1,128 @@
+import { Agent } from '../agent.js';
+import type { Config, RawConfig } from '../config/config-schema.js';
+import { parseConfig } from '../config/load-config.js';
+import { setupNode } from '../node/setup-node.js';
+import type { Logger } from '../observability/logger.js';
+import { createLogger } from '../observability/logger.js';
+import { PostgresServer } from '../pg-server/postgres-server.js';
+import type { SettingValue } from '../pg-server/postgres-server.js';
+import { qualifiedName } from '../util/sql.js';
+
+/**
+ * Several local PostgreSQL servers wired as one pgbidi group: used by the demo, the benchmark and
+ * the integration tests. Agents run in this process; tests that kill agents run them as processes.
+ */
+export interface LocalClusterOptions {
+  readonly binDir: string;
+  readonly nodes: readonly string[];
+  readonly database?: string;
+  /** Run on every node before setup (the same schema everywhere). */
+  readonly schema?: readonly string[];
+  readonly settings?: Record<string, SettingValue>;
+  readonly replication?: RawConfig['replication'];
+  readonly onServerLog?: (node: string, line: string) => void;
+}
+
+export class LocalCluster {
+  readonly agents = new Map<string, Agent>();
+
+  private constructor(
+    readonly options: LocalClusterOptions,
+    readonly servers: ReadonlyMap<string, PostgresServer>,
+    readonly database: string,
+  ) {}
+
+  static async start(options: LocalClusterOptions): Promise<LocalCluster> {
+    const database = options.database ?? 'app';
+    const servers = new Map<string, PostgresServer>();
+    try {
+      for (const name of options.nodes) {
+        const server = await PostgresServer.start({
+          binDir: options.binDir,
+          name,
+          ...(options.settings ? { settings: options.settings } : {}),
+          ...(options.onServerLog ? { onLog: (line: string) => options.onServerLog?.(name, line) } : {}),
+        });
+        servers.set(name, server);
+        await server.createDatabase(database);
+        for (const sql of options.schema ?? []) await server.query(sql, [], database);
+      }
+    } catch (err) {
+      await Promise.all([...servers.values()].map((s) => s.destroy().catch(() => undefined)));
+      throw err;
+    }
+    return new LocalCluster(options, servers, database);
+  }
+
+  server(name: string): PostgresServer {
+    const s = this.servers.get(name);
+    if (!s) throw new Error(`no node ${name}`);
+    return s;
+  }
+
+  dsn(name: string): string {
+    return this.server(name).connectionString(this.database);
+  }
+
+  rawConfig(name: string, httpListen = '127.0.0.1:0'): RawConfig {
+    return {
+      node: { name, dsn: this.dsn(name) },
+      peers: this.options.nodes.filter((n) => n !== name).map((n) => ({ name: n, dsn: this.dsn(n) })),
+      ...(this.options.replication ? { replication: this.options.replication } : {}),
+      http: { listen: httpListen },
+      log: { level: 'info' },
+    };
+  }
+
+  config(name: string, httpListen?: string): Config {
+    return parseConfig(this.rawConfig(name, httpListen), {}, `node ${name}`);
+  }
+
+  async setupAll(): Promise<void> {
+    for (const name of this.options.nodes) await setupNode(this.config(name));
+  }
+
+  async startAgent(name: string, log: Logger = createLogger('silent'), httpListen?: string): Promise<Agent> {
+    const agent = await Agent.start({ config: this.config(name, httpListen), log, defaultMetrics: false });
+    this.agents.set(name, agent);
+    return agent;
+  }
+
+  async stopAgent(name: string): Promise<void> {
+    const agent = this.agents.get(name);
+    this.agents.delete(name);
+    await agent?.stop();
+  }
+
+  async query<R extends Record<string, unknown> = Record<string, unknown>>(node: string, sql: string, params: unknown[] = []): Promise<R[]> {
+    return this.server(node).query<R>(sql, params, this.database);
+  }
+
+  /** An order-independent fingerprint of a table's content: md5 over its rows sorted by their text. */
+  async tableHash(node: string, schema: string, table: string): Promise<{ rows: number; md5: string }> {
+    const r = await this.query<{ rows: number; md5: string | null }>(
+      node,
+      `SELECT count(*)::int AS rows, md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) AS md5 FROM ${qualifiedName(schema, table)} t`,
+    );
+    const row = r[0];
+    return { rows: row?.rows ?? 0, md5: row?.md5 ?? '' };
+  }
+
+  /** Waits until the table has the same fingerprint on every node; returns the last fingerprints seen. */
+  async waitConverged(schema: string, table: string, timeoutMs = 30_000): Promise<Map<string, { rows: number; md5: string }>> {
+    const deadline = Date.now() + timeoutMs;
+    let last = new Map<string, { rows: number; md5: string }>();
+    for (;;) {
+      last = new Map();
+      for (const n of this.options.nodes) last.set(n, await this.tableHash(n, schema, table));
+      const distinct = new Set([...last.values()].map((h) => `${h.rows}:${h.md5}`));
+      if (distinct.size === 1 || Date.now() > deadline) return last;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.all([...this.agents.keys()].map((n) => this.stopAgent(n).catch(() => undefined)));
+    await Promise.all([...this.servers.values()].map((s) => s.destroy().catch(() => undefined)));
+  }
+}
