@@ -86,14 +86,15 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
       values,
     };
   }
-  const ts = values.push(version.commitTimestamp);
-  const node = values.push(version.node);
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const updatable = cols.filter((c) => !c.isKey && !c.identityAlways);
-  const action =
-    updatable.length === 0
-      ? 'DO NOTHING'
-      : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${lwwGuard(ts, node)}`;
+  // A table of key columns only has nothing to overwrite: the existing row already is the remote one.
+  let action = 'DO NOTHING';
+  if (updatable.length > 0) {
+    const ts = values.push(version.commitTimestamp);
+    const node = values.push(version.node);
+    action = `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${lwwGuard(ts, node)}`;
+  }
   const keyJoin = m.key.map((c) => `i.${quoteIdent(c.name)} = ${cast(c, 'x')}`).join(' AND ');
   return {
     text:

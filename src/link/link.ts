@@ -48,6 +48,8 @@ export interface LinkStatus {
   readonly queuedChanges: number;
   readonly transactionsApplied: number;
   readonly transactionsFiltered: number;
+  /** Row changes written on this node (inserts, updates, deletes, truncates). */
+  readonly changesApplied: number;
   readonly conflicts: number;
   readonly reconnects: number;
   readonly lastError: { readonly message: string; readonly code: string | null; readonly at: string } | null;
@@ -120,6 +122,7 @@ export class Link {
   private lastHeartbeat: bigint | null = null;
   private applied = 0;
   private filtered = 0;
+  private changesApplied = 0;
   private conflictCount = 0;
   private reconnects = 0;
   private lastError: LinkStatus['lastError'] = null;
@@ -168,6 +171,7 @@ export class Link {
       queuedChanges: this.queue.changes + this.batch.length,
       transactionsApplied: this.applied,
       transactionsFiltered: this.filtered,
+      changesApplied: this.changesApplied,
       conflicts: this.conflictCount,
       reconnects: this.reconnects,
       lastError: this.lastError,
@@ -466,7 +470,10 @@ export class Link {
           open.changes += item.changes.length;
           open.conflicts.push(...outcome.conflicts);
           for (const t of outcome.tables) open.tables.add(t);
-          for (const op of Object.keys(outcome.applied) as ChangeOp[]) this.deps.metrics.applied(op, outcome.applied[op]);
+          for (const op of Object.keys(outcome.applied) as ChangeOp[]) {
+            this.deps.metrics.applied(op, outcome.applied[op]);
+            this.changesApplied += outcome.applied[op];
+          }
           this.backpressure();
           break;
         }
