@@ -102,7 +102,7 @@ export class LocalCluster {
   async tableHash(node: string, schema: string, table: string): Promise<{ rows: number; md5: string }> {
     const r = await this.query<{ rows: number; md5: string | null }>(
       node,
-      `SELECT count(*)::int AS rows, md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) AS md5 FROM ${qualifiedName(schema, table)} t`,
+      `SELECT count(*)::int AS rows, md5(coalesce(string_agg(row_::text, E'\\n' ORDER BY row_::text), '')) AS md5 FROM ${qualifiedName(schema, table)} row_`,
     );
     const row = r[0];
     return { rows: row?.rows ?? 0, md5: row?.md5 ?? '' };
