@@ -5,6 +5,9 @@ import { Link } from './link/link.js';
 import type { LinkStatus, TransactionObserver } from './link/link.js';
 import type { Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { PeerCollectors } from './observability/peer-collectors.js';
+import { Tracing } from './observability/tracing.js';
+import type { TracingEnv } from './observability/tracing.js';
 import { VERSION } from './version.js';
 
 /**
@@ -15,6 +18,12 @@ export interface AgentOptions {
   readonly config: Config;
   readonly log: Logger;
   readonly observer?: TransactionObserver;
+  /**
+   * OTEL_* variables (process.env in `pgbidi run`). When they enable tracing (observability/tracing.ts)
+   * the agent starts the OpenTelemetry SDK, uses it as the observer unless `observer` is given, and
+   * shuts it down in stop(). Absent: no tracing.
+   */
+  readonly tracingEnv?: TracingEnv;
   /** Off in tests that start several agents in one process. */
   readonly defaultMetrics?: boolean;
 }
@@ -26,6 +35,8 @@ export class Agent {
     private readonly links: readonly Link[],
     private readonly server: Server,
     private readonly log: Logger,
+    private readonly peerCollectors: PeerCollectors,
+    readonly tracing: Tracing,
   ) {}
 
   static async start(options: AgentOptions): Promise<Agent> {
@@ -36,6 +47,16 @@ export class Agent {
       peers: config.peers.map((p) => p.name),
       defaultMetrics: options.defaultMetrics ?? true,
     });
+    const peerCollectors = new PeerCollectors({
+      node: config.node.name,
+      peers: config.peers,
+      registries: [metrics.registry, metrics.openMetrics],
+      log: log.child({ component: 'peer-collectors' }),
+    });
+    const tracing = options.tracingEnv
+      ? await Tracing.start({ env: options.tracingEnv, node: config.node.name, version: VERSION, log })
+      : Tracing.off('no tracing environment given');
+    const observer = options.observer ?? (tracing.enabled ? tracing : undefined);
     const links = config.peers.map(
       (peer) =>
         new Link({
@@ -43,7 +64,7 @@ export class Agent {
           peer,
           log: log.child({ component: 'link', peer: peer.name }),
           metrics: metrics.link(peer.name),
-          ...(options.observer ? { observer: options.observer } : {}),
+          ...(observer ? { observer } : {}),
         }),
     );
     const app = createHttpApp(
@@ -55,10 +76,16 @@ export class Agent {
       metrics.registry,
       metrics.openMetrics,
     );
-    const server = await listen(app, config.http.listen);
+    let server: Server;
+    try {
+      server = await listen(app, config.http.listen);
+    } catch (err) {
+      await Promise.all([peerCollectors.close(), tracing.shutdown().catch(() => undefined)]);
+      throw err;
+    }
     for (const l of links) l.start();
     log.info({ component: 'agent', node: config.node.name, peers: config.peers.map((p) => p.name), listen: config.http.listen, version: VERSION }, 'agent started');
-    return new Agent(config, metrics, links, server, log);
+    return new Agent(config, metrics, links, server, log, peerCollectors, tracing);
   }
 
   status(): LinkStatus[] {
@@ -76,6 +103,9 @@ export class Agent {
     await Promise.all(this.links.map((l) => l.stop()));
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections?.();
+    await this.peerCollectors.close();
+    // After the links: the spans of the transactions they committed while draining are exported too.
+    await this.tracing.shutdown().catch((err: unknown) => this.log.warn({ component: 'tracing', err: { message: err instanceof Error ? err.message : String(err) } }, 'tracing shutdown failed'));
     this.log.info({ component: 'agent' }, 'stopped');
   }
 }

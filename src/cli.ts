@@ -105,7 +105,7 @@ async function setup(config: Config, io: Io): Promise<number> {
 
 async function run(config: Config): Promise<number> {
   const log = createLogger(config.log.level);
-  const agent = await Agent.start({ config, log });
+  const agent = await Agent.start({ config, log, tracingEnv: process.env });
   await new Promise<void>((resolve) => {
     const onSignal = (signal: NodeJS.Signals): void => {
       log.info({ component: 'agent', signal }, 'signal received');

@@ -1,5 +1,6 @@
 import type { TupleValue } from '../protocol/pgoutput-messages.js';
 import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
+import { METADATA_SCHEMA } from '../node/names.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
 import type { MappedColumn, TableMapping } from './table-mapping.js';
 
@@ -41,138 +42,182 @@ function column(rows: readonly Row[], c: MappedColumn): (string | null)[] {
   return rows.map((r) => textValue(r[c.index] ?? null, c.name));
 }
 
-/** unnest($1::text[], …) WITH ORDINALITY AS x(c1, …, ord), numbering parameters from `first`. */
-function unnestSource(names: readonly string[], first: number): string {
-  const params = names.map((_, i) => `$${first + i}::text[]`).join(', ');
-  const aliases = names.map((n) => quoteIdent(n)).join(', ');
-  return `unnest(${params}) WITH ORDINALITY AS x(${aliases}, ord)`;
+/** Numbered query parameters: `add` returns the placeholder for a value. */
+class Params {
+  readonly values: unknown[] = [];
+  add(v: unknown): string {
+    return `$${this.values.push(v)}`;
+  }
 }
 
-function cast(c: MappedColumn, source = 'x'): string {
-  return `${source}.${quoteIdent(c.name)}::${c.type}`;
+/** x: one row per input change, columns given as text arrays, plus its 1-based position `ord`. */
+function inputRows(p: Params, columns: readonly { alias: string; values: unknown[]; type?: string }[]): string {
+  const params = columns.map((c) => `${p.add(c.values)}::${c.type ?? 'text'}[]`).join(', ');
+  const aliases = columns.map((c) => quoteIdent(c.alias)).join(', ');
+  return `x AS (SELECT * FROM unnest(${params}) WITH ORDINALITY AS x(${aliases}, ord))`;
+}
+
+function castAs(c: MappedColumn, alias: string, source = 'x'): string {
+  return `${source}.${quoteIdent(alias)}::${c.type}`;
+}
+
+/** The key of input row x as stored in pgbidi.tombstones: a jsonb array of the typed key values. */
+function tombstoneKey(m: TableMapping, aliases: readonly string[]): string {
+  return `jsonb_build_array(${m.key.map((c, i) => castAs(c, aliases[i] as string)).join(', ')})`;
+}
+
+function keyMatchOn(m: TableMapping, aliases: readonly string[], target = 't'): string {
+  return m.key.map((c, i) => `${target}.${quoteIdent(c.name)} = ${castAs(c, aliases[i] as string)}`).join(' AND ');
 }
 
 /**
- * Last-update-wins guard. The row is replaced when it was written earlier in this same apply
- * transaction (its commit timestamp is not known yet, technical research §5.1) or when its version is
- * older than the remote one; pgbidi.remote_wins is created by setup.
+ * Last-update-wins: the local version (of a row or a tombstone, from its xmin) loses to the remote
+ * one. A version written earlier in this same apply transaction has no commit timestamp yet
+ * (technical research §5.1) and always yields. pgbidi.remote_wins is created by setup.
  */
-function lwwGuard(tsParam: number, nodeParam: number): string {
-  return `(t.xmin = pg_current_xact_id()::xid OR pgbidi.remote_wins(t.xmin, $${tsParam}::timestamptz, $${nodeParam}::text))`;
+function remoteWins(alias: string, v: { ts: string; node: string }): string {
+  return `(${alias}.xmin = pg_current_xact_id()::xid OR ${METADATA_SCHEMA}.remote_wins(${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text))`;
 }
 
-function keyMatch(key: readonly MappedColumn[]): string {
-  return key.map((c) => `t.${quoteIdent(c.name)} = ${cast(c)}`).join(' AND ');
+/** A tombstone for the key that is newer than the remote change: the delete wins. */
+function newerTombstone(m: TableMapping, tableParam: string, keyExpr: string, v: { ts: string; node: string }): string {
+  return (
+    `EXISTS (SELECT 1 FROM ${METADATA_SCHEMA}.tombstones tb WHERE tb.table_name = ${tableParam} ` +
+    `AND tb.key = ${keyExpr} AND NOT ${remoteWins('tb', v)})`
+  );
+}
+
+function present(m: TableMapping, aliases: readonly string[]): string {
+  return `EXISTS (SELECT 1 FROM ${qualifiedName(m.local.schema, m.local.name)} AS t WHERE ${keyMatchOn(m, aliases)})`;
+}
+
+function qualified(m: TableMapping): string {
+  return `${m.local.schema}.${m.local.name}`;
 }
 
 /**
- * INSERT of whole rows. With a primary key: an existing row is replaced only if the remote version
- * wins (insert_exists resolved by LWW). Returns the conflicting rows only: inserted = false when an
- * existing row was replaced, null when the local row was kept.
+ * INSERT of whole rows. With a primary key the row is written unless a newer version exists: a live
+ * row (insert_exists, LWW) or a tombstone (the key was deleted later elsewhere). Returns only the rows
+ * that were not plainly inserted: `inserted` false = an existing row was replaced, null = not written;
+ * `present` = the key existed before the statement.
  */
 export function upsertRows(m: TableMapping, rows: readonly Row[], version: RemoteVersion): Statement {
+  const p = new Params();
   const cols = m.columns;
   const names = cols.map((c) => quoteIdent(c.name)).join(', ');
   const overriding = cols.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
-  const values: unknown[] = cols.map((c) => column(rows, c));
   const target = qualifiedName(m.local.schema, m.local.name);
-  const select = `SELECT ${cols.map((c) => cast(c)).join(', ')} FROM ${unnestSource(
-    cols.map((c) => c.name),
-    1,
-  )}`;
+  const x = inputRows(p, cols.map((c) => ({ alias: c.name, values: column(rows, c) })));
+  const select = `SELECT ${cols.map((c) => castAs(c, c.name)).join(', ')} FROM x`;
   if (m.key.length === 0) {
-    return {
-      text: `WITH ins AS (INSERT INTO ${target} (${names})${overriding} ${select} RETURNING 1) SELECT count(*)::int AS n FROM ins`,
-      values,
-    };
+    return { text: `WITH ${x}, ins AS (INSERT INTO ${target} (${names})${overriding} ${select} RETURNING 1) SELECT count(*)::int AS n FROM ins`, values: p.values };
   }
+  const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
+  const tableParam = p.add(qualified(m));
+  const keyAliases = m.key.map((c) => c.name);
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const updatable = cols.filter((c) => !c.isKey && !c.identityAlways);
   // A table of key columns only has nothing to overwrite: the existing row already is the remote one.
-  let action = 'DO NOTHING';
-  if (updatable.length > 0) {
-    const ts = values.push(version.commitTimestamp);
-    const node = values.push(version.node);
-    action = `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${lwwGuard(ts, node)}`;
-  }
-  const keyJoin = m.key.map((c) => `i.${quoteIdent(c.name)} = ${cast(c, 'x')}`).join(' AND ');
+  const action =
+    updatable.length === 0
+      ? 'DO NOTHING'
+      : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${remoteWins('t', v)}`;
+  const keyJoin = m.key.map((c) => `i.${quoteIdent(c.name)} = ${castAs(c, c.name)}`).join(' AND ');
   return {
     text:
-      `WITH x AS (SELECT * FROM ${unnestSource(cols.map((c) => c.name), 1)}), ` +
-      `ins AS (INSERT INTO ${target} AS t (${names})${overriding} SELECT ${cols.map((c) => cast(c)).join(', ')} FROM x ` +
+      `WITH ${x}, ins AS (INSERT INTO ${target} AS t (${names})${overriding} ${select} ` +
+      `WHERE NOT ${newerTombstone(m, tableParam, tombstoneKey(m, keyAliases), v)} ` +
       `ON CONFLICT (${keyNames}) ${action} RETURNING ${keyNames}, (t.xmax = 0) AS inserted) ` +
-      `SELECT x.ord, i.inserted FROM x LEFT JOIN ins i ON ${keyJoin} WHERE i.inserted IS NOT TRUE`,
-    values,
+      `SELECT x.ord, i.inserted, ${present(m, keyAliases)} AS present FROM x LEFT JOIN ins i ON ${keyJoin} WHERE i.inserted IS NOT TRUE`,
+    values: p.values,
   };
 }
 
-/**
- * The rows of a keyed batch that were not written, each with whether its key existed before the
- * statement (the outer query reads the snapshot taken before the CTE's modification). Written rows
- * are not returned: the caller counts them as n minus the returned rows.
- */
-function unwritten(m: TableMapping, keyAliases: readonly string[], modifying: string): string {
-  const present = m.key
-    .map((c, i) => `t.${quoteIdent(c.name)} = x.${quoteIdent(keyAliases[i] as string)}::${c.type}`)
-    .join(' AND ');
-  return (
-    `, w AS (${modifying}) SELECT x.ord, EXISTS (SELECT 1 FROM ${qualifiedName(m.local.schema, m.local.name)} AS t ` +
-    `WHERE ${present}) AS present FROM x WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord)`
-  );
+/** Outcome flags of an update run's unwritten rows: see updateRows. */
+export interface UpdateRowFlags {
+  readonly ord: string;
+  readonly present: boolean;
+  readonly resurrected: boolean;
+  readonly deleted_later: boolean;
 }
 
 /**
  * UPDATE of rows identified by their old key, setting every column whose value was sent (columns
- * marked unchanged-TOAST are left as they are, like worker.c's slot_modify_data). `oldKeys[i]` holds
- * the key values of row i before the change (equal to the new ones unless the key changed).
+ * marked unchanged-TOAST keep their local value, like worker.c's slot_modify_data), only where the
+ * remote version wins. A row that is missing is re-created from the full new row (`fullRows`, with
+ * unchanged columns filled from the old row under REPLICA IDENTITY FULL; null = cannot be built)
+ * unless a newer tombstone says it was deleted later. When the key changes, the old key gets a
+ * tombstone, so that older writes to it cannot bring it back. Returns the rows not updated in place.
  */
 export function updateRows(
   m: TableMapping,
   oldKeys: readonly (readonly (string | null)[])[],
   rows: readonly Row[],
+  fullRows: readonly (Row | null)[],
   setColumns: readonly MappedColumn[],
   version: RemoteVersion,
+  keyChanged: boolean,
 ): Statement {
+  const p = new Params();
   const keyAliases = m.key.map((c) => `k_${c.name}`);
-  const setAliases = setColumns.map((c) => `v_${c.name}`);
-  const values: unknown[] = [
-    ...m.key.map((_, i) => oldKeys.map((k) => k[i] ?? null)),
-    ...setColumns.map((c) => column(rows, c)),
-  ];
-  const ts = values.push(version.commitTimestamp);
-  const node = values.push(version.node);
+  const fullAliases = m.columns.map((c) => `f_${c.name}`);
+  const newKeyAliases = m.key.map((c) => `f_${c.name}`);
+  const x = inputRows(p, [
+    ...m.key.map((c, i) => ({ alias: keyAliases[i] as string, values: oldKeys.map((k) => k[i] ?? null) })),
+    ...setColumns.map((c) => ({ alias: `v_${c.name}`, values: column(rows, c) })),
+    ...m.columns.map((c, i) => ({ alias: fullAliases[i] as string, values: fullRows.map((r) => (r ? textValue(r[c.index] ?? null, c.name) : null)) })),
+    { alias: 'complete', values: fullRows.map((r) => r !== null), type: 'boolean' },
+  ]);
+  const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
+  const tableParam = p.add(qualified(m));
   const target = qualifiedName(m.local.schema, m.local.name);
-  const sets = setColumns.map((c, i) => `${quoteIdent(c.name)} = x.${quoteIdent(setAliases[i] as string)}::${c.type}`);
+  const sets = setColumns.map((c) => `${quoteIdent(c.name)} = ${castAs(c, `v_${c.name}`)}`);
   // Every sent column unchanged: still write the row, so that its version (xmin) becomes the remote one.
   if (sets.length === 0) sets.push(m.key.map((c) => `${quoteIdent(c.name)} = t.${quoteIdent(c.name)}`)[0] as string);
-  const where = m.key.map((c, i) => `t.${quoteIdent(c.name)} = x.${quoteIdent(keyAliases[i] as string)}::${c.type}`);
+  const names = m.columns.map((c) => quoteIdent(c.name)).join(', ');
+  const overriding = m.columns.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
+  const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
+  const newKey = tombstoneKey(m, newKeyAliases);
+  const moved = keyChanged
+    ? `, moved AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) ` +
+      `SELECT ${tableParam}, ${tombstoneKey(m, keyAliases)} FROM x JOIN u ON u.ord = x.ord ` +
+      `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE ${remoteWins('tb', v)})`
+    : '';
   return {
     text:
-      `WITH x AS (SELECT * FROM ${unnestSource([...keyAliases, ...setAliases], 1)})` +
-      unwritten(
-        m,
-        keyAliases,
-        `UPDATE ${target} AS t SET ${sets.join(', ')} FROM x WHERE ${where.join(' AND ')} AND ${lwwGuard(ts, node)} RETURNING x.ord`,
-      ),
-    values,
+      `WITH ${x}, ` +
+      `u AS (UPDATE ${target} AS t SET ${sets.join(', ')} FROM x WHERE ${keyMatchOn(m, keyAliases)} AND ${remoteWins('t', v)} RETURNING x.ord), ` +
+      `r AS (INSERT INTO ${target} AS t (${names})${overriding} SELECT ${m.columns.map((c, i) => castAs(c, fullAliases[i] as string)).join(', ')} FROM x ` +
+      `WHERE x.complete AND NOT ${present(m, keyAliases)} AND NOT ${newerTombstone(m, tableParam, newKey, v)} ` +
+      `ON CONFLICT (${keyNames}) DO NOTHING RETURNING ${keyNames})${moved} ` +
+      `SELECT x.ord, ${present(m, keyAliases)} AS present, ` +
+      `EXISTS (SELECT 1 FROM r WHERE ${m.key.map((c, i) => `r.${quoteIdent(c.name)} = ${castAs(c, newKeyAliases[i] as string)}`).join(' AND ')}) AS resurrected, ` +
+      `${newerTombstone(m, tableParam, newKey, v)} AS deleted_later ` +
+      `FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.ord = x.ord)`,
+    values: p.values,
   };
 }
 
-/** DELETE by key, only where the remote version wins; returns the rows not deleted (see unwritten). */
+/**
+ * DELETE by key where the remote version wins, recording a tombstone for every key that is gone
+ * afterwards (deleted now, or already absent: an older write may still be on its way from a third
+ * node, technical research §6.2). Returns the rows not deleted, with `present`.
+ */
 export function deleteRows(m: TableMapping, keys: readonly (readonly (string | null)[])[], version: RemoteVersion): Statement {
-  const values: unknown[] = m.key.map((_, i) => keys.map((k) => k[i] ?? null));
-  const ts = values.push(version.commitTimestamp);
-  const node = values.push(version.node);
-  const names = m.key.map((c) => c.name);
+  const p = new Params();
+  const aliases = m.key.map((c) => c.name);
+  const x = inputRows(p, m.key.map((c, i) => ({ alias: aliases[i] as string, values: keys.map((k) => k[i] ?? null) })));
+  const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
+  const tableParam = p.add(qualified(m));
   return {
     text:
-      `WITH x AS (SELECT * FROM ${unnestSource(names, 1)})` +
-      unwritten(
-        m,
-        names,
-        `DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x WHERE ${keyMatch(m.key)} AND ${lwwGuard(ts, node)} RETURNING x.ord`,
-      ),
-    values,
+      `WITH ${x}, ` +
+      `w AS (DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x WHERE ${keyMatchOn(m, aliases)} AND ${remoteWins('t', v)} RETURNING x.ord), ` +
+      `tomb AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) SELECT ${tableParam}, ${tombstoneKey(m, aliases)} FROM x ` +
+      `WHERE EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord) OR NOT ${present(m, aliases)} ` +
+      `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE ${remoteWins('tb', v)}) ` +
+      `SELECT x.ord, ${present(m, aliases)} AS present FROM x WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord)`,
+    values: p.values,
   };
 }
 

@@ -1,6 +1,6 @@
 import type { ConflictRecord } from '../conflict/conflict-types.js';
 import type { ChangeOp } from '../observability/metrics.js';
-import type { ChangeMessage, RelationMessage, Tuple } from '../protocol/pgoutput-messages.js';
+import type { ChangeMessage, RelationMessage, Tuple, UpdateMessage } from '../protocol/pgoutput-messages.js';
 import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
 import { assertNever } from '../util/assert-never.js';
 import type { ApplySession } from './apply-session.js';
@@ -40,6 +40,8 @@ interface Run {
   readonly kind: 'insert' | 'update' | 'delete' | 'identity' | 'truncate';
   readonly signature: string;
   readonly rows: Row[];
+  /** Update runs: the whole new row for re-creating a missing one, or null when it cannot be built. */
+  readonly fullRows: (Row | null)[];
   readonly oldKeys: Key[];
   readonly keySet: Set<string>;
   readonly setColumns: readonly MappedColumn[];
@@ -129,6 +131,7 @@ export class TransactionApplier {
       const run = current as unknown as Run;
       run.changes.push(change);
       if (step.row) run.rows.push(step.row);
+      if (step.kind === 'update') run.fullRows.push(step.fullRow);
       if (step.key) run.oldKeys.push(step.key);
       if (keyText !== null) run.keySet.add(keyText);
     }
@@ -140,7 +143,7 @@ export class TransactionApplier {
       case 'insert':
         return upsertRows(run.mapping, run.rows, version);
       case 'update':
-        return updateRows(run.mapping, run.oldKeys, run.rows, run.setColumns, version);
+        return updateRows(run.mapping, run.oldKeys, run.rows, run.fullRows, run.setColumns, version, run.signature === KEY_CHANGE);
       case 'delete':
         return deleteRows(run.mapping, run.oldKeys, version);
       case 'identity': {
@@ -174,26 +177,37 @@ export class TransactionApplier {
     };
     switch (run.kind) {
       case 'insert': {
-        let kept = 0;
+        let notWritten = 0;
         for (const r of rows) {
           const ord = Number(r.ord);
-          if (r.inserted === false) conflict(ord, 'insert_exists', 'apply_remote');
-          else {
-            conflict(ord, 'insert_exists', 'keep_local');
-            kept++;
+          if (r.inserted === false) {
+            conflict(ord, 'insert_exists', 'apply_remote');
+            continue;
           }
+          notWritten++;
+          // Not written: a newer local row, or a newer tombstone (deleted later on some node).
+          if (r.present) conflict(ord, 'insert_exists', 'keep_local');
+          else conflict(ord, 'update_deleted', 'skip');
         }
-        out.applied.insert += run.mapping.key.length ? run.rows.length - kept : Number(rows[0]?.n ?? 0);
+        out.applied.insert += run.mapping.key.length ? run.rows.length - notWritten : Number(rows[0]?.n ?? 0);
         return;
       }
-      case 'update':
-      case 'delete': {
+      case 'update': {
         for (const r of rows) {
           const ord = Number(r.ord);
-          if (run.kind === 'update') conflict(ord, r.present ? 'update_origin_differs' : 'update_missing', r.present ? 'keep_local' : 'skip');
-          else conflict(ord, r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? 'keep_local' : 'skip');
+          if (r.present) conflict(ord, 'update_origin_differs', 'keep_local');
+          else if (r.resurrected) {
+            conflict(ord, 'update_missing', 'apply_remote');
+            out.applied.update++;
+          } else if (r.deleted_later) conflict(ord, 'update_deleted', 'skip');
+          else conflict(ord, 'update_missing', 'skip');
         }
-        out.applied[run.kind] += run.oldKeys.length - rows.length;
+        out.applied.update += run.oldKeys.length - rows.length;
+        return;
+      }
+      case 'delete': {
+        for (const r of rows) conflict(Number(r.ord), r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? 'keep_local' : 'skip');
+        out.applied.delete += run.oldKeys.length - rows.length;
         return;
       }
       case 'identity': {
@@ -223,13 +237,14 @@ function newRun(
   setColumns: readonly MappedColumn[],
   changes: ChangeMessage[],
 ): Run {
-  return { mapping, kind, signature, rows: [], oldKeys: [], keySet: new Set(), setColumns, changes };
+  return { mapping, kind, signature, rows: [], fullRows: [], oldKeys: [], keySet: new Set(), setColumns, changes };
 }
 
 interface Step {
   readonly kind: Run['kind'];
   readonly signature: string;
   readonly row: Row | null;
+  readonly fullRow: Row | null;
   readonly key: Key | null;
   readonly setColumns: readonly MappedColumn[];
 }
@@ -242,6 +257,17 @@ function keyOf(m: TableMapping, tuple: Tuple): Key {
   });
 }
 
+/**
+ * The complete new row of an update, for re-creating a row that is missing here. Unchanged TOAST
+ * values are only known from the old row under REPLICA IDENTITY FULL (technical research §2.3);
+ * filling them from a local row would not converge.
+ */
+function fullRow(change: UpdateMessage): Row | null {
+  const old = change.oldKind === 'full' ? change.oldTuple : null;
+  const row = change.newTuple.map((v, i) => (v === UNCHANGED_TOAST ? (old?.[i] ?? UNCHANGED_TOAST) : v));
+  return row.includes(UNCHANGED_TOAST) ? null : row;
+}
+
 function describe(m: TableMapping, change: Exclude<ChangeMessage, { tag: 'truncate' }>): Step {
   const tuple = change.tag === 'delete' ? change.oldTuple : change.newTuple;
   if (tuple.length !== m.remoteColumnCount) {
@@ -251,14 +277,14 @@ function describe(m: TableMapping, change: Exclude<ChangeMessage, { tag: 'trunca
   }
   if (m.key.length === 0) {
     // Identified by the full row (REPLICA IDENTITY FULL, no primary key).
-    if (change.tag === 'insert') return { kind: 'insert', signature: 'insert', row: change.newTuple, key: null, setColumns: [] };
-    return { kind: 'identity', signature: 'identity', row: null, key: null, setColumns: [] };
+    if (change.tag === 'insert') return { kind: 'insert', signature: 'insert', row: change.newTuple, fullRow: null, key: null, setColumns: [] };
+    return { kind: 'identity', signature: 'identity', row: null, fullRow: null, key: null, setColumns: [] };
   }
   switch (change.tag) {
     case 'insert':
-      return { kind: 'insert', signature: 'insert', row: change.newTuple, key: keyOf(m, change.newTuple), setColumns: [] };
+      return { kind: 'insert', signature: 'insert', row: change.newTuple, fullRow: null, key: keyOf(m, change.newTuple), setColumns: [] };
     case 'delete':
-      return { kind: 'delete', signature: 'delete', row: null, key: keyOf(m, change.oldTuple), setColumns: [] };
+      return { kind: 'delete', signature: 'delete', row: null, fullRow: null, key: keyOf(m, change.oldTuple), setColumns: [] };
     case 'update': {
       const newKey = keyOf(m, change.newTuple);
       const oldKey = change.oldTuple ? keyOf(m, change.oldTuple) : newKey;
@@ -268,7 +294,7 @@ function describe(m: TableMapping, change: Exclude<ChangeMessage, { tag: 'trunca
       );
       // Key changes run one row at a time: the new key may collide with another row of the batch.
       const signature = keyChanged ? KEY_CHANGE : `update:${setColumns.map((c) => c.index).join(',')}`;
-      return { kind: 'update', signature, row: change.newTuple, key: oldKey, setColumns };
+      return { kind: 'update', signature, row: change.newTuple, fullRow: fullRow(change), key: oldKey, setColumns };
     }
     default:
       return assertNever(change);

@@ -1,4 +1,4 @@
-import { quoteLiteral } from '../util/sql.js';
+import { quoteIdent, quoteLiteral } from '../util/sql.js';
 import { METADATA_SCHEMA, ORIGIN_PREFIX } from './names.js';
 
 /**
@@ -31,6 +31,25 @@ export function metadataSchemaSql(selfName: string): string[] {
        local_tuple jsonb,
        remote_tuple jsonb)`,
     `CREATE INDEX IF NOT EXISTS conflicts_logged_at ON ${s}.conflicts (logged_at)`,
+    // Deleted keys, so that an older write cannot bring a row back (technical research §6.2). The
+    // version of a tombstone is its own xmin, like a live row's. Never published.
+    `CREATE TABLE IF NOT EXISTS ${s}.tombstones (
+       table_name text NOT NULL,
+       key jsonb NOT NULL,
+       deleted_at timestamptz NOT NULL DEFAULT now(),
+       PRIMARY KEY (table_name, key))`,
+    // Local deletes (and key changes) leave a tombstone through this trigger. It is an ordinary
+    // trigger: it does not fire in apply sessions (session_replication_role = replica), which write
+    // their tombstones themselves with the remote version.
+    `CREATE OR REPLACE FUNCTION ${s}.record_tombstone() RETURNS trigger
+       LANGUAGE plpgsql AS $$
+       BEGIN
+         INSERT INTO ${s}.tombstones AS tb (table_name, key)
+         SELECT TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, jsonb_agg(to_jsonb(OLD) -> k ORDER BY o)
+           FROM unnest(TG_ARGV) WITH ORDINALITY AS u(k, o)
+         ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now();
+         RETURN NULL;
+       END $$`,
     `CREATE OR REPLACE FUNCTION ${s}.node_of_origin(roident oid) RETURNS text
        LANGUAGE sql STABLE AS $$
          SELECT CASE WHEN roident = 0 THEN ${quoteLiteral(selfName)}
@@ -42,5 +61,17 @@ export function metadataSchemaSql(selfName: string): string[] {
          SELECT (coalesce(c.timestamp, '-infinity'::timestamptz), coalesce(${s}.node_of_origin(c.roident), '') COLLATE "C")
                 < (remote_ts, remote_node COLLATE "C")
            FROM pg_catalog.pg_xact_commit_timestamp_origin(local_xmin) c $$`,
+  ];
+}
+
+/** The tombstone triggers of one replicated table with a primary key. */
+export function tombstoneTriggerSql(qualifiedTable: string, keyColumns: readonly string[]): string[] {
+  const args = keyColumns.map((k) => quoteLiteral(k)).join(', ');
+  const changed = keyColumns.map((k) => `OLD.${quoteIdent(k)} IS DISTINCT FROM NEW.${quoteIdent(k)}`).join(' OR ');
+  return [
+    `CREATE OR REPLACE TRIGGER pgbidi_tombstone_delete AFTER DELETE ON ${qualifiedTable}
+       FOR EACH ROW EXECUTE FUNCTION ${METADATA_SCHEMA}.record_tombstone(${args})`,
+    `CREATE OR REPLACE TRIGGER pgbidi_tombstone_key_change AFTER UPDATE OF ${keyColumns.map(quoteIdent).join(', ')} ON ${qualifiedTable}
+       FOR EACH ROW WHEN (${changed}) EXECUTE FUNCTION ${METADATA_SCHEMA}.record_tombstone(${args})`,
   ];
 }

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Config } from '../config/config-schema.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
-import { metadataSchemaSql } from './metadata-schema.js';
+import { metadataSchemaSql, tombstoneTriggerSql } from './metadata-schema.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { resolveTables } from './table-selection.js';
 
@@ -50,7 +50,7 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       problems.push(`max_wal_senders is ${settings.max_wal_senders}: set it to at least ${needed} (one per peer) and restart`);
     }
     const tables = await resolveTables(client, config.replication.tables, config.replication.exclude_tables);
-    const unidentified = tables.filter((t) => !t.hasPrimaryKey && t.replicaIdentity !== 'f');
+    const unidentified = tables.filter((t) => t.primaryKey.length === 0 && t.replicaIdentity !== 'f');
     if (unidentified.length) {
       problems.push(
         `tables without a primary key cannot be replicated: ${unidentified.map((t) => `${t.schema}.${t.name}`).join(', ')}; ` +
@@ -75,6 +75,11 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       await client.query(list ? `CREATE PUBLICATION ${pub} FOR TABLE ${list}` : `CREATE PUBLICATION ${pub}`);
     } else if (list) {
       await client.query(`ALTER PUBLICATION ${pub} SET TABLE ${list}`);
+    }
+
+    for (const t of tables) {
+      if (t.primaryKey.length === 0) continue;
+      for (const sql of tombstoneTriggerSql(qualifiedName(t.schema, t.name), t.primaryKey)) await client.query(sql);
     }
 
     const origins: string[] = [];

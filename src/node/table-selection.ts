@@ -4,7 +4,8 @@ import { METADATA_SCHEMA } from './names.js';
 export interface SelectedTable {
   readonly schema: string;
   readonly name: string;
-  readonly hasPrimaryKey: boolean;
+  /** Primary key columns in index order; empty when there is none. */
+  readonly primaryKey: readonly string[];
   readonly replicaIdentity: 'd' | 'n' | 'f' | 'i';
 }
 
@@ -23,9 +24,11 @@ export async function resolveTables(
   include: readonly string[],
   exclude: readonly string[],
 ): Promise<SelectedTable[]> {
-  const r = await client.query<{ schema: string; name: string; has_pk: boolean; replident: SelectedTable['replicaIdentity'] }>(
+  const r = await client.query<{ schema: string; name: string; pk: string[]; replident: SelectedTable['replicaIdentity'] }>(
     `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident,
-            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk
+            coalesce((SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+                        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                       WHERE i.indrelid = c.oid AND i.indisprimary), '{}'::text[]) AS pk
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
         AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) AND n.nspname NOT LIKE 'pg\\_%'
@@ -34,5 +37,5 @@ export async function resolveTables(
   );
   return r.rows
     .filter((t) => matchesAny(`${t.schema}.${t.name}`, include) && !matchesAny(`${t.schema}.${t.name}`, exclude))
-    .map((t) => ({ schema: t.schema, name: t.name, hasPrimaryKey: t.has_pk, replicaIdentity: t.replident }));
+    .map((t) => ({ schema: t.schema, name: t.name, primaryKey: t.pk, replicaIdentity: t.replident }));
 }

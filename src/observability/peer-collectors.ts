@@ -1,0 +1,249 @@
+/**
+ * Scrape-time metrics read from the peers: how much of a peer's WAL this node has not confirmed yet,
+ * and the state of the slot this node consumes on the peer (pgbidi_<peer>_to_<self>).
+ *
+ * On each /metrics scrape every gauge's collect() hook awaits one shared read of all peers (concurrent
+ * hooks and the scrape of the second registry within REUSE_MS share it). Each peer is read with one
+ * query over a pooled connection (at most one per peer, closed when idle), bounded by a timeout; a
+ * failure never fails the scrape: it increments pgbidi_scrape_errors_total{peer} and the gauges keep
+ * the values of the last successful read.
+ *
+ * Series (every label combination starts at 0, except the safe WAL size, which is absent until known):
+ *   pgbidi_apply_lag_bytes{peer}                        peer pg_current_wal_lsn() − our slot's confirmed_flush_lsn
+ *   pgbidi_slot_active{peer,slot}                       1 when a walsender streams the slot
+ *   pgbidi_slot_retained_wal_bytes{peer,slot}           peer pg_current_wal_lsn() − the slot's restart_lsn
+ *   pgbidi_slot_safe_wal_size_bytes{peer,slot}          bytes writable before the slot is lost; absent when
+ *                                                       max_slot_wal_keep_size is unlimited (or the slot is lost)
+ *   pgbidi_slot_wal_status{peer,slot,wal_status}        state set: 1 for the slot's current wal_status
+ *   pgbidi_scrape_errors_total{peer}                    failed reads
+ */
+import pg from 'pg';
+import { Counter, Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
+import { redactSecrets } from '../config/redact.js';
+import { slotName } from '../node/names.js';
+import { parseLsn } from '../protocol/lsn.js';
+import type { Logger } from './logger.js';
+
+/** PostgreSQL's pg_replication_slots.wal_status values (PG 13+). */
+export const WAL_STATUSES = ['reserved', 'extended', 'unreserved', 'lost'] as const;
+export type WalStatus = (typeof WAL_STATUSES)[number];
+
+/** Two scrapes (text and OpenMetrics, or two Prometheus servers) this close share one read. */
+const REUSE_MS = 1000;
+const DEFAULT_TIMEOUT_MS = 3000;
+
+export interface PeerTarget {
+  readonly name: string;
+  readonly dsn: string;
+}
+
+export interface PeerCollectorsOptions {
+  readonly node: string;
+  readonly peers: readonly PeerTarget[];
+  /** Both registries of Metrics: the gauges are registered on each. */
+  readonly registries: readonly Registry[];
+  readonly timeoutMs?: number;
+  readonly log?: Logger;
+  readonly clock?: () => number;
+}
+
+/** One read of a peer, as numbers ready for the gauges. */
+export interface PeerSlotReading {
+  readonly applyLagBytes: number | null;
+  readonly slotExists: boolean;
+  readonly active: boolean;
+  readonly retainedWalBytes: number | null;
+  readonly safeWalSizeBytes: number | null;
+  readonly walStatus: WalStatus | null;
+}
+
+interface SlotRow {
+  current_lsn: string;
+  slot_name: string | null;
+  active: boolean | null;
+  confirmed_flush_lsn: string | null;
+  restart_lsn: string | null;
+  wal_status: string | null;
+  safe_wal_size: string | null;
+}
+
+const SLOT_QUERY = `SELECT pg_current_wal_lsn()::text AS current_lsn, s.slot_name::text AS slot_name, s.active,
+       s.confirmed_flush_lsn::text AS confirmed_flush_lsn, s.restart_lsn::text AS restart_lsn,
+       s.wal_status, s.safe_wal_size::text AS safe_wal_size
+  FROM (VALUES (1)) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`;
+
+/** Turns the row of SLOT_QUERY into gauge values (pure). */
+export function readingFromRow(row: SlotRow): PeerSlotReading {
+  const current = parseLsn(row.current_lsn);
+  const diff = (lsn: string | null): number | null => (lsn === null ? null : Math.max(0, Number(current - parseLsn(lsn))));
+  const status = WAL_STATUSES.find((s) => s === row.wal_status) ?? null;
+  return {
+    applyLagBytes: diff(row.confirmed_flush_lsn),
+    slotExists: row.slot_name !== null,
+    active: row.active === true,
+    retainedWalBytes: diff(row.restart_lsn),
+    safeWalSizeBytes: row.safe_wal_size === null ? null : Number(row.safe_wal_size),
+    walStatus: status,
+  };
+}
+
+export class PeerCollectors {
+  private readonly pools = new Map<string, pg.Pool>();
+  private readonly failing = new Set<string>();
+  private readonly timeoutMs: number;
+  private readonly clock: () => number;
+  private inflight: Promise<void> | null = null;
+  private lastReadAt = Number.NEGATIVE_INFINITY;
+  private closed = false;
+
+  readonly applyLag: Gauge<'peer'>;
+  readonly slotActive: Gauge<'peer' | 'slot'>;
+  readonly retainedWal: Gauge<'peer' | 'slot'>;
+  readonly safeWalSize: Gauge<'peer' | 'slot'>;
+  readonly walStatus: Gauge<'peer' | 'slot' | 'wal_status'>;
+  readonly scrapeErrors: Counter<'peer'>;
+
+  constructor(private readonly options: PeerCollectorsOptions) {
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.clock = options.clock ?? Date.now;
+    const registers = [...options.registries];
+    const refresh = (): Promise<void> => this.refresh();
+    const collect = async function collect(): Promise<void> {
+      await refresh();
+    };
+    this.applyLag = new Gauge({
+      name: 'pgbidi_apply_lag_bytes',
+      help: "Peer's current WAL position minus the position this node confirmed on its slot there (read at scrape time).",
+      labelNames: ['peer'],
+      registers,
+      collect,
+    });
+    this.slotActive = new Gauge({ name: 'pgbidi_slot_active', help: "Whether this node's slot on the peer is being streamed (1) or not (0).", labelNames: ['peer', 'slot'], registers, collect });
+    this.retainedWal = new Gauge({
+      name: 'pgbidi_slot_retained_wal_bytes',
+      help: "WAL the peer keeps for this node's slot: peer's current WAL position minus the slot's restart_lsn.",
+      labelNames: ['peer', 'slot'],
+      registers,
+      collect,
+    });
+    this.safeWalSize = new Gauge({
+      name: 'pgbidi_slot_safe_wal_size_bytes',
+      help: "Bytes of WAL the peer can write before this node's slot is invalidated; absent when max_slot_wal_keep_size is unlimited.",
+      labelNames: ['peer', 'slot'],
+      registers,
+      collect,
+    });
+    this.walStatus = new Gauge({
+      name: 'pgbidi_slot_wal_status',
+      help: "WAL availability of this node's slot on the peer (pg_replication_slots.wal_status; 1 for the current state).",
+      labelNames: ['peer', 'slot', 'wal_status'],
+      registers,
+      collect,
+    });
+    this.scrapeErrors = new Counter({
+      name: 'pgbidi_scrape_errors_total',
+      help: "Failed reads of a peer's WAL position and slot state at scrape time.",
+      labelNames: ['peer'],
+      registers,
+      collect,
+    });
+    for (const peer of options.peers) {
+      const slot = this.slot(peer.name);
+      this.applyLag.set({ peer: peer.name }, 0);
+      this.slotActive.set({ peer: peer.name, slot }, 0);
+      this.retainedWal.set({ peer: peer.name, slot }, 0);
+      for (const wal_status of WAL_STATUSES) this.walStatus.set({ peer: peer.name, slot, wal_status }, 0);
+      this.scrapeErrors.inc({ peer: peer.name }, 0);
+    }
+  }
+
+  /** Reads every peer now unless a read is running or finished less than REUSE_MS ago. */
+  refresh(): Promise<void> {
+    if (this.inflight) return this.inflight;
+    if (this.closed || this.clock() - this.lastReadAt < REUSE_MS) return Promise.resolve();
+    this.inflight = Promise.all(this.options.peers.map((p) => this.readPeer(p))).then(() => {
+      this.lastReadAt = this.clock();
+      this.inflight = null;
+    });
+    return this.inflight;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.inflight;
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((p) => p.end().catch(() => undefined)));
+  }
+
+  private slot(peer: string): string {
+    return slotName(peer, this.options.node);
+  }
+
+  private async readPeer(peer: PeerTarget): Promise<void> {
+    let reading: PeerSlotReading;
+    try {
+      reading = await this.query(peer);
+    } catch (err) {
+      this.scrapeErrors.inc({ peer: peer.name });
+      if (!this.failing.has(peer.name)) {
+        this.failing.add(peer.name);
+        const message = redactSecrets(err instanceof Error ? err.message : String(err));
+        this.options.log?.warn({ component: 'peer-collectors', peer: peer.name, err: { message } }, 'cannot read the peer slot state for /metrics');
+      }
+      return;
+    }
+    if (this.failing.delete(peer.name)) this.options.log?.info({ component: 'peer-collectors', peer: peer.name }, 'peer slot state readable again');
+    this.record(peer.name, reading);
+  }
+
+  private record(peer: string, r: PeerSlotReading): void {
+    const slot = this.slot(peer);
+    const labels = { peer, slot };
+    if (r.applyLagBytes === null) this.applyLag.remove({ peer });
+    else this.applyLag.set({ peer }, r.applyLagBytes);
+    this.slotActive.set(labels, r.active ? 1 : 0);
+    if (r.retainedWalBytes === null) this.retainedWal.remove(labels);
+    else this.retainedWal.set(labels, r.retainedWalBytes);
+    if (r.safeWalSizeBytes === null) this.safeWalSize.remove(labels);
+    else this.safeWalSize.set(labels, r.safeWalSizeBytes);
+    for (const wal_status of WAL_STATUSES) this.walStatus.set({ ...labels, wal_status }, wal_status === r.walStatus ? 1 : 0);
+  }
+
+  private async query(peer: PeerTarget): Promise<PeerSlotReading> {
+    const pool = this.pool(peer);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    try {
+      const result = await Promise.race([pool.query<SlotRow>(SLOT_QUERY, [this.slot(peer.name)]), timeout]);
+      const row = result.rows[0];
+      if (!row) throw new Error('the slot query returned no row');
+      return readingFromRow(row);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private pool(peer: PeerTarget): pg.Pool {
+    let pool = this.pools.get(peer.name);
+    if (!pool) {
+      pool = new pg.Pool({
+        connectionString: peer.dsn,
+        application_name: `pgbidi_${this.options.node}_metrics`,
+        max: 1,
+        idleTimeoutMillis: 30_000,
+        allowExitOnIdle: true,
+        connectionTimeoutMillis: this.timeoutMs,
+        query_timeout: this.timeoutMs,
+        statement_timeout: this.timeoutMs,
+      });
+      // An idle connection that the peer drops emits 'error' on the pool: the next read reconnects.
+      pool.on('error', () => undefined);
+      this.pools.set(peer.name, pool);
+    }
+    return pool;
+  }
+}
