@@ -180,11 +180,12 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     );
     io.out(`${formatReport(summary)}\n${formatNotes()}`);
   }
+  // A run cut short by the signal fails with whatever the stopped servers answered: not news.
+  if (interrupted) return 130;
   if (failure !== undefined) {
     io.err(`\nbench: failed: ${failure instanceof Error ? (failure.stack ?? failure.message) : String(failure)}\n`);
     return 1;
   }
-  if (interrupted) return 130;
   return measurements.every((m) => m.converged) ? 0 : 1;
 }
 
