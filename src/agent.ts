@@ -5,6 +5,7 @@ import { Link } from './link/link.js';
 import type { LinkStatus, TransactionObserver } from './link/link.js';
 import type { Logger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
+import { TombstoneJanitor } from './node/tombstone-janitor.js';
 import { PeerCollectors } from './observability/peer-collectors.js';
 import { Tracing } from './observability/tracing.js';
 import type { TracingEnv } from './observability/tracing.js';
@@ -37,6 +38,7 @@ export class Agent {
     private readonly log: Logger,
     private readonly peerCollectors: PeerCollectors,
     readonly tracing: Tracing,
+    readonly tombstones: TombstoneJanitor,
   ) {}
 
   static async start(options: AgentOptions): Promise<Agent> {
@@ -67,11 +69,22 @@ export class Agent {
           ...(observer ? { observer } : {}),
         }),
     );
+    const janitor = new TombstoneJanitor(
+      config.node.dsn,
+      () => links.map((l) => l.lastAppliedCommitMicros()),
+      config.replication.tombstone_retention_margin_ms,
+      log.child({ component: 'tombstones' }),
+      (s) => {
+        metrics.tombstones.set(s.count);
+        if (s.purgeWatermark) metrics.tombstoneWatermark.set(Date.parse(s.purgeWatermark) / 1000);
+      },
+    );
     const app = createHttpApp(
       {
         node: config.node.name,
         links: () => links.map((l) => l.status()),
         maxReadyLagSeconds: config.readiness.max_lag_ms / 1000,
+        extraStatus: async () => ({ tombstones: janitor.current() }),
       },
       metrics.registry,
       metrics.openMetrics,
@@ -84,8 +97,9 @@ export class Agent {
       throw err;
     }
     for (const l of links) l.start();
+    janitor.start();
     log.info({ component: 'agent', node: config.node.name, peers: config.peers.map((p) => p.name), listen: config.http.listen, version: VERSION }, 'agent started');
-    return new Agent(config, metrics, links, server, log, peerCollectors, tracing);
+    return new Agent(config, metrics, links, server, log, peerCollectors, tracing, janitor);
   }
 
   status(): LinkStatus[] {
@@ -101,6 +115,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.log.info({ component: 'agent' }, 'stopping: draining links');
     await Promise.all(this.links.map((l) => l.stop()));
+    await this.tombstones.stop();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections?.();
     await this.peerCollectors.close();

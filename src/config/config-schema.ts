@@ -48,6 +48,8 @@ export const configSchema = z
         feedback_interval_ms: positiveMs.default(1000),
         heartbeat_interval_ms: positiveMs.default(1000),
         statement_timeout_ms: positiveMs.default(60_000),
+        max_clock_skew_ms: positiveMs.default(5_000),
+        tombstone_retention_margin_ms: positiveMs.default(60_000),
         reconnect: z
           .object({ initial_delay_ms: positiveMs.default(500), max_delay_ms: positiveMs.default(30_000) })
           .strict()
@@ -63,6 +65,8 @@ export const configSchema = z
         feedback_interval_ms: 1000,
         heartbeat_interval_ms: 1000,
         statement_timeout_ms: 60_000,
+        max_clock_skew_ms: 5_000,
+        tombstone_retention_margin_ms: 60_000,
         reconnect: { initial_delay_ms: 500, max_delay_ms: 30_000 },
       }),
     http: z

@@ -178,6 +178,11 @@ export class Link {
     };
   }
 
+  /** Peer commit time of the last applied transaction (µs since 2000), null before the first one. */
+  lastAppliedCommitMicros(): bigint | null {
+    return this.lastAppliedCommit;
+  }
+
   /** now − commit time of the oldest received but unapplied transaction; 0 when caught up. */
   lagSeconds(): number {
     const oldest = this.oldestUnapplied ?? this.pendingCommitTimes[0];
@@ -484,6 +489,7 @@ export class Link {
         case 'commit': {
           if (!open) throw new Error('commit outside a transaction');
           if (open.conflicts.length) await this.recordConflicts(session, open.conflicts, item.commit.endLsn);
+          await this.waitForClock(item.commit.commitTime);
           await begun;
           await session.commit(item.commit.endLsn, open.version.commitTimestamp);
           const committedAt = this.clock();
@@ -529,6 +535,20 @@ export class Link {
         }
       }
     }
+  }
+
+  /**
+   * Clock-skew rule (PGD's maximum_clock_skew_action = WAIT): an applied transaction must not commit
+   * before the local clock has passed its remote commit time, or a later local write could get an
+   * older version than the row it overwrites and lose under last-update-wins.
+   */
+  private async waitForClock(commitTime: bigint): Promise<void> {
+    const aheadMs = pgMicrosToUnixMs(commitTime) - this.clock();
+    const exceeded = aheadMs > this.deps.config.replication.max_clock_skew_ms;
+    this.deps.metrics.clockSkew(aheadMs / 1000, exceeded);
+    if (aheadMs <= 0) return;
+    if (exceeded) this.deps.log.warn({ aheadMs }, 'peer clock is ahead of this node beyond max_clock_skew_ms; waiting');
+    await new Promise((resolve) => setTimeout(resolve, aheadMs + 1));
   }
 
   private async recordConflicts(session: ApplySession, conflicts: readonly ConflictRecord[], commitLsn: Lsn): Promise<void> {

@@ -61,6 +61,10 @@ export class Metrics {
   readonly transactionChanges = new Histogram({ name: 'pgbidi_transaction_changes', help: 'Row changes per applied transaction.', labelNames: ['peer'], buckets: SIZE_BUCKETS, registers: this.registries });
   readonly conflicts = new Counter({ name: 'pgbidi_conflicts_total', help: 'Conflicts detected while applying peer changes, by type and resolution.', labelNames: ['peer', 'table', 'type', 'resolution'], registers: this.registries });
   readonly applyErrors = new Counter({ name: 'pgbidi_apply_errors_total', help: 'Failed apply attempts, by kind.', labelNames: ['peer', 'kind'], registers: this.registries });
+  readonly tombstones = new Gauge({ name: 'pgbidi_tombstones', help: 'Tombstones (deleted keys kept for conflict resolution) on this node.', registers: this.registries });
+  readonly tombstoneWatermark = new Gauge({ name: 'pgbidi_tombstone_purge_watermark_timestamp_seconds', help: 'Tombstones deleted before this time (Unix seconds) have been purged; 0 until every link has applied a transaction.', registers: this.registries });
+  readonly clockSkew = new Gauge({ name: 'pgbidi_clock_skew_seconds', help: 'How far the last peer commit time was ahead of the local clock (0 when behind); apply waits it out before committing.', labelNames: ['peer'], registers: this.registries });
+  readonly clockSkewExceeded = new Counter({ name: 'pgbidi_clock_skew_exceeded_total', help: 'Peer transactions whose commit time was ahead of the local clock by more than replication.max_clock_skew_ms.', labelNames: ['peer'], registers: this.registries });
   readonly queueChanges = new Gauge({ name: 'pgbidi_queue_changes', help: 'Changes received and waiting to be applied.', labelNames: ['peer'], registers: this.registries });
   readonly queueCapacity = new Gauge({ name: 'pgbidi_queue_capacity_changes', help: 'Queue size at which the link stops reading from the peer (backpressure).', labelNames: ['peer'], registers: this.registries });
 
@@ -70,6 +74,8 @@ export class Metrics {
       for (const register of this.registries) collectDefaultMetrics({ register });
     }
     for (const peer of options.peers) this.link(peer);
+    this.tombstones.set(0);
+    this.tombstoneWatermark.set(0);
   }
 
   /** The handle for one link; every label combination it can produce starts at 0. */
@@ -109,6 +115,8 @@ export class LinkMetrics {
     m.applyDuration.zero(p);
     m.transactionChanges.zero(p);
     for (const kind of APPLY_ERROR_KINDS) m.applyErrors.inc({ peer, kind }, 0);
+    m.clockSkew.set(p, 0);
+    m.clockSkewExceeded.inc(p, 0);
     m.queueChanges.set(p, 0);
     m.queueCapacity.set(p, 0);
   }
@@ -177,6 +185,11 @@ export class LinkMetrics {
   conflict(table: string, type: ConflictType, resolution: Resolution, count = 1): void {
     this.table(table);
     this.m.conflicts.inc({ peer: this.peer, table, type, resolution }, count);
+  }
+
+  clockSkew(seconds: number, exceeded: boolean): void {
+    this.m.clockSkew.set({ peer: this.peer }, Math.max(0, seconds));
+    if (exceeded) this.m.clockSkewExceeded.inc({ peer: this.peer });
   }
 
   applyError(kind: ApplyErrorKind): void {

@@ -1,0 +1,84 @@
+import pg from 'pg';
+import type { Logger } from '../observability/logger.js';
+import { formatPgTimestamp, pgMicrosToUnixMs } from '../protocol/pg-time.js';
+import { METADATA_SCHEMA } from './names.js';
+
+/**
+ * Purges tombstones once no older write can still arrive (causal stability, technical research §6.2).
+ * Each link delivers one peer's transactions in that peer's commit order, and peers emit a heartbeat
+ * transaction every second, so once every link has applied a peer transaction committed at T, no
+ * write of that peer older than T − margin is still on its way. The margin covers commit-time versus
+ * commit-order jitter and clock skew. A peer that is down stops purging for the whole node.
+ */
+export interface TombstoneStatus {
+  readonly count: number;
+  /** Tombstones older than this were purged (ISO time), or null until every link has applied something. */
+  readonly purgeWatermark: string | null;
+  readonly purgedTotal: number;
+}
+
+export class TombstoneJanitor {
+  private timer: NodeJS.Timeout | null = null;
+  private client: pg.Client | null = null;
+  private status: TombstoneStatus = { count: 0, purgeWatermark: null, purgedTotal: 0 };
+  private running: Promise<void> | null = null;
+
+  constructor(
+    private readonly dsn: string,
+    /** Last applied peer commit time per link (µs since 2000), null when a link applied nothing yet. */
+    private readonly appliedCommitTimes: () => readonly (bigint | null)[],
+    private readonly marginMs: number,
+    private readonly log: Logger,
+    private readonly onStatus: (s: TombstoneStatus) => void,
+  ) {}
+
+  start(intervalMs = 5000): void {
+    this.timer = setInterval(() => {
+      if (!this.running) this.running = this.sweep().then(() => undefined).finally(() => (this.running = null));
+    }, intervalMs);
+  }
+
+  current(): TombstoneStatus {
+    return this.status;
+  }
+
+  async sweep(): Promise<TombstoneStatus> {
+    try {
+      if (!this.client) {
+        const client = new pg.Client({ connectionString: this.dsn, application_name: 'pgbidi_janitor' });
+        client.on('error', () => undefined);
+        await client.connect();
+        this.client = client;
+      }
+      const times = this.appliedCommitTimes();
+      let purged = 0;
+      let watermark = this.status.purgeWatermark;
+      if (times.length > 0 && times.every((t): t is bigint => t !== null)) {
+        const oldest = times.reduce((x, y) => (x < y ? x : y));
+        const cutoff = oldest - BigInt(this.marginMs) * 1000n;
+        const r = await this.client.query(
+          `DELETE FROM ${METADATA_SCHEMA}.tombstones WHERE coalesce(pg_xact_commit_timestamp(xmin), '-infinity') < $1::timestamptz`,
+          [formatPgTimestamp(cutoff)],
+        );
+        purged = r.rowCount ?? 0;
+        watermark = new Date(pgMicrosToUnixMs(cutoff)).toISOString();
+      }
+      const c = await this.client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${METADATA_SCHEMA}.tombstones`);
+      this.status = { count: c.rows[0]?.n ?? 0, purgeWatermark: watermark, purgedTotal: this.status.purgedTotal + purged };
+      this.onStatus(this.status);
+    } catch (err) {
+      this.log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'tombstone sweep failed');
+      await this.client?.end().catch(() => undefined);
+      this.client = null;
+    }
+    return this.status;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+    await this.client?.end().catch(() => undefined);
+    this.client = null;
+  }
+}
