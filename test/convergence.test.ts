@@ -37,3 +37,23 @@ describe.each(availableServerVersions())('3-node convergence under conflicts on 
     expect(fromStatus).toEqual(fromTable);
   });
 });
+
+// PostgreSQL 18's own bidirectional replication (origin = none) on the same workload, for comparison.
+const pg18 = availableServerVersions().find((v) => v.label === 'pg18');
+describe.runIf(pg18 !== undefined)('native PostgreSQL 18 bidirectional replication on the same workload', () => {
+  const cluster = useCluster(() => ({ binDir: (pg18 as { binDir: string }).binDir, nodes: NODES, schema: CONVERGENCE_SCHEMA }));
+
+  it('reports whether native replication converges and what it did with the conflicts', async () => {
+    const { setupNativeMesh, nativeConflictStats } = await import('../src/testbed/native-mesh.js');
+    const c = cluster.get();
+    await setupNativeMesh(c, NODES, 'items');
+    const result = await runConvergenceWorkload(c, NODES, { seed: SEED, durationMs: 15_000, keys: 20 });
+    const hashes = await c.waitConverged('public', 'items', 20_000);
+    const converged = new Set([...hashes.values()].map((h) => `${h.rows}:${h.md5}`)).size === 1;
+    const report = await nativeConflictStats(c, NODES);
+    console.log(JSON.stringify({ native: true, seed: SEED, operations: result.operations, converged, ...report }));
+    // The numbers are the point of this test; it checks that they were collected on every node.
+    expect(Object.keys(report.stats)).toEqual(NODES);
+    expect(Object.keys(report.stats.a ?? {})).toContain('confl_insert_exists');
+  });
+});

@@ -1,0 +1,73 @@
+import { parseArgs } from 'node:util';
+import { debianBinDir, embeddedBinDir } from '../pg-server/postgres-binaries.js';
+import { stopAllServers } from '../pg-server/postgres-server.js';
+import { CONVERGENCE_SCHEMA, conflictCounts, runConvergenceWorkload } from './convergence-workload.js';
+import { LocalCluster } from './local-cluster.js';
+import { nativeConflictStats, setupNativeMesh } from './native-mesh.js';
+
+/**
+ * `npm run soak -- --seed N --minutes M`: the convergence check for as long as you like. Prints one
+ * JSON summary; exits 1 when the nodes did not end identical.
+ */
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      seed: { type: 'string', default: '1' },
+      minutes: { type: 'string', default: '1' },
+      nodes: { type: 'string', default: '3' },
+      keys: { type: 'string', default: '20' },
+      version: { type: 'string', default: '18' },
+      native: { type: 'boolean', default: false },
+    },
+  });
+  const seed = Number(values.seed);
+  const durationMs = Number(values.minutes) * 60_000;
+  const nodes = Array.from({ length: Number(values.nodes) }, (_, i) => String.fromCharCode(97 + i));
+  const binDir = values.version === '15' ? debianBinDir(15) : embeddedBinDir();
+  if (!binDir) throw new Error('PostgreSQL 15 binaries not found at /usr/lib/postgresql/15/bin');
+  const keys = Number(values.keys);
+  process.stderr.write(`soak: ${nodes.length} nodes on PostgreSQL ${values.version}, seed ${seed}, ${values.minutes} min, ${keys} keys\n`);
+
+  const summary: Record<string, unknown> = { seed, minutes: Number(values.minutes), version: values.version, nodes: nodes.length, keys };
+  const cluster = await LocalCluster.start({ binDir, nodes, schema: CONVERGENCE_SCHEMA });
+  let converged = false;
+  try {
+    await cluster.setupAll();
+    for (const n of nodes) await cluster.startAgent(n);
+    const result = await runConvergenceWorkload(cluster, nodes, { seed, durationMs, keys });
+    const hashes = await cluster.waitConverged('public', 'items', 120_000);
+    converged = new Set([...hashes.values()].map((h) => `${h.rows}:${h.md5}`)).size === 1;
+    const conflicts: Record<string, Record<string, number>> = {};
+    for (const n of nodes) conflicts[n] = await conflictCounts(cluster, n);
+    const total = Object.values(conflicts).reduce((s, byType) => s + Object.values(byType).reduce((a, b) => a + b, 0), 0);
+    Object.assign(summary, { pgbidi: { operations: result.operations, workloadErrors: result.errors, converged, conflictsTotal: total, conflicts, hashes: Object.fromEntries(hashes) } });
+  } finally {
+    await cluster.destroy();
+  }
+
+  if (values.native && values.version !== '15') {
+    const native = await LocalCluster.start({ binDir, nodes, schema: CONVERGENCE_SCHEMA });
+    try {
+      await setupNativeMesh(native, nodes, 'items');
+      const result = await runConvergenceWorkload(native, nodes, { seed, durationMs, keys });
+      const hashes = await native.waitConverged('public', 'items', 30_000);
+      const nativeConverged = new Set([...hashes.values()].map((h) => `${h.rows}:${h.md5}`)).size === 1;
+      Object.assign(summary, { native: { operations: result.operations, converged: nativeConverged, ...(await nativeConflictStats(native, nodes)) } });
+    } finally {
+      await native.destroy();
+    }
+  }
+  process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+  return converged ? 0 : 1;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  async (err: unknown) => {
+    process.stderr.write(`soak: ${err instanceof Error ? err.message : String(err)}\n`);
+    await stopAllServers();
+    process.exitCode = 1;
+  },
+);
