@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { OpenMetricsContentType } from 'prom-client';
+import type { Metric, OpenMetricsContentType } from 'prom-client';
 import { CONFLICT_TYPES, RESOLUTIONS } from '../conflict/conflict-types.js';
 import type { ConflictType, Resolution } from '../conflict/conflict-types.js';
 
@@ -203,9 +203,33 @@ export class LinkMetrics {
 }
 
 function openMetricsRegistry(): Registry {
-  const r = new Registry<OpenMetricsContentType>();
+  const r = new OpenMetricsRegistry();
   r.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
   return r as unknown as Registry;
+}
+
+/**
+ * prom-client's Registry.metrics() renames counters for OpenMetrics ('x_total' becomes 'x'; samples
+ * get '_total' back) by assigning `name` on the metric object itself. The counters are shared with
+ * the text registry, so after one OpenMetrics scrape the text format printed them without _total.
+ * This registry holds a view of each counter instead: its own name to rename, the counter's values.
+ */
+class OpenMetricsRegistry extends Registry<OpenMetricsContentType> {
+  override registerMetric<T extends string>(metric: Metric<T>): void {
+    super.registerMetric(metric instanceof Counter ? (counterView(metric) as Metric<T>) : metric);
+  }
+}
+
+function counterView<T extends string>(counter: Counter<T>): Metric<T> {
+  const fields = counter as unknown as { name: string; help: string };
+  const view = {
+    name: fields.name,
+    help: fields.help,
+    type: 'counter',
+    get: async () => ({ ...(await counter.get()), name: view.name }),
+    reset: () => counter.reset(),
+  };
+  return view as unknown as Metric<T>;
 }
 
 /**
