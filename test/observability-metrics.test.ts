@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent.js';
 import { createLogger } from '../src/observability/logger.js';
+import { readingFromRow } from '../src/observability/peer-collectors.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
 import { eventually, useCluster } from './support/cluster-fixture.js';
 import { OtlpReceiver } from './support/otlp-receiver.js';
@@ -120,6 +121,35 @@ function promtoolCheck(text: string): { status: number | null; output: string } 
   if (r.error) throw r.error;
   return { status: r.status, output: `${r.stdout}${r.stderr}` };
 }
+
+describe('peer slot readings (pure)', () => {
+  const row = {
+    current_lsn: '1/00000100',
+    slot_name: 'pgbidi_b_to_a',
+    active: true,
+    confirmed_flush_lsn: '0/FFFFFF00',
+    restart_lsn: '0/FFFF0000',
+    wal_status: 'reserved',
+    safe_wal_size: '1048576',
+  };
+
+  it('computes byte distances across the 4 GiB boundary of the LSN halves', () => {
+    expect(readingFromRow(row)).toEqual({
+      applyLagBytes: 0x200,
+      active: true,
+      retainedWalBytes: 0x10100,
+      safeWalSizeBytes: 1048576,
+      walStatus: 'reserved',
+    });
+  });
+
+  it('leaves the headroom unknown when unlimited or lost, and a missing slot reads as inactive with no positions', () => {
+    const lost = readingFromRow({ ...row, active: false, wal_status: 'lost', safe_wal_size: null, restart_lsn: null });
+    expect(lost).toMatchObject({ active: false, walStatus: 'lost', safeWalSizeBytes: null, retainedWalBytes: null });
+    const missing = readingFromRow({ ...row, slot_name: null, active: null, confirmed_flush_lsn: null, restart_lsn: null, wal_status: null, safe_wal_size: null });
+    expect(missing).toEqual({ applyLagBytes: null, active: false, retainedWalBytes: null, safeWalSizeBytes: null, walStatus: null });
+  });
+});
 
 describe.each(availableServerVersions())('metrics, exemplars and readiness on $label', ({ binDir }) => {
   const cluster = useCluster(() => ({

@@ -16,6 +16,7 @@
  *                                                       max_slot_wal_keep_size is unlimited (or the slot is lost)
  *   pgbidi_slot_wal_status{peer,slot,wal_status}        state set: 1 for the slot's current wal_status
  *   pgbidi_scrape_errors_total{peer}                    failed reads
+ * A slot missing on the peer reads as inactive, every wal_status 0, and the byte series absent.
  */
 import pg from 'pg';
 import { Counter, Gauge } from 'prom-client';
@@ -51,7 +52,6 @@ export interface PeerCollectorsOptions {
 /** One read of a peer, as numbers ready for the gauges. */
 export interface PeerSlotReading {
   readonly applyLagBytes: number | null;
-  readonly slotExists: boolean;
   readonly active: boolean;
   readonly retainedWalBytes: number | null;
   readonly safeWalSizeBytes: number | null;
@@ -80,7 +80,6 @@ export function readingFromRow(row: SlotRow): PeerSlotReading {
   const status = WAL_STATUSES.find((s) => s === row.wal_status) ?? null;
   return {
     applyLagBytes: diff(row.confirmed_flush_lsn),
-    slotExists: row.slot_name !== null,
     active: row.active === true,
     retainedWalBytes: diff(row.restart_lsn),
     safeWalSizeBytes: row.safe_wal_size === null ? null : Number(row.safe_wal_size),
