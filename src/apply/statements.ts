@@ -1,6 +1,8 @@
 import type { TupleValue } from '../protocol/pgoutput-messages.js';
 import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
+import type { OverwriteRule } from '../conflict/policy.js';
 import { METADATA_SCHEMA } from '../node/names.js';
+import { assertNever } from '../util/assert-never.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
 import type { MappedColumn, TableMapping } from './table-mapping.js';
 
@@ -16,11 +18,33 @@ export interface Statement {
   readonly values: unknown[];
 }
 
-/** The remote version of every row in the batch: (origin commit timestamp, origin node). */
+/**
+ * The remote version of every row in the batch, (origin commit timestamp, origin node), and the
+ * rules of the table's conflict policy (conflict/policy.ts).
+ */
 export interface RemoteVersion {
   readonly commitTimestamp: string;
   readonly node: string;
+  readonly rules?: ApplyRules;
 }
+
+export interface ApplyRules {
+  readonly insert: OverwriteRule;
+  readonly update: OverwriteRule;
+  readonly delete: OverwriteRule;
+  /** Re-create a missing row from an update: unless a newer tombstone exists, always, or never. */
+  readonly recreate: 'unless_deleted_later' | 'always' | 'never';
+  /** Counter columns merged as local + (new − old) (the delta policy). */
+  readonly deltaColumns: readonly string[];
+}
+
+export const LAST_UPDATE_WINS: ApplyRules = {
+  insert: 'remote_newer',
+  update: 'remote_newer',
+  delete: 'remote_newer',
+  recreate: 'unless_deleted_later',
+  deltaColumns: [],
+};
 
 export type Row = readonly TupleValue[];
 
@@ -79,6 +103,21 @@ function remoteWins(alias: string, v: { ts: string; node: string }): string {
   return `(${alias}.xmin = pg_current_xact_id()::xid OR ${METADATA_SCHEMA}.remote_wins(${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text))`;
 }
 
+function overwriteGuard(rule: OverwriteRule, alias: string, v: { ts: string; node: string }): string {
+  switch (rule) {
+    case 'remote_newer':
+      return remoteWins(alias, v);
+    case 'remote_older':
+      return `(${alias}.xmin = pg_current_xact_id()::xid OR ${METADATA_SCHEMA}.remote_older(${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text))`;
+    case 'always':
+      return 'true';
+    case 'same_origin':
+      return `(${alias}.xmin = pg_current_xact_id()::xid OR ${METADATA_SCHEMA}.node_of_origin((pg_catalog.pg_xact_commit_timestamp_origin(${alias}.xmin)).roident) = ${v.node}::text)`;
+    default:
+      return assertNever(rule);
+  }
+}
+
 /** A tombstone for the key that is newer than the remote change: the delete wins. */
 function newerTombstone(m: TableMapping, tableParam: string, keyExpr: string, v: { ts: string; node: string }): string {
   return (
@@ -112,21 +151,23 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   if (m.key.length === 0) {
     return { text: `WITH ${x}, ins AS (INSERT INTO ${target} (${names})${overriding} ${select} RETURNING 1) SELECT count(*)::int AS n FROM ins`, values: p.values };
   }
+  const rules = version.rules ?? LAST_UPDATE_WINS;
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
   const keyAliases = m.key.map((c) => c.name);
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const updatable = cols.filter((c) => !c.isKey && !c.identityAlways);
+  const tombstoneCheck = rules.insert === 'always' ? '' : `WHERE NOT ${newerTombstone(m, tableParam, tombstoneKey(m, keyAliases), v)} `;
   // A table of key columns only has nothing to overwrite: the existing row already is the remote one.
   const action =
     updatable.length === 0
       ? 'DO NOTHING'
-      : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${remoteWins('t', v)}`;
+      : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${overwriteGuard(rules.insert, 't', v)}`;
   const keyJoin = m.key.map((c) => `i.${quoteIdent(c.name)} = ${castAs(c, c.name)}`).join(' AND ');
   return {
     text:
       `WITH ${x}, ins AS (INSERT INTO ${target} AS t (${names})${overriding} ${select} ` +
-      `WHERE NOT ${newerTombstone(m, tableParam, tombstoneKey(m, keyAliases), v)} ` +
+      tombstoneCheck +
       `ON CONFLICT (${keyNames}) ${action} RETURNING ${keyNames}, (t.xmax = 0) AS inserted) ` +
       `SELECT x.ord, i.inserted, ${present(m, keyAliases)} AS present FROM x LEFT JOIN ins i ON ${keyJoin} WHERE i.inserted IS NOT TRUE`,
     values: p.values,
@@ -157,27 +198,43 @@ export function updateRows(
   setColumns: readonly MappedColumn[],
   version: RemoteVersion,
   keyChanged: boolean,
+  oldRows: readonly (Row | null)[] = [],
 ): Statement {
+  const rules = version.rules ?? LAST_UPDATE_WINS;
   const p = new Params();
   const keyAliases = m.key.map((c) => `k_${c.name}`);
   const fullAliases = m.columns.map((c) => `f_${c.name}`);
   const newKeyAliases = m.key.map((c) => `f_${c.name}`);
+  const deltas = setColumns.filter((c) => rules.deltaColumns.includes(c.name));
   const x = inputRows(p, [
     ...m.key.map((c, i) => ({ alias: keyAliases[i] as string, values: oldKeys.map((k) => k[i] ?? null) })),
     ...setColumns.map((c) => ({ alias: `v_${c.name}`, values: column(rows, c) })),
+    ...deltas.map((c) => ({ alias: `o_${c.name}`, values: rows.map((_, i) => oldValue(oldRows[i] ?? null, c)) })),
     ...m.columns.map((c, i) => ({ alias: fullAliases[i] as string, values: fullRows.map((r) => (r ? textValue(r[c.index] ?? null, c.name) : null)) })),
     { alias: 'complete', values: fullRows.map((r) => r !== null), type: 'boolean' },
   ]);
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
   const target = qualifiedName(m.local.schema, m.local.name);
-  const sets = setColumns.map((c) => `${quoteIdent(c.name)} = ${castAs(c, `v_${c.name}`)}`);
+  const newer = overwriteGuard(rules.update, 't', v);
+  // delta: counters always merge as local + (new - old); the other columns follow the version order.
+  const sets = setColumns.map((c) => {
+    const value = castAs(c, `v_${c.name}`);
+    if (deltas.length === 0) return `${quoteIdent(c.name)} = ${value}`;
+    const keep = `t.${quoteIdent(c.name)}`;
+    if (!deltas.includes(c)) return `${quoteIdent(c.name)} = CASE WHEN ${newer} THEN ${value} ELSE ${keep} END`;
+    const old = castAs(c, `o_${c.name}`);
+    return `${quoteIdent(c.name)} = CASE WHEN x.${quoteIdent(`o_${c.name}`)} IS NULL THEN CASE WHEN ${newer} THEN ${value} ELSE ${keep} END ELSE ${keep} + (${value} - ${old}) END`;
+  });
   // Every sent column unchanged: still write the row, so that its version (xmin) becomes the remote one.
   if (sets.length === 0) sets.push(m.key.map((c) => `${quoteIdent(c.name)} = t.${quoteIdent(c.name)}`)[0] as string);
+  const guard = deltas.length > 0 ? 'true' : newer;
   const names = m.columns.map((c) => quoteIdent(c.name)).join(', ');
   const overriding = m.columns.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const newKey = tombstoneKey(m, newKeyAliases);
+  const recreate =
+    rules.recreate === 'never' ? 'false' : rules.recreate === 'always' ? 'true' : `NOT ${newerTombstone(m, tableParam, newKey, v)}`;
   const moved = keyChanged
     ? `, moved AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) ` +
       `SELECT ${tableParam}, ${tombstoneKey(m, keyAliases)} FROM x JOIN u ON u.ord = x.ord ` +
@@ -186,9 +243,9 @@ export function updateRows(
   return {
     text:
       `WITH ${x}, ` +
-      `u AS (UPDATE ${target} AS t SET ${sets.join(', ')} FROM x WHERE ${keyMatchOn(m, keyAliases)} AND ${remoteWins('t', v)} RETURNING x.ord), ` +
+      `u AS (UPDATE ${target} AS t SET ${sets.join(', ')} FROM x WHERE ${keyMatchOn(m, keyAliases)} AND ${guard} RETURNING x.ord), ` +
       `r AS (INSERT INTO ${target} AS t (${names})${overriding} SELECT ${m.columns.map((c, i) => castAs(c, fullAliases[i] as string)).join(', ')} FROM x ` +
-      `WHERE x.complete AND NOT ${present(m, keyAliases)} AND NOT ${newerTombstone(m, tableParam, newKey, v)} ` +
+      `WHERE x.complete AND NOT ${present(m, keyAliases)} AND ${recreate} ` +
       `ON CONFLICT (${keyNames}) DO NOTHING RETURNING ${keyNames})${moved} ` +
       `SELECT x.ord, ${present(m, keyAliases)} AS present, ` +
       `EXISTS (SELECT 1 FROM r WHERE ${m.key.map((c, i) => `r.${quoteIdent(c.name)} = ${castAs(c, newKeyAliases[i] as string)}`).join(' AND ')}) AS resurrected, ` +
@@ -196,6 +253,11 @@ export function updateRows(
       `FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.ord = x.ord)`,
     values: p.values,
   };
+}
+
+function oldValue(old: Row | null, c: MappedColumn): string | null {
+  const value = old?.[c.index];
+  return value === undefined || value === null || value === UNCHANGED_TOAST ? null : textValue(value, c.name);
 }
 
 /**
@@ -207,12 +269,13 @@ export function deleteRows(m: TableMapping, keys: readonly (readonly (string | n
   const p = new Params();
   const aliases = m.key.map((c) => c.name);
   const x = inputRows(p, m.key.map((c, i) => ({ alias: aliases[i] as string, values: keys.map((k) => k[i] ?? null) })));
+  const rules = version.rules ?? LAST_UPDATE_WINS;
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
   return {
     text:
       `WITH ${x}, ` +
-      `w AS (DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x WHERE ${keyMatchOn(m, aliases)} AND ${remoteWins('t', v)} RETURNING x.ord), ` +
+      `w AS (DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x WHERE ${keyMatchOn(m, aliases)} AND ${overwriteGuard(rules.delete, 't', v)} RETURNING x.ord), ` +
       `tomb AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) SELECT ${tableParam}, ${tombstoneKey(m, aliases)} FROM x ` +
       `WHERE EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord) OR NOT ${present(m, aliases)} ` +
       `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE ${remoteWins('tb', v)}) ` +

@@ -1,4 +1,6 @@
-import type { ConflictRecord } from '../conflict/conflict-types.js';
+import type { ConflictRecord, Resolution } from '../conflict/conflict-types.js';
+import { applyRules } from '../conflict/table-policies.js';
+import type { TablePolicy } from '../conflict/table-policies.js';
 import type { ChangeOp } from '../observability/metrics.js';
 import type { ChangeMessage, RelationMessage, Tuple, UpdateMessage } from '../protocol/pgoutput-messages.js';
 import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
@@ -32,6 +34,22 @@ export interface BatchOutcome {
 
 type Key = (string | null)[];
 
+const DEFAULT_POLICY: TablePolicy = { policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' };
+
+/** A conflict under the `error` policy: the transaction rolls back and the link waits for an operator. */
+export class ConflictHaltError extends Error {
+  readonly code = 'PGBIDI_CONFLICT_HALT';
+  constructor(readonly conflicts: readonly ConflictRecord[]) {
+    super(
+      `conflict under the error policy: ${conflicts
+        .slice(0, 3)
+        .map((c) => `${c.type} on ${c.schema}.${c.table} key ${JSON.stringify(c.key)}`)
+        .join('; ')}${conflicts.length > 3 ? ` and ${conflicts.length - 3} more` : ''}`,
+    );
+    this.name = 'ConflictHaltError';
+  }
+}
+
 /** Signature of an update that changes the key: always a run of its own. */
 const KEY_CHANGE = 'update-key';
 
@@ -42,6 +60,8 @@ interface Run {
   readonly rows: Row[];
   /** Update runs: the whole new row for re-creating a missing one, or null when it cannot be built. */
   readonly fullRows: (Row | null)[];
+  /** Update runs: the old row under REPLICA IDENTITY FULL (delta counters need it), else null. */
+  readonly oldRows: (Row | null)[];
   readonly oldKeys: Key[];
   readonly keySet: Set<string>;
   readonly setColumns: readonly MappedColumn[];
@@ -57,7 +77,10 @@ export class TransactionApplier {
   private readonly relations = new Map<number, RelationMessage>();
   private readonly mappings = new Map<number, TableMapping>();
 
-  constructor(private readonly session: ApplySession) {}
+  constructor(
+    private readonly session: ApplySession,
+    private readonly policyOf: (qualifiedTable: string) => TablePolicy = () => DEFAULT_POLICY,
+  ) {}
 
   relation(r: RelationMessage): void {
     this.relations.set(r.relationId, r);
@@ -83,7 +106,10 @@ export class TransactionApplier {
 
   async apply(changes: readonly ChangeMessage[], version: RemoteVersion): Promise<BatchOutcome> {
     const runs = await this.plan(changes);
-    const pending: Pending[] = runs.map((run) => ({ run, result: this.session.run(this.statement(run, version)) }));
+    const pending: Pending[] = runs.map((run) => ({
+      run,
+      result: this.session.run(this.statement(run, { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) })),
+    }));
     // Every promise gets a handler now, so a failure in one does not leave the others unobserved.
     const settled = await Promise.allSettled(pending.map((p) => p.result));
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -96,6 +122,8 @@ export class TransactionApplier {
     settled.forEach((s, i) => {
       if (s.status === 'fulfilled') this.account((pending[i] as Pending).run, s.value.rows, version, outcome);
     });
+    const halted = outcome.conflicts.filter((c) => c.resolution === 'error');
+    if (halted.length) throw new ConflictHaltError(halted);
     return outcome;
   }
 
@@ -131,7 +159,10 @@ export class TransactionApplier {
       const run = current as unknown as Run;
       run.changes.push(change);
       if (step.row) run.rows.push(step.row);
-      if (step.kind === 'update') run.fullRows.push(step.fullRow);
+      if (step.kind === 'update') {
+        run.fullRows.push(step.fullRow);
+        run.oldRows.push(change.tag === 'update' && change.oldKind === 'full' ? change.oldTuple : null);
+      }
       if (step.key) run.oldKeys.push(step.key);
       if (keyText !== null) run.keySet.add(keyText);
     }
@@ -143,7 +174,7 @@ export class TransactionApplier {
       case 'insert':
         return upsertRows(run.mapping, run.rows, version);
       case 'update':
-        return updateRows(run.mapping, run.oldKeys, run.rows, run.fullRows, run.setColumns, version, run.signature === KEY_CHANGE);
+        return updateRows(run.mapping, run.oldKeys, run.rows, run.fullRows, run.setColumns, version, run.signature === KEY_CHANGE, run.oldRows);
       case 'delete':
         return deleteRows(run.mapping, run.oldKeys, version);
       case 'identity': {
@@ -164,6 +195,10 @@ export class TransactionApplier {
   }
 
   private account(run: Run, rows: Record<string, unknown>[], version: RemoteVersion, out: BatchOutcome): void {
+    const policy = this.policyOf(tableName(run.mapping)).policy;
+    // What a remote change that does not win is recorded as, per policy.
+    const loses: Resolution = policy === 'error' ? 'error' : policy === 'skip' ? 'skip' : 'keep_local';
+    const skipped: Resolution = policy === 'error' ? 'error' : 'skip';
     const conflict = (ord: number, type: ConflictRecord['type'], resolution: ConflictRecord['resolution']): void => {
       out.conflicts.push({
         type,
@@ -186,8 +221,8 @@ export class TransactionApplier {
           }
           notWritten++;
           // Not written: a newer local row, or a newer tombstone (deleted later on some node).
-          if (r.present) conflict(ord, 'insert_exists', 'keep_local');
-          else conflict(ord, 'update_deleted', 'skip');
+          if (r.present) conflict(ord, 'insert_exists', loses);
+          else conflict(ord, 'update_deleted', skipped);
         }
         out.applied.insert += run.mapping.key.length ? run.rows.length - notWritten : Number(rows[0]?.n ?? 0);
         return;
@@ -195,18 +230,17 @@ export class TransactionApplier {
       case 'update': {
         for (const r of rows) {
           const ord = Number(r.ord);
-          if (r.present) conflict(ord, 'update_origin_differs', 'keep_local');
+          if (r.present) conflict(ord, 'update_origin_differs', loses);
           else if (r.resurrected) {
-            conflict(ord, 'update_missing', 'apply_remote');
+            conflict(ord, r.deleted_later ? 'update_deleted' : 'update_missing', 'apply_remote');
             out.applied.update++;
-          } else if (r.deleted_later) conflict(ord, 'update_deleted', 'skip');
-          else conflict(ord, 'update_missing', 'skip');
+          } else conflict(ord, r.deleted_later ? 'update_deleted' : 'update_missing', skipped);
         }
         out.applied.update += run.oldKeys.length - rows.length;
         return;
       }
       case 'delete': {
-        for (const r of rows) conflict(Number(r.ord), r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? 'keep_local' : 'skip');
+        for (const r of rows) conflict(Number(r.ord), r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? loses : 'skip');
         out.applied.delete += run.oldKeys.length - rows.length;
         return;
       }
@@ -237,7 +271,7 @@ function newRun(
   setColumns: readonly MappedColumn[],
   changes: ChangeMessage[],
 ): Run {
-  return { mapping, kind, signature, rows: [], fullRows: [], oldKeys: [], keySet: new Set(), setColumns, changes };
+  return { mapping, kind, signature, rows: [], fullRows: [], oldRows: [], oldKeys: [], keySet: new Set(), setColumns, changes };
 }
 
 interface Step {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { POLICIES, UNIQUE_POLICIES } from '../conflict/policy.js';
 
 /**
  * The agent's configuration. Key names are part of the operator interface: keep them stable.
@@ -69,6 +70,25 @@ export const configSchema = z
         tombstone_retention_margin_ms: 60_000,
         reconnect: { initial_delay_ms: 500, max_delay_ms: 30_000 },
       }),
+    conflicts: z
+      .object({
+        default_policy: z.enum(POLICIES).default('last_update_wins'),
+        unique_violation: z.enum(UNIQUE_POLICIES).default('dead_letter'),
+        tables: z
+          .array(
+            z
+              .object({
+                match: z.array(tablePattern).min(1),
+                policy: z.enum(POLICIES),
+                delta_columns: z.array(z.string().min(1)).default([]),
+              })
+              .strict(),
+          )
+          .default([]),
+        log_retention_days: z.number().int().positive().default(7),
+      })
+      .strict()
+      .default({ default_policy: 'last_update_wins', unique_violation: 'dead_letter', tables: [], log_retention_days: 7 }),
     http: z
       .object({ listen: listen.default('127.0.0.1:9464') })
       .strict()
@@ -91,6 +111,14 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['peers', i, 'name'], message: `duplicates ${first} (${p.name})` });
       } else {
         seen.set(p.name, `peers.${i}.name`);
+      }
+    });
+    c.conflicts.tables.forEach((t, i) => {
+      if (t.policy === 'delta' && t.delta_columns.length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['conflicts', 'tables', i, 'delta_columns'], message: 'the delta policy needs the counter columns it merges' });
+      }
+      if (t.policy !== 'delta' && t.delta_columns.length > 0) {
+        ctx.addIssue({ code: 'custom', path: ['conflicts', 'tables', i, 'delta_columns'], message: 'only used with policy: delta' });
       }
     });
     if (c.replication.reconnect.max_delay_ms < c.replication.reconnect.initial_delay_ms) {

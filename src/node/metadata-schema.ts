@@ -61,6 +61,11 @@ export function metadataSchemaSql(selfName: string): string[] {
          SELECT (coalesce(c.timestamp, '-infinity'::timestamptz), coalesce(${s}.node_of_origin(c.roident), '') COLLATE "C")
                 < (remote_ts, remote_node COLLATE "C")
            FROM pg_catalog.pg_xact_commit_timestamp_origin(local_xmin) c $$`,
+    `CREATE OR REPLACE FUNCTION ${s}.remote_older(local_xmin xid, remote_ts timestamptz, remote_node text) RETURNS boolean
+       LANGUAGE sql STABLE AS $$
+         SELECT (remote_ts, remote_node COLLATE "C")
+                < (coalesce(c.timestamp, '-infinity'::timestamptz), coalesce(${s}.node_of_origin(c.roident), '') COLLATE "C")
+           FROM pg_catalog.pg_xact_commit_timestamp_origin(local_xmin) c $$`,
   ];
 }
 

@@ -1,4 +1,5 @@
 import type { ClientBase } from 'pg';
+import { globToRegExp } from '../util/glob.js';
 import { METADATA_SCHEMA } from './names.js';
 
 export interface SelectedTable {
@@ -9,11 +10,6 @@ export interface SelectedTable {
   readonly replicaIdentity: 'd' | 'n' | 'f' | 'i';
 }
 
-/** `schema.table` glob (`*`, `?`) → anchored regular expression. */
-export function globToRegExp(pattern: string): RegExp {
-  const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${body}$`);
-}
 
 export function matchesAny(qualified: string, patterns: readonly string[]): boolean {
   return patterns.some((p) => globToRegExp(p).test(qualified));
