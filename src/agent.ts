@@ -77,14 +77,28 @@ export class Agent {
       (s) => {
         metrics.tombstones.set(s.count);
         if (s.purgeWatermark) metrics.tombstoneWatermark.set(Date.parse(s.purgeWatermark) / 1000);
+        metrics.deadLettersPending.set(s.deadLettersPending);
       },
+      config.conflicts.log_retention_days,
     );
     const app = createHttpApp(
       {
         node: config.node.name,
         links: () => links.map((l) => l.status()),
         maxReadyLagSeconds: config.readiness.max_lag_ms / 1000,
-        extraStatus: async () => ({ tombstones: janitor.current() }),
+        extraStatus: async () => ({ tombstones: janitor.current(), deadLetters: janitor.current().deadLettersPending }),
+        admin: {
+          resolve: (peer, action) => {
+            const link = links.find((l) => l.peer === peer);
+            if (!link) return 'unknown_peer';
+            return link.resolve(action) ? 'resolved' : 'not_halted';
+          },
+          retryDeadLetter: async (id) => {
+            const peer = await janitor.deadLetterPeer(id);
+            const link = links.find((l) => l.peer === peer);
+            return link ? link.retryDeadLetterById(id) : 'unknown';
+          },
+        },
       },
       metrics.registry,
       metrics.openMetrics,

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import pg from 'pg';
 import { Agent } from './agent.js';
 import { ConfigError, loadConfigFile } from './config/load-config.js';
 import type { Config } from './config/config-schema.js';
@@ -16,6 +17,8 @@ Usage:
   pgbidi setup  --config FILE     prepare this node (idempotent)
   pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
   pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error
+  pgbidi resolve --config FILE --peer NAME (--retry | --skip)   release a link halted by the error policy
+  pgbidi dead-letters --config FILE [--json] [--retry ID]        list changes kept aside, or apply one again
   pgbidi --help | --version
 
 The config path may also come from PGBIDI_CONFIG. Exit codes: 0 ok, 1 failure, 2 invalid usage or config.`;
@@ -48,6 +51,10 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
         return await run(loadConfig(args.values.config));
       case 'status':
         return await status(loadConfig(args.values.config), args.values.json ?? false, io);
+      case 'resolve':
+        return await resolve(loadConfig(args.values.config), args.values, io);
+      case 'dead-letters':
+        return await deadLetters(loadConfig(args.values.config), args.values, io);
       case 'demo': {
         const { runDemo } = await import('./demo/demo.js');
         return await runDemo(args.values, io);
@@ -82,6 +89,9 @@ function parse(rest: readonly string[]) {
       'conflict-rate': { type: 'string' },
       prometheus: { type: 'boolean' },
       'keep-data': { type: 'boolean' },
+      peer: { type: 'string' },
+      retry: { type: 'string' },
+      skip: { type: 'boolean' },
     },
     allowPositionals: false,
     strict: true,
@@ -132,4 +142,58 @@ async function status(config: Config, json: boolean, io: Io): Promise<number> {
   }
   io.out(json ? `${JSON.stringify(body, null, 2)}\n` : formatStatusTable(body.node, body.links));
   return 0;
+}
+
+type Values = ReturnType<typeof parse>['values'];
+
+async function agentPost(config: Config, path: string, body: unknown, io: Io): Promise<{ status: number; body: Record<string, unknown> } | null> {
+  const url = `http://${config.http.listen}${path}`;
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(30_000),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  } catch (err) {
+    io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);
+    return null;
+  }
+}
+
+async function resolve(config: Config, values: Values, io: Io): Promise<number> {
+  const retry = values.retry !== undefined;
+  if (!values.peer || retry === (values.skip ?? false)) {
+    io.err('pgbidi: resolve needs --peer NAME and exactly one of --retry or --skip\n');
+    return 2;
+  }
+  const r = await agentPost(config, `/links/${encodeURIComponent(values.peer)}/resolve`, { action: retry ? 'retry' : 'skip' }, io);
+  if (!r) return 1;
+  io.out(`${JSON.stringify(r.body)}\n`);
+  return r.status === 200 ? 0 : 1;
+}
+
+async function deadLetters(config: Config, values: Values, io: Io): Promise<number> {
+  if (values.retry !== undefined) {
+    const r = await agentPost(config, `/dead-letters/${encodeURIComponent(values.retry)}/retry`, {}, io);
+    if (!r) return 1;
+    io.out(`${JSON.stringify(r.body)}\n`);
+    return r.status === 200 && r.body.outcome === 'applied' ? 0 : 1;
+  }
+  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
+  await client.connect();
+  try {
+    const r = await client.query<Record<string, unknown>>(
+      `SELECT id, logged_at, peer, conflict_type, table_schema || '.' || table_name AS "table", op, constraint_name,
+              remote_commit_ts, remote_commit_lsn::text, attempts, reason
+         FROM pgbidi.dead_letters WHERE status = 'pending' ORDER BY id`,
+    );
+    if (values.json) io.out(`${JSON.stringify(r.rows, null, 2)}\n`);
+    else if (r.rows.length === 0) io.out('no pending dead letters\n');
+    else for (const d of r.rows) io.out(`#${String(d.id)}  ${String(d.peer)}  ${String(d.conflict_type)}  ${String(d.table)}  ${String(d.op)}  ${String(d.constraint_name ?? '')}  attempts=${String(d.attempts)}  ${String(d.reason)}\n`);
+    return 0;
+  } finally {
+    await client.end();
+  }
 }

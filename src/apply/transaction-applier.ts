@@ -1,5 +1,8 @@
 import type { ConflictRecord, Resolution } from '../conflict/conflict-types.js';
 import { applyRules } from '../conflict/table-policies.js';
+import { METADATA_SCHEMA } from '../node/names.js';
+import { sqlState } from './error-kind.js';
+import { storeChange } from './dead-letter.js';
 import type { TablePolicy } from '../conflict/table-policies.js';
 import type { ChangeOp } from '../observability/metrics.js';
 import type { ChangeMessage, RelationMessage, Tuple, UpdateMessage } from '../protocol/pgoutput-messages.js';
@@ -33,6 +36,8 @@ export interface BatchOutcome {
 }
 
 type Key = (string | null)[];
+
+const UNIQUE_VIOLATION = '23505';
 
 const DEFAULT_POLICY: TablePolicy = { policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' };
 
@@ -125,6 +130,72 @@ export class TransactionApplier {
     const halted = outcome.conflicts.filter((c) => c.resolution === 'error');
     if (halted.length) throw new ConflictHaltError(halted);
     return outcome;
+  }
+
+  /**
+   * The slow path for a transaction that hit a unique violation (SQLSTATE 23505) on a constraint other
+   * than the primary key: each change runs inside a savepoint, so that one violating row is contained
+   * and handled by the table's unique policy (dead letter, skip or halt) while the rest applies.
+   */
+  async applyCarefully(
+    changes: readonly ChangeMessage[],
+    version: RemoteVersion,
+    deadLetter: { readonly peer: string; readonly commitLsn: string },
+  ): Promise<BatchOutcome> {
+    const total: BatchOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: new Set() };
+    for (const change of changes) {
+      await this.session.pg.query('SAVEPOINT pgbidi_change');
+      try {
+        const o = await this.apply([change], version);
+        for (const op of Object.keys(o.applied) as ChangeOp[]) total.applied[op] += o.applied[op];
+        total.conflicts.push(...o.conflicts);
+        for (const t of o.tables) (total.tables as Set<string>).add(t);
+        await this.session.pg.query('RELEASE SAVEPOINT pgbidi_change');
+      } catch (err) {
+        if (sqlState(err) !== UNIQUE_VIOLATION || change.tag === 'truncate') throw err;
+        await this.session.pg.query('ROLLBACK TO SAVEPOINT pgbidi_change');
+        await this.session.pg.query('RELEASE SAVEPOINT pgbidi_change');
+        const m = await this.mapping(change.relationId);
+        const unique = this.policyOf(tableName(m)).unique;
+        const resolution: Resolution = unique === 'dead_letter' ? 'dead_letter' : unique;
+        const type = change.tag === 'update' ? 'update_exists' : 'insert_exists';
+        const tuple = change.tag === 'delete' ? change.oldTuple : change.newTuple;
+        const record: ConflictRecord = {
+          type,
+          resolution,
+          schema: m.local.schema,
+          table: m.local.name,
+          key: m.key.length ? keyOf(m, change.tag === 'update' && change.oldTuple ? change.oldTuple : tuple) : [],
+          remoteCommitTimestamp: version.commitTimestamp,
+          remoteNode: version.node,
+        };
+        if (resolution === 'error') throw new ConflictHaltError([record]);
+        total.conflicts.push(record);
+        (total.tables as Set<string>).add(tableName(m));
+        if (resolution === 'dead_letter') {
+          const relation = this.relations.get(change.relationId) as RelationMessage;
+          const e = err as { message?: string; constraint?: string };
+          await this.session.run({
+            text: `INSERT INTO ${METADATA_SCHEMA}.dead_letters (peer, conflict_type, table_schema, table_name, op, change, reason, sqlstate, constraint_name, remote_commit_ts, remote_commit_lsn)
+                   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10::timestamptz, $11::pg_lsn)`,
+            values: [
+              deadLetter.peer,
+              type,
+              m.local.schema,
+              m.local.name,
+              change.tag,
+              JSON.stringify(storeChange(relation, change)),
+              e.message ?? 'unique violation',
+              UNIQUE_VIOLATION,
+              e.constraint ?? null,
+              version.commitTimestamp,
+              deadLetter.commitLsn,
+            ],
+          });
+        }
+      }
+    }
+    return total;
   }
 
   private async plan(changes: readonly ChangeMessage[]): Promise<Run[]> {

@@ -7,8 +7,12 @@
  *   race            node A              node B              conflicts reported by the apply side
  *   insert_insert   INSERT k            INSERT k            insert_exists (both directions; LWW picks one)
  *   update_update   UPDATE k            UPDATE k            update_origin_differs (where the local row is newer)
- *   update_delete   UPDATE k            DELETE k            update_missing on A's peer that deleted k
+ *   update_delete   UPDATE k            DELETE k            update_deleted / update_missing where k is gone,
+ *                                                           delete_origin_differs where the update is newer
  *   delete_delete   DELETE k            DELETE k            delete_missing (both directions)
+ *
+ * Which statement of a race commits last is up to the scheduler, on purpose: in update_delete both
+ * orders happen, and last-update-wins must bring every node to the same row (or to no row) in both.
  *
  * A key is only raced again once its last race had time to replicate (SETTLE_MS), so that the
  * kind of race matches the key's state on every node; a slow group just yields other conflicts.

@@ -14,13 +14,14 @@
  * demo needs their data inside its own directory and progress per node while they start.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, readdirSync, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, readdirSync, readFileSync, type WriteStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { parse as parseYaml } from 'yaml';
 import { Agent } from '../agent.js';
 import type { Io } from '../cli.js';
 import type { Config, RawConfig } from '../config/config-schema.js';
@@ -487,8 +488,8 @@ function printEndpoints(
       ? `dashboards (import into Grafana): ${dashboards.map((f) => path.join(dashboardsDir, f)).join(', ')}`
       : `dashboards: none shipped in ${PACKAGE_ROOT}`,
   );
-  const alertsDir = path.join(PACKAGE_ROOT, 'alerts');
-  if (existsSync(alertsDir)) say(`alert rules: ${path.join(alertsDir, '*.yml')}`);
+  const rules = shippedRuleFiles();
+  if (rules.length) say(`alert and recording rules: ${rules.join(', ')}`);
   say(`logs: ${logs.agentLogPath}, ${logs.serverLogPath}`);
   say('');
   say('Prometheus scrape config:');
@@ -496,13 +497,31 @@ function printEndpoints(
   say('');
 }
 
-/** A ready-to-paste `scrape_configs` block, one target per agent, labelled with its node. */
-export function scrapeConfigYaml(targets: readonly { node: string; address: string }[]): string {
-  const lines = ['scrape_configs:', '  - job_name: pgbidi', '    scrape_interval: 5s', '    static_configs:'];
-  for (const t of targets) {
-    lines.push(`      - targets: ['${t.address}']`, `        labels: { node: '${t.node}' }`);
-  }
-  return `${lines.join('\n')}\n`;
+/**
+ * A ready-to-paste `scrape_configs` block. job "pgbidi" is what the shipped rules and dashboards
+ * select; no node label is added, because pgbidi_build_info carries its own and a target label of
+ * the same name would rename it to exported_node.
+ */
+export function scrapeConfigYaml(targets: readonly { address: string }[]): string {
+  const list = targets.map((t) => `'${t.address}'`).join(', ');
+  return ['scrape_configs:', '  - job_name: pgbidi', '    scrape_interval: 5s', '    static_configs:', `      - targets: [${list}]`, ''].join('\n');
+}
+
+/** Files in alerts/ that are Prometheus rule files (a top-level `groups` list), not Alertmanager config. */
+function shippedRuleFiles(): string[] {
+  const dir = path.join(PACKAGE_ROOT, 'alerts');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .map((f) => path.join(dir, f))
+    .filter((file) => {
+      try {
+        const doc: unknown = parseYaml(readFileSync(file, 'utf8'));
+        return typeof doc === 'object' && doc !== null && 'groups' in doc && Array.isArray(doc.groups);
+      } catch {
+        return false;
+      }
+    });
 }
 
 interface RunningPrometheus {
@@ -522,8 +541,8 @@ async function startPrometheus(
   }
   const home = path.join(dir, 'prometheus');
   await mkdir(path.join(home, 'data'), { recursive: true });
-  const alertsDir = path.join(PACKAGE_ROOT, 'alerts');
-  const rules = existsSync(alertsDir) ? `rule_files:\n  - '${path.join(alertsDir, '*.yml')}'\n` : '';
+  const ruleFiles = shippedRuleFiles();
+  const rules = ruleFiles.length ? `rule_files:\n${ruleFiles.map((f) => `  - '${f}'\n`).join('')}` : '';
   const configPath = path.join(home, 'prometheus.yml');
   await writeFile(configPath, `global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n${rules}${scrapeConfigYaml(targets)}`);
   const port = await freePort();

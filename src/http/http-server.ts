@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { openMetricsContentType } from 'prom-client';
 import type { LinkStatus } from '../link/link.js';
+import { redactSecrets } from '../config/redact.js';
 
 /**
  * /metrics (Prometheus text, or OpenMetrics when the scraper asks for it, which carries exemplars),
@@ -14,6 +15,14 @@ export interface AgentView {
   links(): readonly LinkStatus[];
   readonly maxReadyLagSeconds: number;
   extraStatus?(): Promise<Record<string, unknown>>;
+  /** Operator actions; absent in read-only views. */
+  admin?: AdminActions;
+}
+
+/** What `pgbidi resolve` and `pgbidi dead-letters --retry` ask a running agent to do. */
+export interface AdminActions {
+  resolve(peer: string, action: 'retry' | 'skip'): 'resolved' | 'not_halted' | 'unknown_peer';
+  retryDeadLetter(id: number): Promise<{ readonly outcome: string; readonly message?: string } | 'unknown'>;
 }
 
 export function createHttpApp(view: AgentView, registry: Registry, openMetricsRegistry: Registry): express.Express {
@@ -40,6 +49,34 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
   app.get('/status', async (_req, res) => {
     res.json({ node: view.node, links: view.links(), ...(view.extraStatus ? await view.extraStatus() : {}) });
   });
+
+  // Operator actions. The listener is loopback by default; expose it only where operators are trusted.
+  const admin = view.admin;
+  if (admin) {
+    app.post('/links/:peer/resolve', express.json(), (req, res) => {
+      const action = (req.body as { action?: unknown } | undefined)?.action;
+      if (action !== 'retry' && action !== 'skip') {
+        res.status(400).json({ error: 'action must be "retry" or "skip"' });
+        return;
+      }
+      const r = admin.resolve(String(req.params.peer), action);
+      res.status(r === 'resolved' ? 200 : r === 'unknown_peer' ? 404 : 409).json({ result: r });
+    });
+    app.post('/dead-letters/:id/retry', async (req, res) => {
+      const id = Number(req.params.id);
+      if (!Number.isSafeInteger(id) || id <= 0) {
+        res.status(400).json({ error: 'id must be a positive integer' });
+        return;
+      }
+      try {
+        const r = await admin.retryDeadLetter(id);
+        if (r === 'unknown') res.status(404).json({ error: `no dead letter ${id}` });
+        else res.json({ id, ...r });
+      } catch (err) {
+        res.status(409).json({ error: redactSecrets(err instanceof Error ? err.message : String(err)) });
+      }
+    });
+  }
 
   return app;
 }

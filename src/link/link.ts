@@ -18,7 +18,10 @@ import { redactSecrets } from '../config/redact.js';
 import type { ConflictRecord } from '../conflict/conflict-types.js';
 import { ApplySession } from '../apply/apply-session.js';
 import { errorKind, sqlState } from '../apply/error-kind.js';
-import { TransactionApplier } from '../apply/transaction-applier.js';
+import { ConflictHaltError, TransactionApplier } from '../apply/transaction-applier.js';
+import { loadChange } from '../apply/dead-letter.js';
+import type { StoredChange } from '../apply/dead-letter.js';
+import { tablePolicy } from '../conflict/table-policies.js';
 import type { RemoteVersion } from '../apply/statements.js';
 import { applicationName, HEARTBEAT_PREFIX, METADATA_SCHEMA, originName, slotName } from '../node/names.js';
 import type { Logger } from '../observability/logger.js';
@@ -32,6 +35,14 @@ import { TransactionSequencer } from '../protocol/transaction-sequencer.js';
 import { ReplicationConnection } from '../source/replication-connection.js';
 import { ApplyQueue } from './apply-queue.js';
 import { Backoff } from './backoff.js';
+
+export class LinkNotStreamingError extends Error {
+  readonly code = 'PGBIDI_LINK_NOT_STREAMING';
+  constructor(peer: string, state: string) {
+    super(`the link from ${peer} is ${state}; it must be streaming to retry a dead letter`);
+    this.name = 'LinkNotStreamingError';
+  }
+}
 
 export interface LinkStatus {
   readonly peer: string;
@@ -53,6 +64,8 @@ export interface LinkStatus {
   readonly conflicts: number;
   readonly reconnects: number;
   readonly lastError: { readonly message: string; readonly code: string | null; readonly at: string } | null;
+  /** Set while the link waits for an operator (`pgbidi resolve`) after a conflict under the error policy. */
+  readonly haltedAt: { readonly commitLsn: string; readonly conflict: string } | null;
 }
 
 /** Observes applied transactions (tracing hooks in here without the link knowing the SDK). */
@@ -67,6 +80,18 @@ export interface TransactionObserver {
     committedAtMs: number;
     traceparent: string | null;
   }): string | undefined;
+}
+
+interface AdminTask {
+  readonly deadLetterId: number;
+  readonly done: (r: DeadLetterRetry) => void;
+  readonly failed: (err: unknown) => void;
+}
+
+export interface DeadLetterRetry {
+  readonly id: number;
+  readonly outcome: 'applied' | 'still_conflicting' | 'not_pending';
+  readonly message?: string;
 }
 
 export interface LinkDeps {
@@ -127,6 +152,21 @@ export class Link {
   private reconnects = 0;
   private lastError: LinkStatus['lastError'] = null;
 
+  // Conflict handling across attempts.
+  /** Transactions (by commit LSN) to apply change by change after a unique violation. */
+  private readonly carefulTxns = new Set<bigint>();
+  /** The transaction being applied (by commit LSN), for error handling. */
+  private openFinalLsn: bigint | null = null;
+  /** A transaction halted by the error policy, waiting for `resolve()`. */
+  private halted: { finalLsn: bigint; message: string } | null = null;
+  private resolution: ((action: 'retry' | 'skip') => void) | null = null;
+  /** A halted transaction the operator chose to skip: applied empty, so that progress moves past it. */
+  private skipFinalLsn: bigint | null = null;
+  /** Operator requests run by the apply loop between transactions (they need the origin session). */
+  private readonly adminTasks: AdminTask[] = [];
+  /** Serializes the control connection (feedback, heartbeats): pg runs one query at a time. */
+  private controlChain: Promise<unknown> = Promise.resolve();
+
   constructor(private readonly deps: LinkDeps) {
     this.slot = slotName(deps.peer.name, deps.config.node.name);
     this.origin = originName(deps.peer.name);
@@ -175,6 +215,7 @@ export class Link {
       conflicts: this.conflictCount,
       reconnects: this.reconnects,
       lastError: this.lastError,
+      haltedAt: this.halted ? { commitLsn: formatLsn(this.halted.finalLsn), conflict: this.halted.message } : null,
     };
   }
 
@@ -207,6 +248,21 @@ export class Link {
       }
       await this.teardown();
       if (this.stopping) break;
+      if (this.halted) {
+        this.setState('error');
+        const action = await new Promise<'retry' | 'skip' | 'stop'>((resolve) => {
+          this.resolution = resolve;
+          this.wakeBackoff = () => resolve('stop');
+        });
+        this.resolution = null;
+        this.wakeBackoff = null;
+        if (action === 'stop') break;
+        this.deps.log.warn({ action, commitLsn: formatLsn(this.halted.finalLsn) }, 'operator resolved a halted transaction');
+        if (action === 'skip') this.skipFinalLsn = this.halted.finalLsn;
+        this.halted = null;
+        this.backoff.reset();
+        continue;
+      }
       this.setState('backoff');
       this.reconnects++;
       this.deps.metrics.reconnect();
@@ -223,7 +279,82 @@ export class Link {
     }
   }
 
+  /**
+   * The operator's decision on a transaction halted by the error policy: apply it again (after fixing
+   * the data) or skip it (it is committed empty, so the skip is durable and recorded).
+   */
+  resolve(action: 'retry' | 'skip'): boolean {
+    if (!this.resolution) return false;
+    this.resolution(action);
+    return true;
+  }
+
+  /** Queues a dead letter of this link for another attempt; resolves with the outcome. */
+  retryDeadLetterById(id: number): Promise<DeadLetterRetry> {
+    if (this.state !== 'streaming' && this.state !== 'paused') {
+      return Promise.reject(new LinkNotStreamingError(this.peer, this.state));
+    }
+    return new Promise((done, failed) => {
+      this.adminTasks.push({ deadLetterId: id, done, failed });
+      this.queue.wake();
+    });
+  }
+
+  /**
+   * Applies a stored change again under its original version (remote commit time, origin node), in a
+   * transaction of its own on the origin session: origin progress stays where it is, and the row is
+   * not replicated back (it carries the peer's origin).
+   */
+  private async retryDeadLetter(session: ApplySession, applier: TransactionApplier, task: AdminTask): Promise<void> {
+    try {
+      await session.begin();
+      const r = await session.pg.query<{ change: StoredChange; ts: string }>(
+        `SELECT change, remote_commit_ts::text AS ts FROM ${METADATA_SCHEMA}.dead_letters WHERE id = $1 AND peer = $2 AND status = 'pending' FOR UPDATE`,
+        [task.deadLetterId, this.peer],
+      );
+      const row = r.rows[0];
+      if (!row) {
+        await session.rollback();
+        task.done({ id: task.deadLetterId, outcome: 'not_pending' });
+        return;
+      }
+      // A relation id no peer uses (pgoutput ids are positive OIDs).
+      const { relation, change } = loadChange(row.change, -task.deadLetterId);
+      applier.relation(relation);
+      const version = { commitTimestamp: row.ts, node: this.peer };
+      await session.pg.query('SAVEPOINT pgbidi_retry');
+      let result: DeadLetterRetry;
+      try {
+        await applier.apply([change], version);
+        await session.pg.query('RELEASE SAVEPOINT pgbidi_retry');
+        result = { id: task.deadLetterId, outcome: 'applied' };
+      } catch (err) {
+        if (sqlState(err) !== '23505') throw err;
+        await session.pg.query('ROLLBACK TO SAVEPOINT pgbidi_retry');
+        result = { id: task.deadLetterId, outcome: 'still_conflicting', message: (err as Error).message };
+      }
+      await session.pg.query(
+        `UPDATE ${METADATA_SCHEMA}.dead_letters SET attempts = attempts + 1, last_attempt_at = now(),
+                status = CASE WHEN $2 THEN 'applied' ELSE status END WHERE id = $1`,
+        [task.deadLetterId, result.outcome === 'applied'],
+      );
+      await session.commit(this.appliedLsn, row.ts);
+      this.deps.log.info({ deadLetter: task.deadLetterId, outcome: result.outcome }, 'dead letter retried');
+      task.done(result);
+    } catch (err) {
+      task.failed(err);
+      throw err;
+    }
+  }
+
   private recordError(err: unknown): void {
+    if (err instanceof ConflictHaltError && this.openFinalLsn !== null) {
+      this.halted = { finalLsn: this.openFinalLsn, message: err.message };
+    } else if (sqlState(err) === '23505' && this.openFinalLsn !== null && !this.carefulTxns.has(this.openFinalLsn)) {
+      // A unique constraint other than the key: retry this transaction change by change.
+      this.carefulTxns.add(this.openFinalLsn);
+      this.backoff.reset();
+    }
     const message = redactSecrets(err instanceof Error ? err.message : String(err));
     const code = sqlState(err) ?? ((err as { code?: unknown } | null)?.code as string | undefined) ?? null;
     this.lastError = { message, code: typeof code === 'string' ? code : null, at: new Date(this.clock()).toISOString() };
@@ -253,7 +384,7 @@ export class Link {
       statementTimeoutMs: config.replication.statement_timeout_ms,
     });
     const startLsn = await this.session.connect(onConnError);
-    this.applier = new TransactionApplier(this.session);
+    this.applier = new TransactionApplier(this.session, (table) => tablePolicy(config.conflicts, table));
     this.appliedLsn = maxLsn(this.appliedLsn, startLsn);
     this.durableLsn = startLsn;
 
@@ -289,12 +420,12 @@ export class Link {
     log.info({ startLsn: formatLsn(startLsn), peerVersion: this.peerVersion }, 'streaming');
     this.setState('streaming');
 
-    const feedback = setInterval(() => void this.feedback(false).catch(fail), config.replication.feedback_interval_ms);
-    const heartbeat = setInterval(() => void this.emitHeartbeat().catch(fail), config.replication.heartbeat_interval_ms);
+    const feedback = setInterval(() => void this.onControl(() => this.feedback()).catch(fail), config.replication.feedback_interval_ms);
+    const heartbeat = setInterval(() => void this.onControl(() => this.emitHeartbeat()).catch(fail), config.replication.heartbeat_interval_ms);
     try {
       await Promise.race([this.applyLoop(), failed]);
       // Stopping: the apply loop has drained; confirm what is durable before closing the stream.
-      await this.feedback(false);
+      await this.onControl(() => this.feedback());
     } finally {
       clearInterval(feedback);
       clearInterval(heartbeat);
@@ -314,6 +445,7 @@ export class Link {
 
   private async teardown(): Promise<void> {
     this.attemptFailed = null;
+    this.openFinalLsn = null;
     const replication = this.replication;
     const session = this.session;
     const control = this.control;
@@ -334,7 +466,7 @@ export class Link {
     if (m.kind === 'keepalive') {
       this.receivedLsn = maxLsn(this.receivedLsn, m.walEnd);
       if (!this.receiving) this.idleLsn = maxLsn(this.idleLsn, m.walEnd);
-      if (m.replyRequested) void this.feedback(true).catch((err) => this.attemptFailed?.(err));
+      if (m.replyRequested) void this.onControl(() => this.feedback()).catch((err) => this.attemptFailed?.(err));
       return;
     }
     this.deps.metrics.receivedBytes(m.byteLength);
@@ -443,6 +575,11 @@ export class Link {
         if (open) await session.rollback();
         return;
       }
+      if (open === null && this.adminTasks.length > 0) {
+        const task = this.adminTasks.shift() as AdminTask;
+        await this.retryDeadLetter(session, applier, task);
+        continue;
+      }
       const item = this.queue.shift();
       if (!item) {
         this.applying = open !== null;
@@ -465,13 +602,21 @@ export class Link {
             tables: new Set(),
           };
           this.oldestUnapplied = null;
+          this.openFinalLsn = item.begin.finalLsn;
           break;
         case 'relation':
           applier.relation(item.relation);
           break;
         case 'changes': {
           if (!open) throw new Error('changes outside a transaction');
-          const outcome = await applier.apply(item.changes, open.version);
+          const finalLsn = open.begin.finalLsn;
+          if (finalLsn === this.skipFinalLsn) {
+            for (const c of item.changes) this.deps.metrics.filtered(OP_OF[c.tag], 'operator_skip');
+            break;
+          }
+          const outcome = this.carefulTxns.has(finalLsn)
+            ? await applier.applyCarefully(item.changes, open.version, { peer: this.peer, commitLsn: formatLsn(finalLsn) })
+            : await applier.apply(item.changes, open.version);
           open.changes += item.changes.length;
           open.conflicts.push(...outcome.conflicts);
           for (const t of outcome.tables) open.tables.add(t);
@@ -529,6 +674,9 @@ export class Link {
           }
           this.deps.metrics.positions({ applied: this.appliedLsn });
           this.backoff.reset();
+          this.carefulTxns.delete(open.begin.finalLsn);
+          if (this.skipFinalLsn === open.begin.finalLsn) this.skipFinalLsn = null;
+          this.openFinalLsn = null;
           open = null;
           begun = null;
           break;
@@ -572,7 +720,13 @@ export class Link {
    * keepalive and filtered positions are confirmed too (like worker.c send_feedback without pending
    * transactions), or the peer would retain WAL forever on idle or filtered traffic.
    */
-  private async feedback(replyRequested: boolean): Promise<void> {
+  private onControl<T>(task: () => Promise<T>): Promise<T> {
+    const next = this.controlChain.then(task, task);
+    this.controlChain = next.catch(() => undefined);
+    return next;
+  }
+
+  private async feedback(): Promise<void> {
     const control = this.control;
     const replication = this.replication;
     if (!control || !replication) return;
@@ -592,7 +746,6 @@ export class Link {
     });
     this.deps.metrics.positions({ confirmed: this.confirmedLsn });
     this.deps.metrics.lag(this.lagSeconds());
-    void replyRequested;
   }
 
   /** A transactional logical message on this node, so that peers can measure end-to-end freshness. */

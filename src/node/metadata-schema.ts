@@ -31,6 +31,26 @@ export function metadataSchemaSql(selfName: string): string[] {
        local_tuple jsonb,
        remote_tuple jsonb)`,
     `CREATE INDEX IF NOT EXISTS conflicts_logged_at ON ${s}.conflicts (logged_at)`,
+    // Remote changes that could not be applied because they violate a unique constraint other than
+    // the primary key (update_exists, multiple_unique_conflicts): kept whole, with the reason, for
+    // `pgbidi dead-letters` to list and retry.
+    `CREATE TABLE IF NOT EXISTS ${s}.dead_letters (
+       id bigserial PRIMARY KEY,
+       logged_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+       peer text NOT NULL,
+       conflict_type text NOT NULL,
+       table_schema text NOT NULL,
+       table_name text NOT NULL,
+       op text NOT NULL,
+       change jsonb NOT NULL,
+       reason text NOT NULL,
+       sqlstate text,
+       constraint_name text,
+       remote_commit_ts timestamptz NOT NULL,
+       remote_commit_lsn pg_lsn NOT NULL,
+       status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'applied', 'discarded')),
+       attempts int NOT NULL DEFAULT 0,
+       last_attempt_at timestamptz)`,
     // Deleted keys, so that an older write cannot bring a row back (technical research §6.2). The
     // version of a tombstone is its own xmin, like a live row's. Never published.
     `CREATE TABLE IF NOT EXISTS ${s}.tombstones (

@@ -15,12 +15,14 @@ export interface TombstoneStatus {
   /** Tombstones older than this were purged (ISO time), or null until every link has applied something. */
   readonly purgeWatermark: string | null;
   readonly purgedTotal: number;
+  /** Rows of pgbidi.dead_letters still pending. */
+  readonly deadLettersPending: number;
 }
 
 export class TombstoneJanitor {
   private timer: NodeJS.Timeout | null = null;
   private client: pg.Client | null = null;
-  private status: TombstoneStatus = { count: 0, purgeWatermark: null, purgedTotal: 0 };
+  private status: TombstoneStatus = { count: 0, purgeWatermark: null, purgedTotal: 0, deadLettersPending: 0 };
   private running: Promise<void> | null = null;
 
   constructor(
@@ -30,7 +32,20 @@ export class TombstoneJanitor {
     private readonly marginMs: number,
     private readonly log: Logger,
     private readonly onStatus: (s: TombstoneStatus) => void,
+    private readonly conflictRetentionDays = 7,
   ) {}
+
+  /** The peer whose change a dead letter holds, or null when there is no such dead letter. */
+  async deadLetterPeer(id: number): Promise<string | null> {
+    const client = new pg.Client({ connectionString: this.dsn, application_name: 'pgbidi_admin' });
+    await client.connect();
+    try {
+      const r = await client.query<{ peer: string }>(`SELECT peer FROM ${METADATA_SCHEMA}.dead_letters WHERE id = $1`, [id]);
+      return r.rows[0]?.peer ?? null;
+    } finally {
+      await client.end();
+    }
+  }
 
   start(intervalMs = 5000): void {
     this.timer = setInterval(() => {
@@ -63,8 +78,20 @@ export class TombstoneJanitor {
         purged = r.rowCount ?? 0;
         watermark = new Date(pgMicrosToUnixMs(cutoff)).toISOString();
       }
-      const c = await this.client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${METADATA_SCHEMA}.tombstones`);
-      this.status = { count: c.rows[0]?.n ?? 0, purgeWatermark: watermark, purgedTotal: this.status.purgedTotal + purged };
+      // Bounded retention of the conflict log.
+      await this.client.query(`DELETE FROM ${METADATA_SCHEMA}.conflicts WHERE logged_at < now() - make_interval(days => $1)`, [
+        this.conflictRetentionDays,
+      ]);
+      const c = await this.client.query<{ n: number; dl: number }>(
+        `SELECT (SELECT count(*)::int FROM ${METADATA_SCHEMA}.tombstones) AS n,
+                (SELECT count(*)::int FROM ${METADATA_SCHEMA}.dead_letters WHERE status = 'pending') AS dl`,
+      );
+      this.status = {
+        count: c.rows[0]?.n ?? 0,
+        purgeWatermark: watermark,
+        purgedTotal: this.status.purgedTotal + purged,
+        deadLettersPending: c.rows[0]?.dl ?? 0,
+      };
       this.onStatus(this.status);
     } catch (err) {
       this.log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'tombstone sweep failed');

@@ -15,7 +15,7 @@ export type LinkState = (typeof LINK_STATES)[number];
 export const CHANGE_OPS = ['insert', 'update', 'delete', 'truncate'] as const;
 export type ChangeOp = (typeof CHANGE_OPS)[number];
 
-export const FILTER_REASONS = ['origin'] as const;
+export const FILTER_REASONS = ['origin', 'operator_skip'] as const;
 export type FilterReason = (typeof FILTER_REASONS)[number];
 
 export const APPLY_ERROR_KINDS = ['connection', 'unique_violation', 'schema', 'timeout', 'serialization', 'other'] as const;
@@ -61,6 +61,8 @@ export class Metrics {
   readonly transactionChanges = new Histogram({ name: 'pgbidi_transaction_changes', help: 'Row changes per applied transaction.', labelNames: ['peer'], buckets: SIZE_BUCKETS, registers: this.registries });
   readonly conflicts = new Counter({ name: 'pgbidi_conflicts_total', help: 'Conflicts detected while applying peer changes, by type and resolution.', labelNames: ['peer', 'table', 'type', 'resolution'], registers: this.registries });
   readonly applyErrors = new Counter({ name: 'pgbidi_apply_errors_total', help: 'Failed apply attempts, by kind.', labelNames: ['peer', 'kind'], registers: this.registries });
+  readonly deadLettersPending = new Gauge({ name: 'pgbidi_dead_letters_pending', help: 'Dead letters (changes that violated a secondary unique constraint) waiting for an operator on this node.', registers: this.registries });
+  readonly conflictsUnresolved = new Gauge({ name: 'pgbidi_conflicts_unresolved', help: 'Whether the link is halted by a conflict under the error policy and waits for `pgbidi resolve` (1) or not (0).', labelNames: ['peer'], registers: this.registries });
   readonly tombstones = new Gauge({ name: 'pgbidi_tombstones', help: 'Tombstones (deleted keys kept for conflict resolution) on this node.', registers: this.registries });
   readonly tombstoneWatermark = new Gauge({ name: 'pgbidi_tombstone_purge_watermark_timestamp_seconds', help: 'Tombstones deleted before this time (Unix seconds) have been purged; 0 until every link has applied a transaction.', registers: this.registries });
   readonly clockSkew = new Gauge({ name: 'pgbidi_clock_skew_seconds', help: 'How far the last peer commit time was ahead of the local clock (0 when behind); apply waits it out before committing.', labelNames: ['peer'], registers: this.registries });
@@ -75,6 +77,7 @@ export class Metrics {
     }
     for (const peer of options.peers) this.link(peer);
     this.tombstones.set(0);
+    this.deadLettersPending.set(0);
     this.tombstoneWatermark.set(0);
   }
 
@@ -96,6 +99,7 @@ export class LinkMetrics {
     const p = { peer };
     for (const state of LINK_STATES) m.linkState.set({ peer, state }, 0);
     m.linkConnected.set(p, 0);
+    m.conflictsUnresolved.set(p, 0);
     m.reconnects.inc(p, 0);
     m.receivedLsn.set(p, 0);
     m.appliedLsn.set(p, 0);
@@ -124,6 +128,7 @@ export class LinkMetrics {
   state(state: LinkState): void {
     for (const s of LINK_STATES) this.m.linkState.set({ peer: this.peer, state: s }, s === state ? 1 : 0);
     this.m.linkConnected.set({ peer: this.peer }, state === 'streaming' || state === 'paused' ? 1 : 0);
+    this.m.conflictsUnresolved.set({ peer: this.peer }, state === 'error' ? 1 : 0);
   }
 
   reconnect(): void {

@@ -20,6 +20,7 @@ export interface LocalClusterOptions {
   readonly schema?: readonly string[];
   readonly settings?: Record<string, SettingValue>;
   readonly replication?: RawConfig['replication'];
+  readonly conflicts?: RawConfig['conflicts'];
   readonly onServerLog?: (node: string, line: string) => void;
 }
 
@@ -69,6 +70,7 @@ export class LocalCluster {
       node: { name, dsn: this.dsn(name) },
       peers: this.options.nodes.filter((n) => n !== name).map((n) => ({ name: n, dsn: this.dsn(n) })),
       ...(this.options.replication ? { replication: this.options.replication } : {}),
+      ...(this.options.conflicts ? { conflicts: this.options.conflicts } : {}),
       http: { listen: httpListen },
       log: { level: 'info' },
     };

@@ -1,0 +1,198 @@
+import { describe, expect, it } from 'vitest';
+import { availableServerVersions } from './support/pg-versions.js';
+import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
+import type { LocalCluster } from '../src/testbed/local-cluster.js';
+import { main } from '../src/cli.js';
+
+const SCHEMA = [
+  `CREATE TABLE t (id int PRIMARY KEY, v text)`,
+  `CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE)`,
+  `CREATE TABLE strict (id int PRIMARY KEY, v text)`,
+  `CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL)`,
+  `ALTER TABLE counters REPLICA IDENTITY FULL`,
+  `CREATE TABLE marker (id int PRIMARY KEY)`,
+];
+
+async function rows(c: LocalCluster, node: string, sql: string): Promise<unknown[]> {
+  return c.query(node, sql);
+}
+
+async function conflictRows(c: LocalCluster, node: string, table: string): Promise<string[]> {
+  const r = await c.query<{ k: string }>(
+    node,
+    `SELECT conflict_type || '/' || resolution || ' ' || key::text AS k FROM pgbidi.conflicts WHERE table_name = $1 ORDER BY id`,
+    [table],
+  );
+  return r.map((x) => x.k);
+}
+
+async function counter(c: LocalCluster, node: string, labels: Record<string, string>): Promise<number> {
+  const metric = await c.agents.get(node)?.metrics.registry.getSingleMetric('pgbidi_conflicts_total')?.get();
+  return (metric?.values ?? [])
+    .filter((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val))
+    .reduce((s, v) => s + v.value, 0);
+}
+
+/** Writes on both nodes while no agent runs, so that both versions exist before either is applied. */
+async function whileDisconnected(c: LocalCluster, writes: () => Promise<void>): Promise<void> {
+  await Promise.all(['a', 'b'].map((n) => c.stopAgent(n)));
+  await writes();
+  await c.startAgent('a');
+  await c.startAgent('b');
+}
+
+async function caughtUp(c: LocalCluster): Promise<void> {
+  const id = Math.floor(Math.random() * 1e9);
+  await c.query('a', 'INSERT INTO marker VALUES ($1)', [id]);
+  await c.query('b', 'INSERT INTO marker VALUES ($1)', [id + 1]);
+  await eventually('markers replicated', async () => {
+    const [x] = await c.query<{ n: number }>('a', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
+    const [y] = await c.query<{ n: number }>('b', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
+    return x?.n === 2 && y?.n === 2;
+  });
+}
+
+describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => {
+  const cluster = useCluster(() => ({
+    binDir,
+    nodes: ['a', 'b'],
+    schema: SCHEMA,
+    conflicts: {
+      tables: [
+        { match: ['public.strict'], policy: 'error' },
+        { match: ['public.counters'], policy: 'delta', delta_columns: ['n'] },
+      ],
+    },
+  }));
+
+  it('resolves every primary-key conflict type by last-update-wins and records it', async () => {
+    const c = cluster.get();
+    await c.setupAll();
+    await c.startAgent('a');
+    await c.startAgent('b');
+    await c.query('a', `INSERT INTO t VALUES (2, 'two'), (3, 'three'), (4, 'four'), (5, 'five')`);
+    await caughtUp(c);
+
+    await whileDisconnected(c, async () => {
+      await c.query('a', `INSERT INTO t VALUES (1, 'a1')`); // insert_exists: b's insert is newer
+      await c.query('a', `UPDATE t SET v = 'a2' WHERE id = 2`); // update_origin_differs: b's update is newer
+      await c.query('b', `DELETE FROM t WHERE id = 3`); // then a updates 3: the update is newer than the delete
+      await c.query('a', `UPDATE t SET v = 'a3' WHERE id = 3`);
+      await c.query('a', `UPDATE t SET v = 'a4' WHERE id = 4`); // then b deletes 4: the delete is newer
+      await c.query('b', `DELETE FROM t WHERE id = 4`);
+      await c.query('a', `DELETE FROM t WHERE id = 5`); // both delete 5: delete_missing
+      await c.query('b', `DELETE FROM t WHERE id = 5`);
+      await sleep(5);
+      await c.query('b', `INSERT INTO t VALUES (1, 'b1')`);
+      await c.query('b', `UPDATE t SET v = 'b2' WHERE id = 2`);
+    });
+    await caughtUp(c);
+
+    const expected = [{ id: 1, v: 'b1' }, { id: 2, v: 'b2' }, { id: 3, v: 'a3' }];
+    expect(await rows(c, 'a', 'SELECT * FROM t ORDER BY id')).toEqual(expected);
+    expect(await rows(c, 'b', 'SELECT * FROM t ORDER BY id')).toEqual(expected);
+
+    expect(await conflictRows(c, 'a', 't')).toEqual(
+      expect.arrayContaining(['insert_exists/apply_remote [\"1\"]', 'delete_origin_differs/keep_local [\"3\"]', 'delete_missing/skip [\"5\"]']),
+    );
+    expect(await conflictRows(c, 'b', 't')).toEqual(
+      expect.arrayContaining([
+        'insert_exists/keep_local [\"1\"]',
+        'update_origin_differs/keep_local [\"2\"]',
+        'update_missing/apply_remote [\"3\"]',
+        'update_deleted/skip [\"4\"]',
+        'delete_missing/skip [\"5\"]',
+      ]),
+    );
+    expect(await counter(c, 'b', { table: 'public.t', type: 'update_deleted', resolution: 'skip' })).toBe(1);
+    expect(await counter(c, 'a', { table: 'public.t', type: 'insert_exists', resolution: 'apply_remote' })).toBe(1);
+    // The resurrected row 3 has a tombstone history; row 4 stays deleted on both nodes.
+    const [tomb] = await c.query<{ n: number }>('b', `SELECT count(*)::int AS n FROM pgbidi.tombstones WHERE table_name = 'public.t' AND key = '[4]'`);
+    expect(tomb?.n).toBe(1);
+  });
+
+  it('adds up counters incremented on both nodes at once (delta policy)', async () => {
+    const c = cluster.get();
+    await c.query('a', 'INSERT INTO counters VALUES (1, 100)');
+    await caughtUp(c);
+    await whileDisconnected(c, async () => {
+      await c.query('a', 'UPDATE counters SET n = n + 5 WHERE id = 1');
+      await c.query('b', 'UPDATE counters SET n = n + 7 WHERE id = 1');
+      await c.query('a', 'UPDATE counters SET n = n + 1 WHERE id = 1');
+    });
+    await caughtUp(c);
+    expect(await rows(c, 'a', 'SELECT n::int FROM counters')).toEqual([{ n: 113 }]);
+    expect(await rows(c, 'b', 'SELECT n::int FROM counters')).toEqual([{ n: 113 }]);
+  });
+
+  it('puts a change that violates a secondary unique key into the dead letters and keeps going; retry applies it', async () => {
+    const c = cluster.get();
+    await whileDisconnected(c, async () => {
+      await c.query('a', `INSERT INTO users VALUES (10, 'x@example.com')`);
+      await c.query('b', `INSERT INTO users VALUES (11, 'x@example.com')`);
+    });
+    await caughtUp(c); // later changes flow although both inserts conflict
+    const [dl] = await c.query<{ id: string; conflict_type: string; constraint_name: string; status: string }>(
+      'a',
+      `SELECT id::text, conflict_type, constraint_name, status FROM pgbidi.dead_letters WHERE table_name = 'users'`,
+    );
+    expect(dl).toMatchObject({ conflict_type: 'insert_exists', constraint_name: 'users_email_key', status: 'pending' });
+    expect(await counter(c, 'a', { table: 'public.users', resolution: 'dead_letter' })).toBe(1);
+
+    // The operator frees the address on a (this replicates to b), then retries a's dead letter.
+    await c.query('a', `UPDATE users SET email = 'other@example.com' WHERE id = 10`);
+    await caughtUp(c);
+    const agentA = c.agents.get('a');
+    const out: string[] = [];
+    const configFile = await writeConfig(c, 'a', agentA?.httpAddress ?? '');
+    const code = await main(['dead-letters', '--config', configFile, '--retry', dl?.id ?? '0'], { out: (s) => out.push(s), err: (s) => out.push(s) });
+    expect(out.join('')).toContain('"outcome":"applied"');
+    expect(code).toBe(0);
+    expect(await rows(c, 'a', 'SELECT id, email FROM users ORDER BY id')).toEqual([
+      { id: 10, email: 'other@example.com' },
+      { id: 11, email: 'x@example.com' },
+    ]);
+  });
+
+  it('halts the link under the error policy until an operator skips the transaction', async () => {
+    const c = cluster.get();
+    await c.query('a', `INSERT INTO strict VALUES (1, 'base')`);
+    await caughtUp(c);
+    await whileDisconnected(c, async () => {
+      await c.query('a', `UPDATE strict SET v = 'from a' WHERE id = 1`);
+      await c.query('b', `UPDATE strict SET v = 'from b' WHERE id = 1`);
+    });
+    await eventually('a link halted', async () =>
+      ['a', 'b'].some((n) => c.agents.get(n)?.status()[0]?.state === 'error'),
+    );
+    // Both nodes see the other's update as a conflict; while halted, nothing else is applied.
+    await eventually('both links halted', async () => ['a', 'b'].every((n) => c.agents.get(n)?.status()[0]?.state === 'error'));
+    await c.query('a', 'INSERT INTO marker VALUES (-1)');
+    await sleep(1500);
+    expect(await rows(c, 'b', 'SELECT id FROM marker WHERE id = -1')).toEqual([]);
+    for (const node of ['a', 'b']) {
+      const status = c.agents.get(node)?.status()[0];
+      expect(status?.haltedAt?.conflict).toContain('update_origin_differs');
+      const configFile = await writeConfig(c, node, c.agents.get(node)?.httpAddress ?? '');
+      const sink = { out: () => undefined, err: () => undefined };
+      expect(await main(['resolve', '--config', configFile, '--peer', node === 'a' ? 'b' : 'a', '--skip'], sink)).toBe(0);
+    }
+    await eventually('links streaming again', async () => ['a', 'b'].every((n) => c.agents.get(n)?.status()[0]?.state === 'streaming'));
+    await caughtUp(c);
+    expect(await rows(c, 'b', 'SELECT id FROM marker WHERE id = -1')).toEqual([{ id: -1 }]);
+    // Skipping is the operator's decision: each node kept its own version.
+    expect(await rows(c, 'a', 'SELECT v FROM strict')).toEqual([{ v: 'from a' }]);
+    expect(await rows(c, 'b', 'SELECT v FROM strict')).toEqual([{ v: 'from b' }]);
+  });
+});
+
+async function writeConfig(c: LocalCluster, node: string, httpAddress: string): Promise<string> {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { stringify } = await import('yaml');
+  const dir = mkdtempSync(join(tmpdir(), 'pgbidi-cli-'));
+  const file = join(dir, `${node}.yaml`);
+  writeFileSync(file, stringify(c.rawConfig(node, httpAddress)));
+  return file;
+}
