@@ -1,0 +1,274 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DemoOptionsError, parseDemoOptions, scrapeConfigYaml } from '../src/demo/demo.js';
+import { allConverged, renderCompactLine, renderFinalHashes, renderLiveView } from '../src/demo/demo-view.js';
+import type { DemoSnapshot, LinkView, TableView } from '../src/demo/demo-view.js';
+
+const BIN = fileURLToPath(new URL('../bin/pgbidi.js', import.meta.url));
+/** --prometheus starts it when installed (CI installs it) and prints install advice otherwise. */
+const PROMETHEUS_INSTALLED = spawnSync('prometheus', ['--version'], { stdio: 'ignore' }).error === undefined;
+
+// ---- pure parts: options, view, scrape config ----
+
+describe('demo options', () => {
+  it('applies the defaults and reads every option', () => {
+    expect(parseDemoOptions({})).toEqual({
+      nodes: 3,
+      durationSeconds: undefined,
+      writeRate: 20,
+      conflictRate: 2,
+      prometheus: false,
+      keepData: false,
+    });
+    expect(
+      parseDemoOptions({ nodes: '2', duration: '7.5', 'write-rate': '0', 'conflict-rate': '10', prometheus: true, 'keep-data': true }),
+    ).toEqual({ nodes: 2, durationSeconds: 7.5, writeRate: 0, conflictRate: 10, prometheus: true, keepData: true });
+  });
+
+  it('reports every invalid option at once', () => {
+    let error: unknown;
+    try {
+      parseDemoOptions({ nodes: '1', duration: '0', 'write-rate': 'fast', 'conflict-rate': '-1' });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(DemoOptionsError);
+    const problems = (error as DemoOptionsError).problems;
+    expect(problems).toHaveLength(4);
+    expect(problems.map((p) => p.split(' ')[0])).toEqual(['--nodes', '--duration', '--write-rate', '--conflict-rate']);
+    expect((error as DemoOptionsError).code).toBe('PGBIDI_DEMO_OPTIONS');
+  });
+});
+
+function link(source: string, target: string, extra: Partial<LinkView> = {}): LinkView {
+  return { source, target, state: 'streaming', lagSeconds: 0.04, changesPerSecond: 25, changesApplied: 300, conflicts: {}, lastError: null, ...extra };
+}
+
+function snapshot(links: LinkView[], tables: TableView[]): DemoSnapshot {
+  return {
+    phase: 'running',
+    elapsedSeconds: 12.3,
+    durationSeconds: 30,
+    links,
+    tables,
+    workload: { writes: 500, races: { insert_insert: 3, update_update: 2, update_delete: 1, delete_delete: 1 }, racesSkipped: 0, errors: 0, lastError: null },
+    writesPerSecond: 40,
+  };
+}
+
+const equalTable: TableView = { table: 'counters', nodes: [{ node: 'n1', rows: 5, md5: 'abcdef0123456789' }, { node: 'n2', rows: 5, md5: 'abcdef0123456789' }] };
+const differentTable: TableView = { table: 'events', nodes: [{ node: 'n1', rows: 9, md5: 'aaaa' }, { node: 'n2', rows: 8, md5: 'bbbb' }] };
+
+describe('demo view', () => {
+  it('renders one row per link with the conflict types seen so far, and convergence per table', () => {
+    const s = snapshot(
+      [link('n2', 'n1', { conflicts: { insert_exists: 4, update_missing: 1 } }), link('n1', 'n2', { state: 'backoff', lastError: '57P01 terminating connection' })],
+      [equalTable, differentTable],
+    );
+    const lines = renderLiveView(s, { color: false, width: 200 });
+    expect(lines[0]).toBe('pgbidi demo: running 12s of 30s (Ctrl-C to stop early)');
+    const header = lines[1] ?? '';
+    expect(header).toContain('ins_exists');
+    expect(header).toContain('upd_missing');
+    expect(header).not.toContain('del_missing');
+    expect(lines[2]).toMatch(/^n2 -> n1\s+streaming\s+0\.0s\s+25\.0\s+300\s+5\s+4\s+1\s+-$/);
+    expect(lines[3]).toMatch(/^n1 -> n2\s+backoff .* 57P01 terminating connection$/);
+    expect(lines).toContain('convergence counters  equal   n1: 5 rows abcdef01  n2: 5 rows abcdef01');
+    expect(lines).toContain('convergence events    differ  n1: 9 rows aaaa  n2: 8 rows bbbb');
+  });
+
+  it('never draws a line wider than the terminal, with or without colour', () => {
+    const s = snapshot([link('n2', 'n1', { conflicts: { insert_exists: 4, delete_missing: 2 } })], [equalTable]);
+    for (const color of [false, true]) {
+      for (const line of renderLiveView(s, { color, width: 30 })) {
+        expect(line.replace(/\u001b\[[0-9;]*m/g, '').length).toBeLessThanOrEqual(30);
+      }
+    }
+    expect(renderLiveView(s, { color: true, width: 200 }).join('\n')).toContain('\u001b[32mstreaming\u001b[0m');
+  });
+
+  it('prints a compact line per refresh for pipes', () => {
+    const line = renderCompactLine(snapshot([link('n2', 'n1', { conflicts: { insert_exists: 2 } }), link('n1', 'n2')], [equalTable, differentTable]));
+    expect(line).toBe(
+      '[   12s] n2->n1 streaming lag=0.0s 25.0/s conflicts=2(ins_exists=2) | n1->n2 streaming lag=0.0s 25.0/s conflicts=0 ' +
+        '| convergence counters=equal events=differ | writes/s=40.0 races=7',
+    );
+  });
+
+  it('calls a table converged only when every node was read and agrees', () => {
+    expect(allConverged([equalTable])).toBe(true);
+    expect(allConverged([equalTable, differentTable])).toBe(false);
+    expect(allConverged([{ table: 't', nodes: [{ node: 'n1', rows: undefined, md5: undefined }, { node: 'n2', rows: undefined, md5: undefined }] }])).toBe(false);
+    expect(allConverged([])).toBe(false);
+    expect(renderFinalHashes([equalTable, differentTable], 2).at(-1)).toBe('converged: NO, the nodes hold different rows');
+  });
+
+  it('writes a scrape config for job pgbidi (what the shipped rules select) with every agent', () => {
+    expect(scrapeConfigYaml([{ address: '127.0.0.1:1234' }, { address: '127.0.0.1:5678' }])).toBe(
+      "scrape_configs:\n  - job_name: pgbidi\n    scrape_interval: 5s\n    static_configs:\n      - targets: ['127.0.0.1:1234', '127.0.0.1:5678']\n",
+    );
+  });
+});
+
+// ---- the real thing: `pgbidi demo` as a child process ----
+
+interface DemoRun {
+  readonly output: () => string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  waitFor(pattern: RegExp, timeoutMs: number): Promise<void>;
+  signal(sig: NodeJS.Signals): void;
+}
+
+/** Runs bin/pgbidi.js with TMPDIR pointing at `tmp`, so that everything the demo creates is under it. */
+function startDemo(args: string[], tmp: string): DemoRun {
+  const child = spawn(process.execPath, [BIN, 'demo', ...args], {
+    env: { ...process.env, TMPDIR: tmp },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const waiters = new Set<() => void>();
+  const onData = (chunk: Buffer): void => {
+    output += chunk.toString('utf8');
+    for (const w of waiters) w();
+  };
+  child.stdout.on('data', onData);
+  child.stderr.on('data', onData);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+  return {
+    output: () => output,
+    exited,
+    waitFor(pattern, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (pattern.test(output)) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`no ${pattern} in demo output within ${timeoutMs} ms:\n${output}`));
+        }, timeoutMs);
+        waiters.add(check);
+        void exited.then(() => {
+          if (waiters.has(check)) {
+            waiters.delete(check);
+            clearTimeout(timer);
+            reject(new Error(`demo exited before printing ${pattern}:\n${output}`));
+          }
+        });
+        check();
+      });
+    },
+    signal(sig) {
+      child.kill(sig);
+    },
+  };
+}
+
+/**
+ * Live processes that still refer to `dir`: by command line (the postmaster's -D) or by working
+ * directory (backends rename themselves, but they run inside their data directory).
+ */
+async function processesUsing(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
+      const cmdline = (await readFile(`/proc/${entry}/cmdline`, 'utf8')).split('\0').join(' ');
+      const cwd = await readlink(`/proc/${entry}/cwd`).catch(() => '');
+      if (cmdline.includes(dir) || cwd.startsWith(dir)) found.push(`${entry}: ${cmdline}`);
+    } catch {
+      // exited while we looked
+    }
+  }
+  return found;
+}
+
+function demoDirOf(output: string): string {
+  const match = /temporary directory: (\S+)/.exec(output);
+  if (!match?.[1]) throw new Error(`the demo did not print its temporary directory:\n${output}`);
+  return match[1];
+}
+
+describe.sequential('pgbidi demo (child process, real PostgreSQL)', () => {
+  let tmp = '';
+  afterEach(async () => {
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+    tmp = '';
+  });
+
+  async function freshTmp(): Promise<string> {
+    tmp = await mkdtemp(path.join(tmpdir(), 'pgbidi-demo-test-'));
+    // As root the servers run as another user, who must be able to pass through this directory.
+    await chmod(tmp, 0o755);
+    return tmp;
+  }
+
+  async function expectNothingLeft(dir: string): Promise<void> {
+    expect(await processesUsing(dir)).toEqual([]);
+    expect(existsSync(dir)).toBe(false);
+    expect(await readdir(tmp)).toEqual([]);
+  }
+
+  it('runs for --duration, shows links, endpoints and convergence, and leaves nothing behind', async () => {
+    const run = startDemo(['--duration', '8', '--nodes', '2', '--prometheus'], await freshTmp());
+    const { code } = await run.exited;
+    const out = run.output();
+    expect(code, out).toBe(0);
+    const dir = demoDirOf(out);
+    expect(dir.startsWith(tmp)).toBe(true);
+
+    // Endpoints of both agents, and a scrape config naming exactly those addresses.
+    const metrics = [...out.matchAll(/ (n[12]) {2}http:\/\/(127\.0\.0\.1:\d+)\/metrics {2}http:\/\/127\.0\.0\.1:\d+\/status/g)];
+    expect(metrics.map((m) => m[1])).toEqual(['n1', 'n2']);
+    expect(out).toContain('scrape_configs:');
+    expect(out).toContain(`- targets: [${metrics.map((m) => `'${m[2]}'`).join(', ')}]`);
+
+    // A compact line per second while running, then the full per-link table.
+    expect(out.match(/^\[ +\d+s\] n2->n1 streaming .* \| n1->n2 streaming .* \| convergence counters=\w+ events=\w+/gm)?.length).toBeGreaterThanOrEqual(5);
+    expect(out).toMatch(/^n2 -> n1 +streaming +\d+\.\ds +[\d.]+ +\d+ +\d+/m);
+    expect(out).toMatch(/^n1 -> n2 +streaming +\d+\.\ds +[\d.]+ +\d+ +\d+/m);
+    expect(out).toMatch(/^ {2}counters +equal +n1 \d+ rows md5 ([0-9a-f]{32}) +n2 \d+ rows md5 \1$/m);
+    expect(out).toMatch(/^ {2}events +equal +n1 \d+ rows md5 ([0-9a-f]{32}) +n2 \d+ rows md5 \1$/m);
+    expect(out).toContain('converged: yes');
+    expect(out).toMatch(/^conflicts over the run: /m);
+    if (PROMETHEUS_INSTALLED) expect(out).toMatch(/^Prometheus: http:\/\/127\.0\.0\.1:\d+ \(config /m);
+    else expect(out).toContain('apt-get install prometheus');
+
+    await expectNothingLeft(dir);
+  }, 90_000);
+
+  it('stops cleanly on SIGINT in the middle of the run', async () => {
+    const run = startDemo(['--nodes', '2'], await freshTmp());
+    await run.waitFor(/^\[ +3s\] /m, 60_000);
+    run.signal('SIGINT');
+    const { code } = await run.exited;
+    const out = run.output();
+    expect(code, out).toBe(0);
+    expect(out).toContain('SIGINT received: stopping');
+    expect(out).toContain('converged: yes');
+    await expectNothingLeft(demoDirOf(out));
+  }, 90_000);
+
+  it('cleans up when interrupted while the servers start', async () => {
+    const run = startDemo(['--nodes', '2'], await freshTmp());
+    await run.waitFor(/starting 2 PostgreSQL servers/, 30_000);
+    run.signal('SIGTERM');
+    const { code } = await run.exited;
+    const out = run.output();
+    expect(code, out).toBe(130);
+    expect(out).toContain('interrupted by SIGTERM during start-up');
+    await expectNothingLeft(demoDirOf(out));
+  }, 60_000);
+});
