@@ -3,9 +3,10 @@
  * recording rule or an alert may name. One entry per metric family, as it appears in a scrape.
  *
  * `status` says whether the agent exports it today:
- *   exported     registered by src/observability/metrics.ts (a test compares this list with the registry)
- *   in-progress  being added now (peer/slot metrics read at scrape time, unresolved conflicts, pending dead letters)
- *   planned      designed, not written yet (dead letters by table and reason)
+ *   exported     registered by src/observability/ (metrics.ts, peer-collectors.ts); a test compares this
+ *                list with the agent's registry
+ *   in-progress  being added now
+ *   planned      designed, not written yet (dead letters counted by table and reason)
  * A rule or panel that names an in-progress or planned metric is allowed, and the tests list it, so
  * that nobody mistakes a silent panel or an alert that can never fire for a healthy system.
  *
@@ -54,7 +55,7 @@ export const METRICS = [
   { name: 'pgbidi_replication_lag_seconds', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Now minus the commit time of the oldest received, unapplied transaction; 0 when caught up.' },
   { name: 'pgbidi_last_applied_commit_timestamp_seconds', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Peer commit time of the last applied transaction.' },
   { name: 'pgbidi_heartbeat_timestamp_seconds', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Peer clock time of the last applied heartbeat (emitted every second); 0 until the first one.' },
-  { name: 'pgbidi_apply_lag_bytes', type: 'gauge', labels: ['peer'], status: 'in-progress', source: 'pgbidi', help: "Peer's current WAL position minus the position confirmed on our slot there." },
+  { name: 'pgbidi_apply_lag_bytes', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: "Peer's current WAL position minus the position confirmed on our slot there." },
   // Throughput
   { name: 'pgbidi_changes_received_total', type: 'counter', labels: ['peer', 'op'], status: 'exported', source: 'pgbidi', help: 'Row changes decoded from the peer stream.' },
   { name: 'pgbidi_changes_applied_total', type: 'counter', labels: ['peer', 'op'], status: 'exported', source: 'pgbidi', help: 'Row changes written on this node.' },
@@ -68,10 +69,10 @@ export const METRICS = [
   { name: 'pgbidi_transaction_changes', type: 'histogram', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Row changes per applied transaction.' },
   // Conflicts, errors, dead letters
   { name: 'pgbidi_conflicts_total', type: 'counter', labels: ['peer', 'table', 'type', 'resolution'], status: 'exported', source: 'pgbidi', help: 'Conflicts detected while applying, by table, type and resolution.' },
-  { name: 'pgbidi_conflicts_unresolved', type: 'gauge', labels: ['peer'], status: 'in-progress', source: 'pgbidi', help: 'The link is halted by a conflict under the error policy and waits for `pgbidi resolve` (1) or not (0).' },
+  { name: 'pgbidi_conflicts_unresolved', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'The link is halted by a conflict under the error policy and waits for `pgbidi resolve` (1) or not (0).' },
   { name: 'pgbidi_apply_errors_total', type: 'counter', labels: ['peer', 'kind'], status: 'exported', source: 'pgbidi', help: 'Failed apply attempts, by kind.' },
   { name: 'pgbidi_dead_letters_total', type: 'counter', labels: ['peer', 'table', 'reason'], status: 'planned', source: 'pgbidi', help: 'Changes diverted to the dead-letter table.' },
-  { name: 'pgbidi_dead_letters_pending', type: 'gauge', labels: [], status: 'in-progress', source: 'pgbidi', help: 'Dead letters waiting for an operator on this node.' },
+  { name: 'pgbidi_dead_letters_pending', type: 'gauge', labels: [], status: 'exported', source: 'pgbidi', help: 'Dead letters waiting for an operator on this node.' },
   // Clocks and tombstones
   { name: 'pgbidi_clock_skew_seconds', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'How far the last peer commit time was ahead of the local clock (0 when behind); apply waits it out.' },
   { name: 'pgbidi_clock_skew_exceeded_total', type: 'counter', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Peer transactions committed further ahead of the local clock than replication.max_clock_skew_ms.' },
@@ -81,11 +82,11 @@ export const METRICS = [
   { name: 'pgbidi_queue_changes', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Changes received and waiting to be applied.' },
   { name: 'pgbidi_queue_capacity_changes', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Queue size at which the link stops reading (backpressure).' },
   // Replication slot on the peer (read at scrape time)
-  { name: 'pgbidi_slot_active', type: 'gauge', labels: ['peer', 'slot'], status: 'in-progress', source: 'pgbidi', help: "Our slot on the peer is being streamed (1) or not (0)." },
-  { name: 'pgbidi_slot_retained_wal_bytes', type: 'gauge', labels: ['peer', 'slot'], status: 'in-progress', source: 'pgbidi', help: "WAL the peer keeps for our slot." },
-  { name: 'pgbidi_slot_safe_wal_size_bytes', type: 'gauge', labels: ['peer', 'slot'], status: 'in-progress', source: 'pgbidi', help: 'WAL the peer can write before our slot is invalidated; absent when unlimited.' },
-  { name: 'pgbidi_slot_wal_status', type: 'gauge', labels: ['peer', 'slot', 'wal_status'], status: 'in-progress', source: 'pgbidi', help: 'State set of pg_replication_slots.wal_status for our slot.' },
-  { name: 'pgbidi_scrape_errors_total', type: 'counter', labels: ['peer'], status: 'in-progress', source: 'pgbidi', help: 'Failed reads of the peer slot state at scrape time.' },
+  { name: 'pgbidi_slot_active', type: 'gauge', labels: ['peer', 'slot'], status: 'exported', source: 'pgbidi', help: "Our slot on the peer is being streamed (1) or not (0)." },
+  { name: 'pgbidi_slot_retained_wal_bytes', type: 'gauge', labels: ['peer', 'slot'], status: 'exported', source: 'pgbidi', help: "WAL the peer keeps for our slot." },
+  { name: 'pgbidi_slot_safe_wal_size_bytes', type: 'gauge', labels: ['peer', 'slot'], status: 'exported', source: 'pgbidi', help: 'WAL the peer can write before our slot is invalidated; absent when unlimited.' },
+  { name: 'pgbidi_slot_wal_status', type: 'gauge', labels: ['peer', 'slot', 'wal_status'], status: 'exported', source: 'pgbidi', help: 'State set of pg_replication_slots.wal_status for our slot.' },
+  { name: 'pgbidi_scrape_errors_total', type: 'counter', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Failed reads of the peer slot state at scrape time.' },
   // prom-client default collectors (no prefix)
   { name: 'process_cpu_seconds_total', type: 'counter', labels: [], status: 'exported', source: 'prom-client', help: 'User and system CPU time spent.' },
   { name: 'process_resident_memory_bytes', type: 'gauge', labels: [], status: 'exported', source: 'prom-client', help: 'Resident memory size.' },

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { METRICS } from '../../src/artifacts/metric-names.js';
 import { Metrics } from '../../src/observability/metrics.js';
+import { PeerCollectors } from '../../src/observability/peer-collectors.js';
 
 interface Family {
   readonly type: string;
@@ -10,13 +11,15 @@ interface Family {
 /** What the agent's registry exposes, with every label combination it can produce initialised. */
 async function exported(): Promise<Map<string, Family>> {
   const m = new Metrics({ node: 'a', version: '0.0.0-test', peers: ['b'] });
-  m.link('b').conflict('public.t', 'insert_exists', 'apply_remote');
+  // The slot and byte-lag gauges the agent reads from its peers at scrape time (no peer: nothing is read).
+  const peers = new PeerCollectors({ node: 'a', peers: [], registries: [m.registry] });
   const out = new Map<string, Family>();
   for (const f of await m.registry.getMetricsAsJSON()) {
     // The declared label names (a histogram with no observation yet has no values to read them from).
     const declared = (m.registry.getSingleMetric(f.name) as unknown as { labelNames?: readonly string[] } | undefined)?.labelNames ?? [];
     out.set(f.name, { type: String(f.type), labels: [...declared].sort() });
   }
+  await peers.close();
   return out;
 }
 
