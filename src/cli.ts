@@ -110,6 +110,7 @@ async function setup(config: Config, io: Io): Promise<number> {
   io.out(`  published tables: ${report.tables.length ? report.tables.join(', ') : '(none yet)'}\n`);
   io.out(`  replication origins: ${report.origins.join(', ')}\n`);
   for (const s of report.slots) io.out(`  slot ${s.slot} for peer ${s.peer}: ${s.status}\n`);
+  for (const n of report.notes) io.out(`  note: ${n}\n`);
   return 0;
 }
 

@@ -16,6 +16,7 @@ export function metadataSchemaSql(selfName: string): string[] {
        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
        name text NOT NULL,
        created_at timestamptz NOT NULL DEFAULT now())`,
+    `ALTER TABLE ${s}.node ADD COLUMN IF NOT EXISTS conflict_policy jsonb`,
     `CREATE TABLE IF NOT EXISTS ${s}.conflicts (
        id bigserial PRIMARY KEY,
        logged_at timestamptz NOT NULL DEFAULT clock_timestamp(),

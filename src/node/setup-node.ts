@@ -4,6 +4,8 @@ import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { metadataSchemaSql, tombstoneTriggerSql } from './metadata-schema.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { resolveTables } from './table-selection.js';
+import type { SelectedTable } from './table-selection.js';
+import { globToRegExp } from '../util/glob.js';
 
 export class SetupError extends Error {
   readonly code = 'PGBIDI_SETUP_FAILED';
@@ -18,6 +20,8 @@ export interface SetupReport {
   readonly tables: readonly string[];
   readonly origins: readonly string[];
   readonly slots: readonly { peer: string; slot: string; status: 'created' | 'exists' }[];
+  /** Things the operator should know that do not stop setup. */
+  readonly notes: readonly string[];
 }
 
 const MIN_VERSION_NUM = 150000;
@@ -57,6 +61,34 @@ export async function setupNode(config: Config): Promise<SetupReport> {
           'add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL for insert-mostly tables',
       );
     }
+    const notes: string[] = [];
+    for (const t of config.conflicts.tables) {
+      if (t.policy !== 'delta') continue;
+      const noFull = tables.filter((x) => t.match.some((p) => globToRegExp(p).test(`${x.schema}.${x.name}`)) && x.replicaIdentity !== 'f');
+      if (noFull.length) {
+        problems.push(
+          `the delta policy needs the old row: ALTER TABLE … REPLICA IDENTITY FULL on ${noFull.map((x) => `${x.schema}.${x.name}`).join(', ')}`,
+        );
+      }
+    }
+    const toasty = await tablesWithOutOfLineValues(client, tables.filter((t) => t.replicaIdentity !== 'f' && t.primaryKey.length > 0));
+    if (toasty.length) {
+      notes.push(
+        `${toasty.join(', ')} can hold out-of-line (TOAST) values: an update that must re-create a missing row needs the ` +
+          'whole row, which only REPLICA IDENTITY FULL provides; without it such updates are skipped and logged as update_missing',
+      );
+    }
+    const risky = [config.conflicts.default_policy, ...config.conflicts.tables.map((t) => t.policy)].filter(
+      (p) => p === 'apply_remote' || p === 'keep_local' || p === 'skip',
+    );
+    if (risky.length) {
+      notes.push(
+        `policies ${[...new Set(risky)].join(', ')} converge only when no two nodes write the same row at the same time; ` +
+          'last_update_wins (or delta for counters) converges always',
+      );
+    }
+    const policyJson = canonicalPolicy(config);
+    problems.push(...(await peerPolicyMismatches(config, policyJson)));
     if (problems.length) throw new SetupError(problems);
 
     await client.query('BEGIN');
@@ -67,6 +99,7 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       throw new SetupError([`this database belongs to pgbidi node '${existing}', not '${config.node.name}'`]);
     }
     if (existing === undefined) await client.query(`INSERT INTO ${METADATA_SCHEMA}.node (name) VALUES ($1)`, [config.node.name]);
+    await client.query(`UPDATE ${METADATA_SCHEMA}.node SET conflict_policy = $1::jsonb`, [policyJson]);
 
     const pub = quoteIdent(config.replication.publication);
     const list = tables.map((t) => qualifiedName(t.schema, t.name)).join(', ');
@@ -106,6 +139,7 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       tables: tables.map((t) => `${t.schema}.${t.name}`),
       origins,
       slots,
+      notes,
     };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -143,4 +177,70 @@ async function ensureSlot(client: pg.Client, slot: string): Promise<'created' | 
   if (found.rowCount) return 'exists';
   await client.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
   return 'created';
+}
+
+/** The conflict settings every node must share, in a stable JSON form. */
+function canonicalPolicy(config: Config): string {
+  const c = config.conflicts;
+  return JSON.stringify({
+    default_policy: c.default_policy,
+    unique_violation: c.unique_violation,
+    tables: c.tables.map((t) => ({ match: [...t.match].sort(), policy: t.policy, delta_columns: [...t.delta_columns].sort() })),
+  });
+}
+
+/**
+ * Nodes that resolve the same conflict differently diverge (keep_local here and apply_remote there
+ * keeps both versions forever), so every peer that is already set up must have the same settings.
+ */
+async function peerPolicyMismatches(config: Config, mine: string): Promise<string[]> {
+  const problems: string[] = [];
+  for (const peer of config.peers) {
+    const client = new pg.Client({ connectionString: peer.dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      const r = await client.query<{ p: unknown }>(
+        `SELECT conflict_policy AS p FROM ${METADATA_SCHEMA}.node WHERE to_regclass('${METADATA_SCHEMA}.node') IS NOT NULL`,
+      );
+      const theirs = r.rows[0]?.p;
+      if (theirs !== undefined && theirs !== null && stableJson(theirs) !== stableJson(JSON.parse(mine))) {
+        problems.push(
+          `conflict settings differ from peer ${peer.name} (${stableJson(theirs)} there, ${stableJson(JSON.parse(mine))} here): ` +
+            'nodes that resolve the same conflict differently cannot converge; use the same conflicts section on every node',
+        );
+      }
+    } catch {
+      // Not reachable or not set up yet: its own setup compares with this node.
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  return problems;
+}
+
+/** Tables with a column whose storage allows out-of-line values (attstorage 'x' or 'e'). */
+async function tablesWithOutOfLineValues(client: pg.Client, tables: readonly SelectedTable[]): Promise<string[]> {
+  if (tables.length === 0) return [];
+  const names = tables.map((t) => `${t.schema}.${t.name}`);
+  const r = await client.query<{ t: string }>(
+    `SELECT DISTINCT n.nspname || '.' || c.relname AS t
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname || '.' || c.relname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attstorage IN ('x', 'e')
+      ORDER BY 1`,
+    [names],
+  );
+  return r.rows.map((x) => x.t);
+}
+
+/** JSON with object keys sorted, so that jsonb's own key order does not matter. */
+function stableJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stableJson).join(',')}]`;
+  if (typeof v === 'object' && v !== null) {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stableJson((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
 }

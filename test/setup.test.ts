@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config/load-config.js';
+import { embeddedBinDir } from '../src/pg-server/postgres-binaries.js';
+import { SetupError, setupNode } from '../src/node/setup-node.js';
+import { useCluster } from './support/cluster-fixture.js';
+
+async function setupError(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof SetupError) return err.message;
+    throw err;
+  }
+  throw new Error('setup succeeded');
+}
+
+describe('setup', () => {
+  const misconfigured = useCluster(() => ({
+    binDir: embeddedBinDir(),
+    nodes: ['a', 'b'],
+    settings: { wal_level: 'replica', track_commit_timestamp: 'off', max_replication_slots: 0, max_wal_senders: 0 },
+    schema: [`CREATE TABLE nokey (v text)`, `CREATE TABLE ok (id int PRIMARY KEY, body text)`],
+  }));
+
+  it('names every missing setting and table problem at once, with the fix', async () => {
+    const c = misconfigured.get();
+    const message = await setupError(setupNode(c.config('a')));
+    expect(message).toContain("wal_level is 'replica': set wal_level = logical");
+    expect(message).toContain('track_commit_timestamp is off');
+    expect(message).toContain('max_replication_slots is 0');
+    expect(message).toContain('max_wal_senders is 0');
+    expect(message).toContain('public.nokey');
+    expect(message).not.toContain('public.ok');
+  });
+
+  const cluster = useCluster(() => ({
+    binDir: embeddedBinDir(),
+    nodes: ['a', 'b'],
+    schema: [`CREATE TABLE ok (id int PRIMARY KEY, body text)`],
+  }));
+
+  it('is idempotent, notes TOAST-able tables, and rejects conflict settings that differ between nodes', async () => {
+    const c = cluster.get();
+    const first = await setupNode(c.config('a'));
+    const again = await setupNode(c.config('a'));
+    expect(again.slots).toEqual([{ peer: 'b', slot: 'pgbidi_a_to_b', status: 'exists' }]);
+    expect(first.slots[0]?.status).toBe('created');
+    expect(again.notes.join(' ')).toContain('public.ok can hold out-of-line (TOAST) values');
+
+    const keepLocal = parseConfig({ ...c.rawConfig('b'), conflicts: { default_policy: 'keep_local' } }, {});
+    const message = await setupError(setupNode(keepLocal));
+    expect(message).toContain('conflict settings differ from peer a');
+    const same = await setupNode(c.config('b'));
+    expect(same.tables).toEqual(['public.ok']);
+  });
+});
