@@ -473,7 +473,7 @@ export function linkDashboard(config: ArtifactConfig = defaultConfig): JsonObjec
   const spec: DashboardSpec = {
     uid: `${config.dashboards.uidPrefix}-link`,
     title: `${config.dashboards.titlePrefix} / Link`,
-    description: 'One link (changes of peer $peer applied by the selected agents): latency with exemplars, backpressure, reconnects, conflicts per table, the slot on the peer.',
+    description: 'One link (the changes of the selected peer, applied by the selected agents): latency with exemplars, backpressure, reconnects, conflicts per table, the slot on the peer.',
     tags: config.dashboards.tags,
     refresh: config.dashboards.refresh,
     timeFrom: config.dashboards.timeFrom,
