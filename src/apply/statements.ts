@@ -284,6 +284,49 @@ export function deleteRows(m: TableMapping, keys: readonly (readonly (string | n
   };
 }
 
+/** Advisory lock buckets per table: bounded, so a large transaction cannot exhaust the lock table. */
+const LOCK_BUCKETS = 256;
+
+/**
+ * Serializes the apply sessions of different peers on the same keys (technical research §6.2, the
+ * "key-level race"): without it, two sessions can each decide on a snapshot that misses the other's
+ * uncommitted delete or insert. Sent (pipelined) before the statement that writes, so that the
+ * statement's snapshot is taken after the locks are held. Keys hash into a bounded number of
+ * buckets; buckets are taken in order.
+ */
+export function lockKeys(m: TableMapping, keys: readonly (readonly (string | null)[])[]): Statement {
+  const p = new Params();
+  const aliases = m.key.map((c) => c.name);
+  const x = inputRows(p, m.key.map((c, i) => ({ alias: aliases[i] as string, values: keys.map((k) => k[i] ?? null) })));
+  const table = p.add(qualified(m));
+  return {
+    text:
+      `WITH ${x} SELECT count(pg_advisory_xact_lock(hashtext(${table}), b)) AS locked FROM ` +
+      `(SELECT DISTINCT abs(hashtext(${tombstoneKey(m, aliases)}::text) % ${LOCK_BUCKETS}) AS b FROM x ORDER BY 1) AS buckets`,
+    values: p.values,
+  };
+}
+
+/**
+ * Undoes rows this transaction wrote for keys that a newer delete removed meanwhile: a local DELETE
+ * that held the row while the insert waited commits its tombstone after the insert's snapshot was
+ * taken (local writers take no advisory locks). The new statement sees that tombstone.
+ */
+export function undoDeletedLater(m: TableMapping, keys: readonly (readonly (string | null)[])[], version: RemoteVersion): Statement {
+  const p = new Params();
+  const aliases = m.key.map((c) => c.name);
+  const x = inputRows(p, m.key.map((c, i) => ({ alias: aliases[i] as string, values: keys.map((k) => k[i] ?? null) })));
+  const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
+  const table = p.add(qualified(m));
+  return {
+    text:
+      `WITH ${x} DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x ` +
+      `WHERE ${keyMatchOn(m, aliases)} AND t.xmin = pg_current_xact_id()::xid AND ${newerTombstone(m, table, tombstoneKey(m, aliases), v)} ` +
+      `RETURNING x.ord`,
+    values: p.values,
+  };
+}
+
 /**
  * Tables without a primary key (REPLICA IDENTITY FULL): one physical row that matches the old row
  * on every column's text form, as the native apply worker's full-row scan does (RelationFindReplTupleSeq).

@@ -15,6 +15,8 @@ import type { TableMapping, MappedColumn } from './table-mapping.js';
 import {
   deleteByIdentity,
   deleteRows,
+  lockKeys,
+  undoDeletedLater,
   truncateTables,
   updateByIdentity,
   updateRows,
@@ -74,6 +76,8 @@ interface Run {
 }
 
 interface Pending {
+  /** lock: advisory key locks; main: the run's statement; undo: see undoDeletedLater. */
+  readonly role: 'lock' | 'main' | 'undo';
   readonly run: Run;
   readonly result: Promise<{ rows: Record<string, unknown>[] }>;
 }
@@ -111,10 +115,17 @@ export class TransactionApplier {
 
   async apply(changes: readonly ChangeMessage[], version: RemoteVersion): Promise<BatchOutcome> {
     const runs = await this.plan(changes);
-    const pending: Pending[] = runs.map((run) => ({
-      run,
-      result: this.session.run(this.statement(run, { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) })),
-    }));
+    const pending: Pending[] = [];
+    for (const run of runs) {
+      const keyed = run.mapping.key.length > 0 && (run.kind === 'insert' || run.kind === 'update' || run.kind === 'delete');
+      const newKeys = keyed && run.kind !== 'delete' ? run.rows.map((r) => keyOf(run.mapping, r)) : [];
+      const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
+      if (keyed) pending.push({ role: 'lock', run, result: this.session.run(lockKeys(run.mapping, [...run.oldKeys, ...newKeys])) });
+      pending.push({ role: 'main', run, result: this.session.run(this.statement(run, runVersion)) });
+      if (keyed && run.kind !== 'delete') {
+        pending.push({ role: 'undo', run, result: this.session.run(undoDeletedLater(run.mapping, newKeys, runVersion)) });
+      }
+    }
     // Every promise gets a handler now, so a failure in one does not leave the others unobserved.
     const settled = await Promise.allSettled(pending.map((p) => p.result));
     const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
@@ -125,7 +136,10 @@ export class TransactionApplier {
       tables: new Set(runs.map((r) => tableName(r.mapping))),
     };
     settled.forEach((s, i) => {
-      if (s.status === 'fulfilled') this.account((pending[i] as Pending).run, s.value.rows, version, outcome);
+      const p = pending[i] as Pending;
+      if (s.status !== 'fulfilled' || p.role === 'lock') return;
+      if (p.role === 'undo') this.accountUndone(p.run, s.value.rows, version, outcome);
+      else this.account(p.run, s.value.rows, version, outcome);
     });
     const halted = outcome.conflicts.filter((c) => c.resolution === 'error');
     if (halted.length) throw new ConflictHaltError(halted);
@@ -262,6 +276,24 @@ export class TransactionApplier {
       }
       default:
         return assertNever(run.kind);
+    }
+  }
+
+  /** Rows written and then undone because a newer delete committed meanwhile (see undoDeletedLater). */
+  private accountUndone(run: Run, rows: Record<string, unknown>[], version: RemoteVersion, out: BatchOutcome): void {
+    for (const r of rows) {
+      const ord = Number(r.ord);
+      const op = run.kind === 'update' ? 'update' : 'insert';
+      out.applied[op] -= 1;
+      out.conflicts.push({
+        type: 'update_deleted',
+        resolution: 'skip',
+        schema: run.mapping.local.schema,
+        table: run.mapping.local.name,
+        key: run.kind === 'update' ? (run.oldKeys[ord - 1] ?? []) : keyOf(run.mapping, run.rows[ord - 1] ?? []),
+        remoteCommitTimestamp: version.commitTimestamp,
+        remoteNode: version.node,
+      });
     }
   }
 
