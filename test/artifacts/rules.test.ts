@@ -85,8 +85,8 @@ describe('Prometheus rules', () => {
     expect(await committedRules()).toEqual(JSON.parse(JSON.stringify(rules())));
   });
 
-  it(`promtool check rules accepts the file${promtool.note}`, { skip: promtool.skip }, () => {
-    const r = run(promtool, ['check', 'rules', RULES]);
+  it(`promtool check rules accepts the file, duplicate-rule lint included${promtool.note}`, { skip: promtool.skip }, () => {
+    const r = run(promtool, ['check', 'rules', '--lint=all', '--lint-fatal', RULES]);
     expect(r.output).toContain(`SUCCESS: ${allRules(rules()).length} rules found`);
     expect(r.status).toBe(0);
   });
