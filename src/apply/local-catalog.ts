@@ -29,11 +29,13 @@ export class UnknownTableError extends Error {
   }
 }
 
+/** The primary key column names of pg_class row `c`, in index order (text[], empty without a key). */
+export const PRIMARY_KEY_COLUMNS_SQL = `coalesce((SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+    FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+   WHERE i.indrelid = c.oid AND i.indisprimary), '{}'::text[])`;
+
 const TABLE_SQL = `
-SELECT c.oid::int AS oid, c.relreplident AS replident,
-       coalesce((SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
-                   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                  WHERE i.indrelid = c.oid AND i.indisprimary), '{}'::text[]) AS pk
+SELECT c.oid::int AS oid, c.relreplident AS replident, ${PRIMARY_KEY_COLUMNS_SQL} AS pk
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`;
 

@@ -1,4 +1,5 @@
 import type { ClientBase } from 'pg';
+import { PRIMARY_KEY_COLUMNS_SQL } from '../apply/local-catalog.js';
 import { globToRegExp } from '../util/glob.js';
 import { METADATA_SCHEMA } from './names.js';
 
@@ -22,9 +23,7 @@ export async function resolveTables(
 ): Promise<SelectedTable[]> {
   const r = await client.query<{ schema: string; name: string; pk: string[]; replident: SelectedTable['replicaIdentity'] }>(
     `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident,
-            coalesce((SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
-                        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                       WHERE i.indrelid = c.oid AND i.indisprimary), '{}'::text[]) AS pk
+            ${PRIMARY_KEY_COLUMNS_SQL} AS pk
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
         AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) AND n.nspname NOT LIKE 'pg\\_%'
