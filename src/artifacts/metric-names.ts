@@ -71,7 +71,7 @@ export const METRICS = [
   { name: 'pgbidi_conflicts_total', type: 'counter', labels: ['peer', 'table', 'type', 'resolution'], status: 'exported', source: 'pgbidi', help: 'Conflicts detected while applying, by table, type and resolution.' },
   { name: 'pgbidi_conflicts_unresolved', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'The link is halted by a conflict under the error policy and waits for `pgbidi resolve` (1) or not (0).' },
   { name: 'pgbidi_apply_errors_total', type: 'counter', labels: ['peer', 'kind'], status: 'exported', source: 'pgbidi', help: 'Failed apply attempts, by kind.' },
-  { name: 'pgbidi_dead_letters_total', type: 'counter', labels: ['peer', 'table', 'reason'], status: 'planned', source: 'pgbidi', help: 'Changes diverted to the dead-letter table.' },
+  { name: 'pgbidi_dead_letters_total', type: 'counter', labels: ['peer', 'table', 'reason'], status: 'exported', source: 'pgbidi', help: 'Changes diverted to the dead-letter table.' },
   { name: 'pgbidi_dead_letters_pending', type: 'gauge', labels: [], status: 'exported', source: 'pgbidi', help: 'Dead letters waiting for an operator on this node.' },
   // Clocks and tombstones
   { name: 'pgbidi_clock_skew_seconds', type: 'gauge', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'How far the last peer commit time was ahead of the local clock (0 when behind); apply waits it out.' },

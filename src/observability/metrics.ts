@@ -21,6 +21,9 @@ export type FilterReason = (typeof FILTER_REASONS)[number];
 export const APPLY_ERROR_KINDS = ['connection', 'unique_violation', 'schema', 'timeout', 'serialization', 'other'] as const;
 export type ApplyErrorKind = (typeof APPLY_ERROR_KINDS)[number];
 
+/** The conflict types that can end in the dead letters (a unique key other than the primary key). */
+const UNIQUE_CONFLICT_TYPES: readonly ConflictType[] = ['insert_exists', 'update_exists', 'multiple_unique_conflicts'];
+
 const DELAY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10];
 const SIZE_BUCKETS = [1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000, 100000];
@@ -61,6 +64,7 @@ export class Metrics {
   readonly transactionChanges = new Histogram({ name: 'pgbidi_transaction_changes', help: 'Row changes per applied transaction.', labelNames: ['peer'], buckets: SIZE_BUCKETS, registers: this.registries });
   readonly conflicts = new Counter({ name: 'pgbidi_conflicts_total', help: 'Conflicts detected while applying peer changes, by type and resolution.', labelNames: ['peer', 'table', 'type', 'resolution'], registers: this.registries });
   readonly applyErrors = new Counter({ name: 'pgbidi_apply_errors_total', help: 'Failed apply attempts, by kind.', labelNames: ['peer', 'kind'], registers: this.registries });
+  readonly deadLetters = new Counter({ name: 'pgbidi_dead_letters_total', help: 'Remote changes diverted to pgbidi.dead_letters, by table and reason (the conflict type).', labelNames: ['peer', 'table', 'reason'], registers: this.registries });
   readonly deadLettersPending = new Gauge({ name: 'pgbidi_dead_letters_pending', help: 'Dead letters (changes that violated a secondary unique constraint) waiting for an operator on this node.', registers: this.registries });
   readonly conflictsUnresolved = new Gauge({ name: 'pgbidi_conflicts_unresolved', help: 'Whether the link is halted by a conflict under the error policy and waits for `pgbidi resolve` (1) or not (0).', labelNames: ['peer'], registers: this.registries });
   readonly tombstones = new Gauge({ name: 'pgbidi_tombstones', help: 'Tombstones (deleted keys kept for conflict resolution) on this node.', registers: this.registries });
@@ -185,11 +189,13 @@ export class LinkMetrics {
     for (const type of CONFLICT_TYPES) {
       for (const resolution of RESOLUTIONS) this.m.conflicts.inc({ peer: this.peer, table, type, resolution }, 0);
     }
+    for (const reason of UNIQUE_CONFLICT_TYPES) this.m.deadLetters.inc({ peer: this.peer, table, reason }, 0);
   }
 
   conflict(table: string, type: ConflictType, resolution: Resolution, count = 1): void {
     this.table(table);
     this.m.conflicts.inc({ peer: this.peer, table, type, resolution }, count);
+    if (resolution === 'dead_letter') this.m.deadLetters.inc({ peer: this.peer, table, reason: type }, count);
   }
 
   clockSkew(seconds: number, exceeded: boolean): void {
