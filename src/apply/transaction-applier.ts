@@ -227,7 +227,7 @@ export class TransactionApplier {
         current = null;
         continue;
       }
-      const m = await this.mapping(change.relationId);
+      const m = this.mappings.get(change.relationId) ?? (await this.mapping(change.relationId));
       const step = describe(m, change);
       const cur = current as Run | null;
       const keyText = step.key ? JSON.stringify(step.key) : null;

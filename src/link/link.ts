@@ -497,7 +497,7 @@ export class Link {
       case 'delete':
       case 'truncate': {
         const op = OP_OF[msg.tag];
-        this.deps.metrics.received(op, 0);
+        this.deps.metrics.received(op);
         if (this.skipping) {
           this.deps.metrics.filtered(op, 'origin');
           return;

@@ -145,13 +145,23 @@ export class LinkMetrics {
     if (p.confirmed !== undefined) this.m.confirmedLsn.set({ peer: this.peer }, Number(p.confirmed));
   }
 
-  received(op: ChangeOp, bytes: number): void {
-    this.m.changesReceived.inc({ peer: this.peer, op });
-    this.m.receivedBytes.inc({ peer: this.peer }, bytes);
+  // Children bound once: the receive path counts every change, and label hashing per call showed up
+  // in profiles (bench).
+  private readonly receivedChildren = new Map<ChangeOp, { inc(v?: number): void }>();
+  private bytesChild: { inc(v?: number): void } | null = null;
+
+  received(op: ChangeOp): void {
+    let child = this.receivedChildren.get(op);
+    if (!child) {
+      child = this.m.changesReceived.labels({ peer: this.peer, op });
+      this.receivedChildren.set(op, child);
+    }
+    child.inc();
   }
 
   receivedBytes(bytes: number): void {
-    this.m.receivedBytes.inc({ peer: this.peer }, bytes);
+    this.bytesChild ??= this.m.receivedBytes.labels({ peer: this.peer });
+    this.bytesChild.inc(bytes);
   }
 
   applied(op: ChangeOp, count: number): void {

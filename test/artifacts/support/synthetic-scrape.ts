@@ -61,7 +61,8 @@ export async function syntheticHistory(options: { end: number; minutes: number; 
       const link = a.metrics.link(a.peer);
       link.state('streaming');
       for (let i = 0; i < 5; i++) {
-        link.received('insert', 200);
+        link.received('insert');
+        link.receivedBytes(200);
         link.applied('insert', 1);
         link.transactionApplied({
           commitUnixSeconds: t - 1,
