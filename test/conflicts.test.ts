@@ -105,6 +105,14 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
       ]),
     );
     expect(await counter(c, 'b', { table: 'public.t', type: 'update_deleted', resolution: 'skip' })).toBe(1);
+    // The log keeps both rows of a conflict, with the remote version.
+    const [logged] = await c.query<{ local: unknown; remote: unknown; node: string; lsn: string | null }>(
+      'b',
+      `SELECT local_tuple AS local, remote_tuple AS remote, remote_node AS node, remote_commit_lsn::text AS lsn
+         FROM pgbidi.conflicts WHERE table_name = 't' AND conflict_type = 'insert_exists'`,
+    );
+    expect(logged).toMatchObject({ local: { id: 1, v: 'b1' }, remote: { id: '1', v: 'a1' }, node: 'a' });
+    expect(logged?.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
     expect(await counter(c, 'a', { table: 'public.t', type: 'insert_exists', resolution: 'apply_remote' })).toBe(1);
     // The resurrected row 3 has a tombstone history; row 4 stays deleted on both nodes.
     const [tomb] = await c.query<{ n: number }>('b', `SELECT count(*)::int AS n FROM pgbidi.tombstones WHERE table_name = 'public.t' AND key = '[4]'`);

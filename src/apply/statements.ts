@@ -130,6 +130,11 @@ function present(m: TableMapping, aliases: readonly string[]): string {
   return `EXISTS (SELECT 1 FROM ${qualifiedName(m.local.schema, m.local.name)} AS t WHERE ${keyMatchOn(m, aliases)})`;
 }
 
+/** The local row before the statement, as jsonb (for the conflict log); a distinct alias, since a column may be called t. */
+function localRow(m: TableMapping, aliases: readonly string[]): string {
+  return `(SELECT to_jsonb(pgbidi_local) FROM ${qualifiedName(m.local.schema, m.local.name)} AS pgbidi_local WHERE ${keyMatchOn(m, aliases, 'pgbidi_local')})`;
+}
+
 function qualified(m: TableMapping): string {
   return `${m.local.schema}.${m.local.name}`;
 }
@@ -169,7 +174,7 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
       `WITH ${x}, ins AS (INSERT INTO ${target} AS t (${names})${overriding} ${select} ` +
       tombstoneCheck +
       `ON CONFLICT (${keyNames}) ${action} RETURNING ${keyNames}, (t.xmax = 0) AS inserted) ` +
-      `SELECT x.ord, i.inserted, ${present(m, keyAliases)} AS present FROM x LEFT JOIN ins i ON ${keyJoin} WHERE i.inserted IS NOT TRUE`,
+      `SELECT x.ord, i.inserted, ${present(m, keyAliases)} AS present, ${localRow(m, keyAliases)} AS local FROM x LEFT JOIN ins i ON ${keyJoin} WHERE i.inserted IS NOT TRUE`,
     values: p.values,
   };
 }
@@ -247,7 +252,7 @@ export function updateRows(
       `r AS (INSERT INTO ${target} AS t (${names})${overriding} SELECT ${m.columns.map((c, i) => castAs(c, fullAliases[i] as string)).join(', ')} FROM x ` +
       `WHERE x.complete AND NOT ${present(m, keyAliases)} AND ${recreate} ` +
       `ON CONFLICT (${keyNames}) DO NOTHING RETURNING ${keyNames})${moved} ` +
-      `SELECT x.ord, ${present(m, keyAliases)} AS present, ` +
+      `SELECT x.ord, ${present(m, keyAliases)} AS present, ${localRow(m, keyAliases)} AS local, ` +
       `EXISTS (SELECT 1 FROM r WHERE ${m.key.map((c, i) => `r.${quoteIdent(c.name)} = ${castAs(c, newKeyAliases[i] as string)}`).join(' AND ')}) AS resurrected, ` +
       `${newerTombstone(m, tableParam, newKey, v)} AS deleted_later ` +
       `FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.ord = x.ord)`,
@@ -279,7 +284,7 @@ export function deleteRows(m: TableMapping, keys: readonly (readonly (string | n
       `tomb AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) SELECT ${tableParam}, ${tombstoneKey(m, aliases)} FROM x ` +
       `WHERE EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord) OR NOT ${present(m, aliases)} ` +
       `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE ${remoteWins('tb', v)}) ` +
-      `SELECT x.ord, ${present(m, aliases)} AS present FROM x WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord)`,
+      `SELECT x.ord, ${present(m, aliases)} AS present, ${localRow(m, aliases)} AS local FROM x WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord)`,
     values: p.values,
   };
 }

@@ -302,7 +302,9 @@ export class TransactionApplier {
     // What a remote change that does not win is recorded as, per policy.
     const loses: Resolution = policy === 'error' ? 'error' : policy === 'skip' ? 'skip' : 'keep_local';
     const skipped: Resolution = policy === 'error' ? 'error' : 'skip';
+    let row: Record<string, unknown> = {};
     const conflict = (ord: number, type: ConflictRecord['type'], resolution: ConflictRecord['resolution']): void => {
+      const change = run.changes[ord - 1];
       out.conflicts.push({
         type,
         resolution,
@@ -311,12 +313,15 @@ export class TransactionApplier {
         key: run.oldKeys[ord - 1] ?? [],
         remoteCommitTimestamp: version.commitTimestamp,
         remoteNode: version.node,
+        ...(change && change.tag !== 'truncate' ? { remoteTuple: tupleObject(run.mapping, change.tag === 'delete' ? change.oldTuple : change.newTuple) } : {}),
+        ...(row.local !== undefined && row.local !== null ? { localTuple: row.local } : {}),
       });
     };
     switch (run.kind) {
       case 'insert': {
         let notWritten = 0;
         for (const r of rows) {
+          row = r;
           const ord = Number(r.ord);
           if (r.inserted === false) {
             conflict(ord, 'insert_exists', 'apply_remote');
@@ -332,6 +337,7 @@ export class TransactionApplier {
       }
       case 'update': {
         for (const r of rows) {
+          row = r;
           const ord = Number(r.ord);
           if (r.present) conflict(ord, 'update_origin_differs', loses);
           else if (r.resurrected) {
@@ -343,7 +349,10 @@ export class TransactionApplier {
         return;
       }
       case 'delete': {
-        for (const r of rows) conflict(Number(r.ord), r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? loses : 'skip');
+        for (const r of rows) {
+          row = r;
+          conflict(Number(r.ord), r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? loses : 'skip');
+        }
         out.applied.delete += run.oldKeys.length - rows.length;
         return;
       }
@@ -361,6 +370,16 @@ export class TransactionApplier {
         assertNever(run.kind);
     }
   }
+}
+
+function tupleObject(m: TableMapping, tuple: Tuple): Record<string, string | null> {
+  const out: Record<string, string | null> = {};
+  for (const c of m.columns) {
+    const v = tuple[c.index];
+    if (v === undefined || v === UNCHANGED_TOAST) continue;
+    out[c.name] = v === null ? null : typeof v === 'string' ? v : v.toString('utf8');
+  }
+  return out;
 }
 
 function tableName(m: TableMapping): string {

@@ -29,4 +29,8 @@ export interface ConflictRecord {
   readonly key: readonly (string | null)[];
   readonly remoteCommitTimestamp: string;
   readonly remoteNode: string;
+  /** The remote row (column → text value; unchanged TOAST values are left out), when there is one. */
+  readonly remoteTuple?: Readonly<Record<string, string | null>>;
+  /** The local row before the change, as PostgreSQL's to_jsonb gave it, when it existed. */
+  readonly localTuple?: unknown;
 }

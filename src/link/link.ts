@@ -701,18 +701,29 @@ export class Link {
 
   private async recordConflicts(session: ApplySession, conflicts: readonly ConflictRecord[], commitLsn: Lsn): Promise<void> {
     await session.run({
-      text: `INSERT INTO ${METADATA_SCHEMA}.conflicts (peer, conflict_type, resolution, table_schema, table_name, key, remote_commit_ts, remote_commit_lsn, remote_node)
-             SELECT $1, c.type, c.resolution, c.schema, c.tbl, c.key, c.ts::timestamptz, $2::pg_lsn, c.node
-               FROM jsonb_to_recordset($3::jsonb) AS c(type text, resolution text, schema text, tbl text, key jsonb, ts text, node text)`,
+      text: `INSERT INTO ${METADATA_SCHEMA}.conflicts (peer, conflict_type, resolution, table_schema, table_name, key, remote_commit_ts, remote_commit_lsn, remote_node, local_tuple, remote_tuple)
+             SELECT $1, c.type, c.resolution, c.schema, c.tbl, c.key, c.ts::timestamptz, $2::pg_lsn, c.node, c.local, c.remote
+               FROM jsonb_to_recordset($3::jsonb) AS c(type text, resolution text, schema text, tbl text, key jsonb, ts text, node text, local jsonb, remote jsonb)`,
       values: [
         this.peer,
         formatLsn(commitLsn),
         JSON.stringify(
-          conflicts.map((c) => ({ type: c.type, resolution: c.resolution, schema: c.schema, tbl: c.table, key: c.key, ts: c.remoteCommitTimestamp, node: c.remoteNode })),
+          conflicts.map((c) => ({
+            type: c.type,
+            resolution: c.resolution,
+            schema: c.schema,
+            tbl: c.table,
+            key: c.key,
+            ts: c.remoteCommitTimestamp,
+            node: c.remoteNode,
+            local: c.localTuple ?? null,
+            remote: c.remoteTuple ?? null,
+          })),
         ),
       ],
     });
   }
+
 
   /**
    * Standby status update. flush = the origin's progress after pg_replication_origin_progress(…, true)

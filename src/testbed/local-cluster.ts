@@ -84,8 +84,8 @@ export class LocalCluster {
     for (const name of this.options.nodes) await setupNode(this.config(name));
   }
 
-  async startAgent(name: string, log: Logger = createLogger('silent'), httpListen?: string): Promise<Agent> {
-    const agent = await Agent.start({ config: this.config(name, httpListen), log, defaultMetrics: false });
+  async startAgent(name: string, log: Logger = createLogger('silent'), httpListen?: string, defaultMetrics = false): Promise<Agent> {
+    const agent = await Agent.start({ config: this.config(name, httpListen), log, defaultMetrics });
     this.agents.set(name, agent);
     return agent;
   }

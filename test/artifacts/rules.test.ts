@@ -21,9 +21,7 @@ const promtool = findTool('promtool', 'prometheus');
  * Alerts that read metrics the agent does not export yet, acknowledged. A new alert on a planned or
  * in-progress metric must be listed here on purpose; the end-to-end run can skip exactly these.
  */
-const AWAITING_METRICS: Readonly<Record<string, readonly string[]>> = {
-  PgbidiDeadLettersGrowing: ['pgbidi_dead_letters_total'],
-};
+const AWAITING_METRICS: Readonly<Record<string, readonly string[]>> = {};
 
 async function committedRules(): Promise<RuleFile> {
   return parse(await readFile(join(REPO, RULES), 'utf8')) as RuleFile;
