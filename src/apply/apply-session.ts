@@ -87,15 +87,23 @@ export class ApplySession {
    * the local commit timestamp (so row versions agree on every node) and the origin advances with the
    * data. Called in every transaction: the values are session globals that COMMIT does not reset.
    */
-  async commit(endLsn: Lsn, commitTimestamp: string): Promise<void> {
+  /**
+   * Returns whether the transaction wrote anything: a transaction without an xid writes no commit
+   * record, so its COMMIT does not advance the origin (RecordTransactionCommit), and the caller must
+   * account for its position another way.
+   */
+  async commit(endLsn: Lsn, commitTimestamp: string): Promise<{ wrote: boolean }> {
+    const xid = this.pg.query<{ xid: string | null }>('SELECT pg_current_xact_id_if_assigned()::text AS xid');
     const setup = this.pg.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [
       formatLsn(endLsn),
       commitTimestamp,
     ]);
     const commit = this.pg.query('COMMIT');
+    const wrote = (await xid).rows[0]?.xid != null;
     await setup;
     const result = await commit;
     if (result.command !== 'COMMIT') throw new CommitFailedError(result.command);
+    return { wrote };
   }
 
   async rollback(): Promise<void> {

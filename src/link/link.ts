@@ -158,7 +158,9 @@ export class Link {
   /** The transaction being applied (by commit LSN), for error handling. */
   private openFinalLsn: bigint | null = null;
   /** A transaction halted by the error policy, waiting for `resolve()`. */
-  private halted: { finalLsn: bigint; message: string } | null = null;
+  private halted: { finalLsn: bigint; message: string; conflicts: readonly ConflictRecord[] } | null = null;
+  /** The conflicts of a transaction the operator skipped, recorded when it commits. */
+  private skippedConflicts: readonly ConflictRecord[] = [];
   private resolution: ((action: 'retry' | 'skip') => void) | null = null;
   /** A halted transaction the operator chose to skip: applied empty, so that progress moves past it. */
   private skipFinalLsn: bigint | null = null;
@@ -258,7 +260,10 @@ export class Link {
         this.wakeBackoff = null;
         if (action === 'stop') break;
         this.deps.log.warn({ action, commitLsn: formatLsn(this.halted.finalLsn) }, 'operator resolved a halted transaction');
-        if (action === 'skip') this.skipFinalLsn = this.halted.finalLsn;
+        if (action === 'skip') {
+          this.skipFinalLsn = this.halted.finalLsn;
+          this.skippedConflicts = this.halted.conflicts;
+        }
         this.halted = null;
         this.backoff.reset();
         continue;
@@ -349,7 +354,7 @@ export class Link {
 
   private recordError(err: unknown): void {
     if (err instanceof ConflictHaltError && this.openFinalLsn !== null) {
-      this.halted = { finalLsn: this.openFinalLsn, message: err.message };
+      this.halted = { finalLsn: this.openFinalLsn, message: err.message, conflicts: err.conflicts };
     } else if (sqlState(err) === '23505' && this.openFinalLsn !== null && !this.carefulTxns.has(this.openFinalLsn)) {
       // A unique constraint other than the key: retry this transaction change by change.
       this.carefulTxns.add(this.openFinalLsn);
@@ -636,9 +641,13 @@ export class Link {
           if (open.conflicts.length) await this.recordConflicts(session, open.conflicts, item.commit.endLsn);
           await this.waitForClock(item.commit.commitTime);
           await begun;
-          await session.commit(item.commit.endLsn, open.version.commitTimestamp);
+          if (this.skipFinalLsn === open.begin.finalLsn) await this.recordSkip(session, item.commit.commitLsn);
+          const { wrote } = await session.commit(item.commit.endLsn, open.version.commitTimestamp);
           const committedAt = this.clock();
-          this.appliedLsn = item.commit.endLsn;
+          // Only a transaction that wrote advanced the origin; one that wrote nothing (a heartbeat, or
+          // changes that all lost) is processed like a filtered one, or the peer would keep its WAL.
+          if (wrote) this.appliedLsn = item.commit.endLsn;
+          else this.idleLsn = maxLsn(this.idleLsn, item.commit.endLsn);
           this.pendingCommitTimes.shift();
           this.applied++;
           this.lastAppliedCommit = item.commit.commitTime;
@@ -697,6 +706,17 @@ export class Link {
     if (aheadMs <= 0) return;
     if (exceeded) this.deps.log.warn({ aheadMs }, 'peer clock is ahead of this node beyond max_clock_skew_ms; waiting');
     await new Promise((resolve) => setTimeout(resolve, aheadMs + 1));
+  }
+
+  /**
+   * The operator's skip, in the conflict log with resolution `skip`. It also gives the (otherwise
+   * empty) transaction an xid, so that its commit advances the origin and the skip is durable.
+   */
+  private async recordSkip(session: ApplySession, commitLsn: Lsn): Promise<void> {
+    const conflicts = this.skippedConflicts.map((c) => ({ ...c, resolution: 'skip' as const }));
+    this.skippedConflicts = [];
+    this.deps.log.warn({ commitLsn: formatLsn(commitLsn), conflicts: conflicts.length }, 'transaction skipped by the operator');
+    await this.recordConflicts(session, conflicts, commitLsn);
   }
 
   private async recordConflicts(session: ApplySession, conflicts: readonly ConflictRecord[], commitLsn: Lsn): Promise<void> {
