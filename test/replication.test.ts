@@ -40,7 +40,9 @@ async function rowsText(c: LocalCluster, node: string, table: string): Promise<s
   return r.map((x) => x.r);
 }
 
+/** Setup and agents, once per cluster: every test can run alone (vitest -t) or after the others. */
 async function startGroup(c: LocalCluster): Promise<void> {
+  if (c.agents.size > 0) return;
   await c.setupAll();
   await c.startAgent('a');
   await c.startAgent('b');
@@ -71,6 +73,7 @@ describe.each(availableServerVersions())('two-node replication on $label', ({ bi
 
   it('keeps a 64 KiB out-of-line TOAST value when another column is updated', async () => {
     const c = cluster.get();
+    await startGroup(c);
     await c.query('a', `INSERT INTO toasty SELECT 1, string_agg(md5(random()::text || g), '') , 0 FROM generate_series(1, 2048) g`);
     const [src] = await c.query<{ md5: string; len: number }>('a', 'SELECT md5(big), length(big) AS len FROM toasty WHERE id = 1');
     expect(src?.len).toBe(65536);
@@ -83,6 +86,7 @@ describe.each(availableServerVersions())('two-node replication on $label', ({ bi
 
   it('moves a row on the peer when its primary key is updated', async () => {
     const c = cluster.get();
+    await startGroup(c);
     await c.query('a', `INSERT INTO moves VALUES (1, 'one'), (2, 'two')`);
     await eventually('rows on b', async () => (await c.query('b', 'SELECT 1 FROM moves')).length === 2);
     await c.query('a', 'UPDATE moves SET id = 100 WHERE id = 1');
@@ -92,14 +96,16 @@ describe.each(availableServerVersions())('two-node replication on $label', ({ bi
 
   it('replicates TRUNCATE', async () => {
     const c = cluster.get();
+    await startGroup(c);
     await c.query('b', 'INSERT INTO trunc SELECT generate_series(1, 10)');
     await eventually('rows on a', async () => (await c.query('a', 'SELECT 1 FROM trunc')).length === 10);
     await c.query('b', 'TRUNCATE trunc');
     await eventually('truncated on a', async () => (await c.query('a', 'SELECT 1 FROM trunc')).length === 0);
   });
 
-  it('converges after 20 s of concurrent writes on both nodes, then goes quiet (no loop)', async () => {
+  it('converges after 20 s of concurrent writes on both nodes, then goes quiet (no loop)', { timeout: 240_000 }, async () => {
     const c = cluster.get();
+    await startGroup(c);
     const stopAt = Date.now() + 20_000;
     const writer = async (node: string, base: number): Promise<number> => {
       const client = new pg.Client({ connectionString: c.dsn(node) });
@@ -125,6 +131,9 @@ describe.each(availableServerVersions())('two-node replication on $label', ({ bi
             ops++;
           }
           await client.query('COMMIT');
+          // A steady OLTP rate rather than a saturating loop: on 2 cores an unthrottled writer per node
+          // measures small-transaction apply throughput (see npm run bench), not convergence.
+          await sleep(5);
         }
       } finally {
         await client.end();
@@ -133,10 +142,10 @@ describe.each(availableServerVersions())('two-node replication on $label', ({ bi
     };
     const [opsA, opsB] = await Promise.all([writer('a', 1), writer('b', 1_000_000)]);
     expect(opsA + opsB).toBeGreaterThan(1000);
-    const hashes = await c.waitConverged('public', 'kv', 60_000);
+    const hashes = await c.waitConverged('public', 'kv', 120_000);
     const [ha, hb] = [hashes.get('a'), hashes.get('b')];
     expect(ha?.rows).toBeGreaterThan(0);
-    expect(hb).toEqual(ha);
+    expect(hb, JSON.stringify(['a', 'b'].map((n) => c.agents.get(n)?.status()))).toEqual(ha);
 
     // No loop: once converged, no row change keeps bouncing between the nodes.
     const applied = (): number[] => ['a', 'b'].map((n) => c.agents.get(n)?.status()[0]?.changesApplied ?? -1);

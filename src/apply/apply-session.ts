@@ -93,14 +93,13 @@ export class ApplySession {
    * account for its position another way.
    */
   async commit(endLsn: Lsn, commitTimestamp: string): Promise<{ wrote: boolean }> {
-    const xid = this.pg.query<{ xid: string | null }>('SELECT pg_current_xact_id_if_assigned()::text AS xid');
-    const setup = this.pg.query('SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)', [
-      formatLsn(endLsn),
-      commitTimestamp,
-    ]);
+    const setup = this.pg.query<{ xid: string | null }>(
+      'SELECT pg_current_xact_id_if_assigned()::text AS xid, pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)',
+      [formatLsn(endLsn), commitTimestamp],
+    );
     const commit = this.pg.query('COMMIT');
-    const wrote = (await xid).rows[0]?.xid != null;
-    await setup;
+    commit.catch(() => undefined); // observed below; a failed setup must not leave it unhandled
+    const wrote = (await setup).rows[0]?.xid != null;
     const result = await commit;
     if (result.command !== 'COMMIT') throw new CommitFailedError(result.command);
     return { wrote };

@@ -78,7 +78,8 @@ interface Run {
 interface Pending {
   /** lock: advisory key locks; main: the run's statement; undo: see undoDeletedLater. */
   readonly role: 'lock' | 'main' | 'undo';
-  readonly run: Run;
+  readonly run?: Run;
+  readonly mapping: TableMapping;
   readonly result: Promise<{ rows: Record<string, unknown>[] }>;
 }
 
@@ -89,6 +90,8 @@ export class TransactionApplier {
   constructor(
     private readonly session: ApplySession,
     private readonly policyOf: (qualifiedTable: string) => TablePolicy = () => DEFAULT_POLICY,
+    /** Other peers' apply sessions write to this node at the same time: serialize them per key. */
+    private readonly concurrentSessions = true,
   ) {}
 
   relation(r: RelationMessage): void {
@@ -115,16 +118,37 @@ export class TransactionApplier {
 
   async apply(changes: readonly ChangeMessage[], version: RemoteVersion): Promise<BatchOutcome> {
     const runs = await this.plan(changes);
-    const pending: Pending[] = [];
+    // Per table of the batch: every key it touches (for the advisory locks) and the keys its inserts
+    // and updates write (for the undo of rows a concurrent newer delete removed).
+    const tables = new Map<TableMapping, { touched: Key[]; written: Key[]; ops: ('insert' | 'update')[]; version: RemoteVersion }>();
     for (const run of runs) {
-      const keyed = run.mapping.key.length > 0 && (run.kind === 'insert' || run.kind === 'update' || run.kind === 'delete');
-      const newKeys = keyed && run.kind !== 'delete' ? run.rows.map((r) => keyOf(run.mapping, r)) : [];
-      const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
-      if (keyed) pending.push({ role: 'lock', run, result: this.session.run(lockKeys(run.mapping, [...run.oldKeys, ...newKeys])) });
-      pending.push({ role: 'main', run, result: this.session.run(this.statement(run, runVersion)) });
-      if (keyed && run.kind !== 'delete') {
-        pending.push({ role: 'undo', run, result: this.session.run(undoDeletedLater(run.mapping, newKeys, runVersion)) });
+      if (run.mapping.key.length === 0 || (run.kind !== 'insert' && run.kind !== 'update' && run.kind !== 'delete')) continue;
+      let t = tables.get(run.mapping);
+      if (!t) {
+        t = { touched: [], written: [], ops: [], version: { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) } };
+        tables.set(run.mapping, t);
       }
+      t.touched.push(...run.oldKeys);
+      if (run.kind !== 'delete') {
+        const op = run.kind;
+        for (const r of run.rows) {
+          const k = keyOf(run.mapping, r);
+          t.touched.push(k);
+          t.written.push(k);
+          t.ops.push(op);
+        }
+      }
+    }
+    const pending: Pending[] = [];
+    if (this.concurrentSessions) {
+      for (const [m, t] of tables) pending.push({ role: 'lock', mapping: m, result: this.session.run(lockKeys(m, t.touched)) });
+    }
+    for (const run of runs) {
+      const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
+      pending.push({ role: 'main', run, mapping: run.mapping, result: this.session.run(this.statement(run, runVersion)) });
+    }
+    for (const [m, t] of tables) {
+      if (t.written.length) pending.push({ role: 'undo', mapping: m, result: this.session.run(undoDeletedLater(m, t.written, t.version)) });
     }
     // Every promise gets a handler now, so a failure in one does not leave the others unobserved.
     const settled = await Promise.allSettled(pending.map((p) => p.result));
@@ -137,14 +161,16 @@ export class TransactionApplier {
     };
     settled.forEach((s, i) => {
       const p = pending[i] as Pending;
-      if (s.status !== 'fulfilled' || p.role === 'lock') return;
-      if (p.role === 'undo') this.accountUndone(p.run, s.value.rows, version, outcome);
-      else this.account(p.run, s.value.rows, version, outcome);
+      if (s.status !== 'fulfilled') return;
+      if (p.role === 'main' && p.run) this.account(p.run, s.value.rows, version, outcome);
+      const t = tables.get(p.mapping);
+      if (p.role === 'undo' && t) this.accountUndone(p.mapping, t.written, t.ops, s.value.rows, version, outcome);
     });
     const halted = outcome.conflicts.filter((c) => c.resolution === 'error');
     if (halted.length) throw new ConflictHaltError(halted);
     return outcome;
   }
+
 
   /**
    * The slow path for a transaction that hit a unique violation (SQLSTATE 23505) on a constraint other
@@ -280,22 +306,29 @@ export class TransactionApplier {
   }
 
   /** Rows written and then undone because a newer delete committed meanwhile (see undoDeletedLater). */
-  private accountUndone(run: Run, rows: Record<string, unknown>[], version: RemoteVersion, out: BatchOutcome): void {
+  private accountUndone(
+    m: TableMapping,
+    written: readonly Key[],
+    ops: readonly ('insert' | 'update')[],
+    rows: Record<string, unknown>[],
+    version: RemoteVersion,
+    out: BatchOutcome,
+  ): void {
     for (const r of rows) {
-      const ord = Number(r.ord);
-      const op = run.kind === 'update' ? 'update' : 'insert';
-      out.applied[op] -= 1;
+      const i = Number(r.ord) - 1;
+      out.applied[ops[i] ?? 'insert'] -= 1;
       out.conflicts.push({
         type: 'update_deleted',
         resolution: 'skip',
-        schema: run.mapping.local.schema,
-        table: run.mapping.local.name,
-        key: run.kind === 'update' ? (run.oldKeys[ord - 1] ?? []) : keyOf(run.mapping, run.rows[ord - 1] ?? []),
+        schema: m.local.schema,
+        table: m.local.name,
+        key: written[i] ?? [],
         remoteCommitTimestamp: version.commitTimestamp,
         remoteNode: version.node,
       });
     }
   }
+
 
   private account(run: Run, rows: Record<string, unknown>[], version: RemoteVersion, out: BatchOutcome): void {
     const policy = this.policyOf(tableName(run.mapping)).policy;

@@ -389,7 +389,7 @@ export class Link {
       statementTimeoutMs: config.replication.statement_timeout_ms,
     });
     const startLsn = await this.session.connect(onConnError);
-    this.applier = new TransactionApplier(this.session, (table) => tablePolicy(config.conflicts, table));
+    this.applier = new TransactionApplier(this.session, (table) => tablePolicy(config.conflicts, table), config.peers.length > 1);
     this.appliedLsn = maxLsn(this.appliedLsn, startLsn);
     this.durableLsn = startLsn;
 
