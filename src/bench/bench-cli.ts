@@ -14,7 +14,7 @@ import { debianBinDir, embeddedBinDir } from '../pg-server/postgres-binaries.js'
 import { stopAllServers } from '../pg-server/postgres-server.js';
 import { formatNotes, formatReport, summarize } from './bench-report.js';
 import { BenchError, POLL_MS } from './bench-workload.js';
-import type { Engine, Measurement, Mode } from './bench-workload.js';
+import type { Engine, Measurement, Mode, Variant } from './bench-workload.js';
 import { runNative } from './native-replication.js';
 import { runPgbidi } from './pgbidi-replication.js';
 
@@ -26,6 +26,9 @@ const USAGE = `Usage: npm run bench -- [options]   (node dist/bench/bench-cli.js
   --modes LIST      backlog,streaming (default both)
   --reps N          repetitions; medians are reported (default 1)
   --timeout-s N     per-run limit for the target to receive all rows (default 300)
+  --observability   run pgbidi twice per case, observability fully off and fully on (info logs to a
+                    file, a trace per transaction exported over OTLP/HTTP, /metrics scraped every
+                    second), and print the overhead
   --json            print JSON instead of tables
   --help`;
 
@@ -37,6 +40,7 @@ export interface BenchOptions {
   readonly reps: number;
   readonly timeoutMs: number;
   readonly json: boolean;
+  readonly observability: boolean;
 }
 
 export type Io = { out: (s: string) => void; err: (s: string) => void };
@@ -53,6 +57,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
       reps: { type: 'string' },
       'timeout-s': { type: 'string' },
       json: { type: 'boolean' },
+      observability: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -92,7 +97,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
     else versions.push({ major, binDir });
   }
   if (problems.length) throw new BenchError('BENCH_USAGE', problems.join('\n'));
-  return Object.freeze({ rows, txnRows, versions, modes, reps, timeoutMs, json: values.json ?? false });
+  return Object.freeze({ rows, txnRows, versions, modes, reps, timeoutMs, json: values.json ?? false, observability: values.observability ?? false });
 }
 
 function binDirFor(major: number): string | undefined {
@@ -143,9 +148,19 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
             if (interrupted) break;
             io.err(`bench: rep ${rep}/${options.reps} PG ${version.major} ${engine} ${mode} ... `);
             const run = { binDir: version.binDir, size: { rows: options.rows, txnRows: options.txnRows }, mode, rep, timeoutMs: options.timeoutMs };
-            const m = engine === 'native' ? await runNative(run) : await runPgbidi(run);
-            measurements.push(m);
-            io.err(`${m.seconds.toFixed(3)} s, ${Math.round(m.rowsPerSecond).toLocaleString('en-US')} rows/s, first row ${m.firstRowSeconds.toFixed(3)} s${m.converged ? '' : ', NOT CONVERGED'}\n`);
+            const variants: Variant[] =
+              engine === 'native' || !options.observability
+                ? ['default']
+                : rep % 2 === 1
+                  ? ['observability-off', 'observability-on']
+                  : ['observability-on', 'observability-off'];
+            for (const variant of variants) {
+              if (interrupted) break;
+              if (variant !== 'default') io.err(`(${variant}) `);
+              const m = engine === 'native' ? await runNative(run) : await runPgbidi({ ...run, variant });
+              measurements.push(m);
+              io.err(`${m.seconds.toFixed(3)} s, ${Math.round(m.rowsPerSecond).toLocaleString('en-US')} rows/s, first row ${m.firstRowSeconds.toFixed(3)} s${m.converged ? '' : ', NOT CONVERGED'}\n`);
+            }
           }
         }
       }
@@ -179,6 +194,7 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
         `${options.reps} rep(s), ${cpus().length} CPUs, load average at start ${load.map((l) => l.toFixed(2)).join(' ')}\n\n`,
     );
     io.out(`${formatReport(summary)}\n${formatNotes()}`);
+    if (options.observability) io.out(`\n${formatObservabilityOverhead(measurements)}`);
   }
   // A run cut short by the signal fails with whatever the stopped servers answered: not news.
   if (interrupted) return 130;
@@ -203,4 +219,31 @@ if (isEntry()) {
   const io: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
   // Exit explicitly: a pool or timer left behind by a failed run must not keep the process alive.
   void main(process.argv.slice(2), io).then((code) => process.exit(code));
+}
+
+/**
+ * Observability overhead per version and mode: median rows/s with everything on against everything
+ * off, measured in the same run (the target is at most 5 %).
+ */
+export function formatObservabilityOverhead(measurements: readonly Measurement[]): string {
+  const median = (xs: number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    const mid = Math.floor(s.length / 2);
+    return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+  };
+  const lines = ['observability overhead (pgbidi, all on vs all off, median rows/s):'];
+  const keys = new Set(measurements.filter((m) => m.engine === 'pgbidi').map((m) => `${m.version}|${m.mode}`));
+  for (const key of keys) {
+    const [version, mode] = key.split('|');
+    const rate = (variant: Variant): number[] =>
+      measurements.filter((m) => m.engine === 'pgbidi' && m.version === version && m.mode === mode && m.variant === variant).map((m) => m.rowsPerSecond);
+    const off = rate('observability-off');
+    const on = rate('observability-on');
+    if (!off.length || !on.length) continue;
+    const overhead = 1 - median(on) / median(off);
+    lines.push(
+      `  PG ${version} ${mode}: off ${Math.round(median(off)).toLocaleString('en-US')} rows/s, on ${Math.round(median(on)).toLocaleString('en-US')} rows/s, overhead ${(overhead * 100).toFixed(1)} % (target <= 5 %)`,
+    );
+  }
+  return `${lines.join('\n')}\n`;
 }

@@ -34,7 +34,7 @@ export type Mode = 'backlog' | 'streaming';
  * fully on versus off" comparison adds its variants here (and pgbidi-replication.ts maps them to
  * agent options), and the report groups and compares by variant without further changes.
  */
-export type Variant = 'default';
+export type Variant = 'default' | 'observability-off' | 'observability-on';
 
 export interface WorkloadSize {
   readonly rows: number;
