@@ -60,6 +60,7 @@ function fakeTransaction(over: Partial<Applied> = {}): Applied {
     startedAtMs: started,
     committedAtMs: started + 25,
     traceparent: TRACEPARENT,
+    batches: [{ table: 'public.kv', op: 'insert', rows: 3, startedAtMs: started + 2, endedAtMs: started + 20 }],
     ...over,
   };
 }
@@ -168,9 +169,22 @@ describe('Tracing with the real NodeSDK and an OTLP/HTTP JSON receiver', () => {
     expect(traceId).not.toBe(TRACE_ID);
     await tracing.shutdown();
 
-    const got = receiver.spans().filter((s) => s.resource['service.name'] === 'unit-test');
+    const all = receiver.spans().filter((s) => s.resource['service.name'] === 'unit-test');
+    // One child span per multi-row statement, under the apply span, after the database conventions.
+    const children = all.filter((s) => s.span.name !== 'apply a');
+    expect(children).toHaveLength(1);
+    expect(children[0]?.span.name).toBe('INSERT public.kv');
+    expect(children[0]?.span.traceId).toBe(traceId);
+    expect(attributes(children[0]?.span.attributes ?? [])).toMatchObject({
+      'db.system.name': 'postgresql',
+      'db.collection.name': 'public.kv',
+      'db.operation.name': 'INSERT',
+      'db.operation.batch.size': 3,
+    });
+    const got = all.filter((s) => s.span.name === 'apply a');
     expect(got).toHaveLength(1);
     const [{ span, resource }] = got as [ReceivedSpan];
+    expect(children[0]?.span.parentSpanId).toBe(span.spanId);
     expect(resource['service.instance.id']).toBe('b');
     expect(span.traceId).toBe(traceId);
     expect(span.name).toBe('apply a');
@@ -183,6 +197,19 @@ describe('Tracing with the real NodeSDK and an OTLP/HTTP JSON receiver', () => {
     expect(span.events?.map((e) => e.name)).toEqual(['conflict']);
     await sleep(300);
     expect(receiver.requests.map((r) => r.path).filter((p) => p !== '/v1/traces')).toEqual([]);
+  });
+
+  it('ends the span of a failed transaction with an ERROR status and the SQLSTATE', async () => {
+    const tracing = await Tracing.start({ env: receiverEnv(receiver, { OTEL_SERVICE_NAME: 'failing' }), node: 'b', version: 'test' });
+    const t = fakeTransaction();
+    tracing.failed({ peer: 'a', begin: t.begin, startedAtMs: t.startedAtMs, failedAtMs: t.startedAtMs + 5, error: { message: 'duplicate key', code: '23505' } });
+    await tracing.shutdown();
+    const got = receiver.spans().filter((s) => s.resource['service.name'] === 'failing');
+    expect(got).toHaveLength(1);
+    const span = (got[0] as ReceivedSpan).span as ReceivedSpan['span'] & { status?: { code?: number; message?: string } };
+    expect(span.status?.code).toBe(2); // STATUS_CODE_ERROR
+    expect(span.status?.message).toBe('duplicate key');
+    expect(attributes(span.attributes)).toMatchObject({ 'db.response.status_code': '23505', 'pgbidi.xid': 4242 });
   });
 
   it('returns no trace id (no exemplar) for spans the sampler drops', async () => {

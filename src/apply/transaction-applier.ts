@@ -35,6 +35,8 @@ export interface BatchOutcome {
   readonly applied: Record<ChangeOp, number>;
   readonly conflicts: ConflictRecord[];
   readonly tables: ReadonlySet<string>;
+  /** One entry per multi-row statement: what it wrote to, for tracing. */
+  readonly runs: readonly { readonly table: string; readonly op: ChangeOp; readonly rows: number }[];
 }
 
 type Key = (string | null)[];
@@ -158,6 +160,7 @@ export class TransactionApplier {
       applied: { insert: 0, update: 0, delete: 0, truncate: 0 },
       conflicts: [],
       tables: new Set(runs.map((r) => tableName(r.mapping))),
+      runs: runs.map((r) => ({ table: tableName(r.mapping), op: runOp(r), rows: r.changes.length })),
     };
     settled.forEach((s, i) => {
       const p = pending[i] as Pending;
@@ -182,7 +185,7 @@ export class TransactionApplier {
     version: RemoteVersion,
     deadLetter: { readonly peer: string; readonly commitLsn: string },
   ): Promise<BatchOutcome> {
-    const total: BatchOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: new Set() };
+    const total: BatchOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: new Set(), runs: [] };
     for (const change of changes) {
       await this.session.pg.query('SAVEPOINT pgbidi_change');
       try {
@@ -190,6 +193,7 @@ export class TransactionApplier {
         for (const op of Object.keys(o.applied) as ChangeOp[]) total.applied[op] += o.applied[op];
         total.conflicts.push(...o.conflicts);
         for (const t of o.tables) (total.tables as Set<string>).add(t);
+        (total.runs as BatchOutcome['runs'][number][]).push(...o.runs);
         await this.session.pg.query('RELEASE SAVEPOINT pgbidi_change');
       } catch (err) {
         if (sqlState(err) !== UNIQUE_VIOLATION || change.tag === 'truncate') throw err;
@@ -403,6 +407,11 @@ export class TransactionApplier {
         assertNever(run.kind);
     }
   }
+}
+
+function runOp(r: Run): ChangeOp {
+  if (r.kind === 'identity') return r.changes[0]?.tag === 'delete' ? 'delete' : 'update';
+  return r.kind;
 }
 
 function tupleObject(m: TableMapping, tuple: Tuple): Record<string, string | null> {

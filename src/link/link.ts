@@ -79,7 +79,11 @@ export interface TransactionObserver {
     startedAtMs: number;
     committedAtMs: number;
     traceparent: string | null;
+    /** The multi-row statements of the transaction, per batch of changes, with the batch's times. */
+    batches: readonly { table: string; op: ChangeOp; rows: number; startedAtMs: number; endedAtMs: number }[];
   }): string | undefined;
+  /** A transaction that failed to apply (it rolled back; the link retries it). */
+  failed?(t: { peer: string; begin: BeginMessage; startedAtMs: number; failedAtMs: number; error: { message: string; code: string | null } }): void;
 }
 
 interface AdminTask {
@@ -157,6 +161,8 @@ export class Link {
   private readonly carefulTxns = new Set<bigint>();
   /** The transaction being applied (by commit LSN), for error handling. */
   private openFinalLsn: bigint | null = null;
+  /** Its Begin and start time, for the error span of a failed transaction. */
+  private openBegin: { begin: BeginMessage; startedAt: number } | null = null;
   /** A transaction halted by the error policy, waiting for `resolve()`. */
   private halted: { finalLsn: bigint; message: string; conflicts: readonly ConflictRecord[] } | null = null;
   /** The conflicts of a transaction the operator skipped, recorded when it commits. */
@@ -363,6 +369,15 @@ export class Link {
     const message = redactSecrets(err instanceof Error ? err.message : String(err));
     const code = sqlState(err) ?? ((err as { code?: unknown } | null)?.code as string | undefined) ?? null;
     this.lastError = { message, code: typeof code === 'string' ? code : null, at: new Date(this.clock()).toISOString() };
+    if (this.openBegin) {
+      this.deps.observer?.failed?.({
+        peer: this.peer,
+        begin: this.openBegin.begin,
+        startedAtMs: this.openBegin.startedAt,
+        failedAtMs: this.clock(),
+        error: { message, code: this.lastError.code },
+      });
+    }
     this.deps.metrics.applyError(errorKind(err));
     this.deps.log.error({ err: { message, code } }, 'link failed');
   }
@@ -451,6 +466,7 @@ export class Link {
   private async teardown(): Promise<void> {
     this.attemptFailed = null;
     this.openFinalLsn = null;
+    this.openBegin = null;
     const replication = this.replication;
     const session = this.session;
     const control = this.control;
@@ -571,7 +587,17 @@ export class Link {
   // ---- apply side ----
 
   private async applyLoop(): Promise<void> {
-    let open: { begin: BeginMessage; version: RemoteVersion; startedAt: number; changes: number; conflicts: ConflictRecord[]; heartbeat: bigint | null; traceparent: string | null; tables: Set<string> } | null = null;
+    let open: {
+      begin: BeginMessage;
+      version: RemoteVersion;
+      startedAt: number;
+      changes: number;
+      conflicts: ConflictRecord[];
+      heartbeat: bigint | null;
+      traceparent: string | null;
+      tables: Set<string>;
+      batches: { table: string; op: ChangeOp; rows: number; startedAtMs: number; endedAtMs: number }[];
+    } | null = null;
     const session = this.session as ApplySession;
     const applier = this.applier as TransactionApplier;
     let begun: Promise<unknown> | null = null;
@@ -605,7 +631,9 @@ export class Link {
             heartbeat: null,
             traceparent: null,
             tables: new Set(),
+            batches: [],
           };
+          this.openBegin = { begin: item.begin, startedAt: open.startedAt };
           this.oldestUnapplied = null;
           this.openFinalLsn = item.begin.finalLsn;
           break;
@@ -619,9 +647,12 @@ export class Link {
             for (const c of item.changes) this.deps.metrics.filtered(OP_OF[c.tag], 'operator_skip');
             break;
           }
+          const batchStarted = this.clock();
           const outcome = this.carefulTxns.has(finalLsn)
             ? await applier.applyCarefully(item.changes, open.version, { peer: this.peer, commitLsn: formatLsn(finalLsn) })
             : await applier.apply(item.changes, open.version);
+          const batchEnded = this.clock();
+          for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: batchStarted, endedAtMs: batchEnded });
           open.changes += item.changes.length;
           open.conflicts.push(...outcome.conflicts);
           for (const t of outcome.tables) open.tables.add(t);
@@ -664,6 +695,7 @@ export class Link {
             startedAtMs: open.startedAt,
             committedAtMs: committedAt,
             traceparent: open.traceparent,
+            batches: open.batches,
           });
           this.deps.metrics.transactionApplied({
             commitUnixSeconds: pgMicrosToUnixSeconds(item.commit.commitTime),
@@ -686,6 +718,7 @@ export class Link {
           this.carefulTxns.delete(open.begin.finalLsn);
           if (this.skipFinalLsn === open.begin.finalLsn) this.skipFinalLsn = null;
           this.openFinalLsn = null;
+          this.openBegin = null;
           open = null;
           begun = null;
           break;

@@ -23,7 +23,7 @@
  * process (tests) therefore get the configurations they were given, and nothing leaks afterwards.
  * Each Tracing keeps its own tracer provider: the global one registered by the SDK is never used.
  */
-import { ProxyTracerProvider, ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
+import { ProxyTracerProvider, ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace } from '@opentelemetry/api';
 import type { Attributes, Link, SpanContext, Tracer } from '@opentelemetry/api';
 import type { NodeSDK } from '@opentelemetry/sdk-node';
 import type { TransactionObserver } from '../link/link.js';
@@ -119,6 +119,26 @@ export function transactionSpan(t: AppliedTransaction): {
   return { name: `apply ${t.peer}`, attributes, links, events };
 }
 
+/** Child spans per transaction: one per multi-row statement, capped so a huge transaction stays cheap. */
+const MAX_BATCH_SPANS = 50;
+
+/**
+ * The CLIENT span of one multi-row statement, after the database semantic conventions
+ * (db.system.name, db.collection.name, db.operation.name, db.operation.batch.size).
+ */
+export function batchSpan(b: AppliedTransaction['batches'][number]): { name: string; attributes: Attributes } {
+  const operation = b.op.toUpperCase();
+  return {
+    name: `${operation} ${b.table}`,
+    attributes: {
+      'db.system.name': 'postgresql',
+      'db.collection.name': b.table,
+      'db.operation.name': operation,
+      'db.operation.batch.size': b.rows,
+    },
+  };
+}
+
 /** ISO 8601 with the microseconds PostgreSQL keeps ("2024-01-02T03:04:05.123456Z"). */
 function isoTimestamp(ts: bigint): string {
   const text = formatPgTimestamp(ts); // "2024-01-02 03:04:05.123456+00"
@@ -210,9 +230,40 @@ export class Tracing implements TransactionObserver {
       ROOT_CONTEXT,
     );
     for (const e of shape.events) span.addEvent(e.name, e.attributes, t.committedAtMs);
+    const parent = trace.setSpan(ROOT_CONTEXT, span);
+    for (const b of t.batches.slice(0, MAX_BATCH_SPANS)) {
+      const child = batchSpan(b);
+      tracer.startSpan(child.name, { kind: SpanKind.CLIENT, startTime: b.startedAtMs, attributes: child.attributes }, parent).end(b.endedAtMs);
+    }
     span.end(t.committedAtMs);
     const ctx = span.spanContext();
     return (ctx.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED ? ctx.traceId : undefined;
+  }
+
+  /** A transaction that failed: its span ends with an ERROR status and the SQLSTATE. */
+  failed(t: Parameters<NonNullable<TransactionObserver['failed']>>[0]): void {
+    const tracer = this.tracer;
+    if (!tracer) return;
+    const span = tracer.startSpan(
+      `apply ${t.peer}`,
+      {
+        kind: SpanKind.CONSUMER,
+        startTime: t.startedAtMs,
+        root: true,
+        attributes: {
+          'messaging.system': 'postgresql',
+          'messaging.operation.type': 'process',
+          'messaging.destination.name': t.peer,
+          'pgbidi.peer': t.peer,
+          'pgbidi.commit_lsn': formatLsn(t.begin.finalLsn),
+          'pgbidi.xid': t.begin.xid,
+          ...(t.error.code ? { 'db.response.status_code': t.error.code, 'error.type': t.error.code } : {}),
+        },
+      },
+      ROOT_CONTEXT,
+    );
+    span.setStatus({ code: SpanStatusCode.ERROR, message: t.error.message });
+    span.end(t.failedAtMs);
   }
 
   /** Exports the spans ended so far. */
