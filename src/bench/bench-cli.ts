@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { debianBinDir, embeddedBinDir } from '../pg-server/postgres-binaries.js';
 import { stopAllServers } from '../pg-server/postgres-server.js';
-import { formatNotes, formatReport, summarize } from './bench-report.js';
+import { formatNotes, formatReport, median, summarize } from './bench-report.js';
 import { BenchError, POLL_MS } from './bench-workload.js';
 import type { Engine, Measurement, Mode, Variant } from './bench-workload.js';
 import { runNative } from './native-replication.js';
@@ -226,11 +226,6 @@ if (isEntry()) {
  * off, measured in the same run (the target is at most 5 %).
  */
 export function formatObservabilityOverhead(measurements: readonly Measurement[]): string {
-  const median = (xs: number[]): number => {
-    const s = [...xs].sort((a, b) => a - b);
-    const mid = Math.floor(s.length / 2);
-    return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-  };
   const lines = ['observability overhead (pgbidi, all on vs all off, median rows/s):'];
   const keys = new Set(measurements.filter((m) => m.engine === 'pgbidi').map((m) => `${m.version}|${m.mode}`));
   for (const key of keys) {

@@ -4,6 +4,9 @@ import { formatPgTimestamp, pgMicrosToUnixMs } from '../protocol/pg-time.js';
 import { METADATA_SCHEMA } from './names.js';
 
 /**
+ * The node's periodic housekeeping: tombstone purge, conflict-log retention, and the counts that
+ * /status and the metrics show (tombstones, pending dead letters).
+ *
  * Purges tombstones once no older write can still arrive (causal stability, technical research §6.2).
  * Each link delivers one peer's transactions in that peer's commit order, and peers emit a heartbeat
  * transaction every second, so once every link has applied a peer transaction committed at T, no
