@@ -7,6 +7,7 @@ import { main } from '../src/cli.js';
 const SCHEMA = [
   `CREATE TABLE t (id int PRIMARY KEY, v text)`,
   `CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE)`,
+  `CREATE TABLE contacts (id int PRIMARY KEY, email text UNIQUE, phone text UNIQUE)`,
   `CREATE TABLE strict (id int PRIMARY KEY, v text)`,
   `CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL)`,
   `ALTER TABLE counters REPLICA IDENTITY FULL`,
@@ -160,6 +161,23 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
       { id: 10, email: 'other@example.com' },
       { id: 11, email: 'x@example.com' },
     ]);
+  });
+
+  it('tells a row that collides with two unique keys (multiple_unique_conflicts) from one that collides with one', async () => {
+    const c = cluster.get();
+    await whileDisconnected(c, async () => {
+      await c.query('a', `INSERT INTO contacts VALUES (1, 'm@example.com', '555-1'), (3, 'solo@example.com', '555-3')`);
+      await c.query('b', `INSERT INTO contacts VALUES (2, 'm@example.com', '555-1'), (4, 'solo@example.com', '555-4')`);
+    });
+    await caughtUp(c);
+    for (const node of ['a', 'b']) {
+      const types = await c.query<{ conflict_type: string }>(
+        node,
+        `SELECT conflict_type FROM pgbidi.dead_letters WHERE table_name = 'contacts' ORDER BY (change->'new'->>0)::int`,
+      );
+      expect(types.map((t) => t.conflict_type)).toEqual(['multiple_unique_conflicts', 'insert_exists']);
+    }
+    expect(await counter(c, 'a', { table: 'public.contacts', type: 'multiple_unique_conflicts', resolution: 'dead_letter' })).toBe(1);
   });
 
   it('halts the link under the error policy until an operator skips the transaction', async () => {

@@ -5,7 +5,8 @@ import { sqlState } from './error-kind.js';
 import { storeChange } from './dead-letter.js';
 import type { TablePolicy } from '../conflict/table-policies.js';
 import type { ChangeOp } from '../observability/metrics.js';
-import type { ChangeMessage, RelationMessage, Tuple, UpdateMessage } from '../protocol/pgoutput-messages.js';
+import type { ChangeMessage, InsertMessage, RelationMessage, Tuple, UpdateMessage } from '../protocol/pgoutput-messages.js';
+import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
 import { assertNever } from '../util/assert-never.js';
 import type { ApplySession } from './apply-session.js';
@@ -202,7 +203,9 @@ export class TransactionApplier {
         const m = await this.mapping(change.relationId);
         const unique = this.policyOf(tableName(m)).unique;
         const resolution: Resolution = unique === 'dead_letter' ? 'dead_letter' : unique;
-        const type = change.tag === 'update' ? 'update_exists' : 'insert_exists';
+        // PostgreSQL 18's multiple_unique_conflicts: the row collides with more than one unique key.
+        const collisions = change.tag === 'delete' ? 1 : await this.uniqueCollisions(m, change);
+        const type = collisions > 1 ? 'multiple_unique_conflicts' : change.tag === 'update' ? 'update_exists' : 'insert_exists';
         const tuple = change.tag === 'delete' ? change.oldTuple : change.newTuple;
         const record: ConflictRecord = {
           type,
@@ -240,6 +243,47 @@ export class TransactionApplier {
       }
     }
     return total;
+  }
+
+  private readonly uniqueKeys = new Map<TableMapping, (readonly MappedColumn[])[]>();
+
+  /** How many unique keys other than the primary key the new row collides with (inside the savepoint). */
+  private async uniqueCollisions(m: TableMapping, change: InsertMessage | UpdateMessage): Promise<number> {
+    let keys = this.uniqueKeys.get(m);
+    if (!keys) {
+      const r = await this.session.pg.query<{ cols: string[] }>(
+        `SELECT array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)) AS cols
+           FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+          WHERE i.indrelid = $1 AND i.indisunique AND NOT i.indisprimary AND i.indexprs IS NULL AND i.indpred IS NULL
+          GROUP BY i.indexrelid`,
+        [m.local.oid],
+      );
+      keys = r.rows
+        .map((row) => row.cols.map((name) => m.columns.find((c) => c.name === name)))
+        .filter((cols): cols is MappedColumn[] => cols.every((c) => c !== undefined));
+      this.uniqueKeys.set(m, keys);
+    }
+    const self = m.key.length && change.tag === 'update' && change.oldTuple ? keyOf(m, change.oldTuple) : keyOf(m, change.newTuple);
+    let collisions = 0;
+    for (const cols of keys) {
+      const values: unknown[] = [];
+      const match = cols.map((c) => {
+        const v = change.newTuple[c.index];
+        values.push(v === null || v === undefined || v === UNCHANGED_TOAST ? null : typeof v === 'string' ? v : v.toString('utf8'));
+        return `t.${quoteIdent(c.name)} = $${values.length}::${c.type}`;
+      });
+      const notSelf = m.key.map((c, i) => {
+        values.push(self[i] ?? null);
+        return `t.${quoteIdent(c.name)} = $${values.length}::${c.type}`;
+      });
+      const r = await this.session.pg.query<{ hit: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM ${qualifiedName(m.local.schema, m.local.name)} AS t WHERE ${match.join(' AND ')}` +
+          `${notSelf.length ? ` AND NOT (${notSelf.join(' AND ')})` : ''}) AS hit`,
+        values,
+      );
+      if (r.rows[0]?.hit) collisions++;
+    }
+    return collisions;
   }
 
   private async plan(changes: readonly ChangeMessage[]): Promise<Run[]> {
