@@ -34,6 +34,14 @@ async function counter(c: LocalCluster, node: string, labels: Record<string, str
     .reduce((s, v) => s + v.value, 0);
 }
 
+/** Setup and agents once per cluster, so that every test also runs alone (vitest -t). */
+async function ensureGroup(c: LocalCluster): Promise<void> {
+  if (c.agents.size > 0) return;
+  await c.setupAll();
+  await c.startAgent('a');
+  await c.startAgent('b');
+}
+
 /** Writes on both nodes while no agent runs, so that both versions exist before either is applied. */
 async function whileDisconnected(c: LocalCluster, writes: () => Promise<void>): Promise<void> {
   await Promise.all(['a', 'b'].map((n) => c.stopAgent(n)));
@@ -68,9 +76,7 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
 
   it('resolves every primary-key conflict type by last-update-wins and records it', async () => {
     const c = cluster.get();
-    await c.setupAll();
-    await c.startAgent('a');
-    await c.startAgent('b');
+    await ensureGroup(c);
     await c.query('a', `INSERT INTO t VALUES (2, 'two'), (3, 'three'), (4, 'four'), (5, 'five')`);
     await caughtUp(c);
 
@@ -122,6 +128,7 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
 
   it('adds up counters incremented on both nodes at once (delta policy)', async () => {
     const c = cluster.get();
+    await ensureGroup(c);
     await c.query('a', 'INSERT INTO counters VALUES (1, 100)');
     await caughtUp(c);
     await whileDisconnected(c, async () => {
@@ -136,6 +143,7 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
 
   it('puts a change that violates a secondary unique key into the dead letters and keeps going; retry applies it', async () => {
     const c = cluster.get();
+    await ensureGroup(c);
     await whileDisconnected(c, async () => {
       await c.query('a', `INSERT INTO users VALUES (10, 'x@example.com')`);
       await c.query('b', `INSERT INTO users VALUES (11, 'x@example.com')`);
@@ -165,6 +173,7 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
 
   it('tells a row that collides with two unique keys (multiple_unique_conflicts) from one that collides with one', async () => {
     const c = cluster.get();
+    await ensureGroup(c);
     await whileDisconnected(c, async () => {
       await c.query('a', `INSERT INTO contacts VALUES (1, 'm@example.com', '555-1'), (3, 'solo@example.com', '555-3')`);
       await c.query('b', `INSERT INTO contacts VALUES (2, 'm@example.com', '555-1'), (4, 'solo@example.com', '555-4')`);
@@ -178,10 +187,26 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
       expect(types.map((t) => t.conflict_type)).toEqual(['multiple_unique_conflicts', 'insert_exists']);
     }
     expect(await counter(c, 'a', { table: 'public.contacts', type: 'multiple_unique_conflicts', resolution: 'dead_letter' })).toBe(1);
+
+    // An update that moves a row onto another row's unique value: update_exists.
+    await c.query('a', `INSERT INTO contacts VALUES (5, 'five@example.com', '555-5')`);
+    await caughtUp(c);
+    await whileDisconnected(c, async () => {
+      await c.query('a', `UPDATE contacts SET email = 'up@example.com' WHERE id = 5`);
+      await c.query('b', `INSERT INTO contacts VALUES (6, 'up@example.com', '555-6')`);
+    });
+    await caughtUp(c);
+    const onB = await c.query<{ conflict_type: string; op: string }>(
+      'b',
+      `SELECT conflict_type, op FROM pgbidi.dead_letters WHERE table_name = 'contacts' AND (change->'new'->>0)::int = 5`,
+    );
+    expect(onB).toEqual([{ conflict_type: 'update_exists', op: 'update' }]);
+    expect(await counter(c, 'b', { table: 'public.contacts', type: 'update_exists', resolution: 'dead_letter' })).toBe(1);
   });
 
   it('halts the link under the error policy until an operator skips the transaction', async () => {
     const c = cluster.get();
+    await ensureGroup(c);
     await c.query('a', `INSERT INTO strict VALUES (1, 'base')`);
     await caughtUp(c);
     await whileDisconnected(c, async () => {
