@@ -81,6 +81,11 @@ function inputRows(p: Params, columns: readonly { alias: string; values: unknown
   return `x AS (SELECT * FROM unnest(${params}) WITH ORDINALITY AS x(${aliases}, ord))`;
 }
 
+/** Input columns for key values: column i of every key, under alias i. */
+function keyInputs(aliases: readonly string[], keys: readonly (readonly (string | null)[])[]): { alias: string; values: unknown[] }[] {
+  return aliases.map((alias, i) => ({ alias, values: keys.map((k) => k[i] ?? null) }));
+}
+
 function castAs(c: MappedColumn, alias: string, source = 'x'): string {
   return `${source}.${quoteIdent(alias)}::${c.type}`;
 }
@@ -119,7 +124,7 @@ function overwriteGuard(rule: OverwriteRule, alias: string, v: { ts: string; nod
 }
 
 /** A tombstone for the key that is newer than the remote change: the delete wins. */
-function newerTombstone(m: TableMapping, tableParam: string, keyExpr: string, v: { ts: string; node: string }): string {
+function newerTombstone(tableParam: string, keyExpr: string, v: { ts: string; node: string }): string {
   return (
     `EXISTS (SELECT 1 FROM ${METADATA_SCHEMA}.tombstones tb WHERE tb.table_name = ${tableParam} ` +
     `AND tb.key = ${keyExpr} AND NOT ${remoteWins('tb', v)})`
@@ -162,7 +167,7 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   const keyAliases = m.key.map((c) => c.name);
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const updatable = cols.filter((c) => !c.isKey && !c.identityAlways);
-  const tombstoneCheck = rules.insert === 'always' ? '' : `WHERE NOT ${newerTombstone(m, tableParam, tombstoneKey(m, keyAliases), v)} `;
+  const tombstoneCheck = rules.insert === 'always' ? '' : `WHERE NOT ${newerTombstone(tableParam, tombstoneKey(m, keyAliases), v)} `;
   // A table of key columns only has nothing to overwrite: the existing row already is the remote one.
   const action =
     updatable.length === 0
@@ -212,7 +217,7 @@ export function updateRows(
   const newKeyAliases = m.key.map((c) => `f_${c.name}`);
   const deltas = setColumns.filter((c) => rules.deltaColumns.includes(c.name));
   const x = inputRows(p, [
-    ...m.key.map((c, i) => ({ alias: keyAliases[i] as string, values: oldKeys.map((k) => k[i] ?? null) })),
+    ...keyInputs(keyAliases, oldKeys),
     ...setColumns.map((c) => ({ alias: `v_${c.name}`, values: column(rows, c) })),
     ...deltas.map((c) => ({ alias: `o_${c.name}`, values: rows.map((_, i) => oldValue(oldRows[i] ?? null, c)) })),
     ...m.columns.map((c, i) => ({ alias: fullAliases[i] as string, values: fullRows.map((r) => (r ? textValue(r[c.index] ?? null, c.name) : null)) })),
@@ -239,7 +244,7 @@ export function updateRows(
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const newKey = tombstoneKey(m, newKeyAliases);
   const recreate =
-    rules.recreate === 'never' ? 'false' : rules.recreate === 'always' ? 'true' : `NOT ${newerTombstone(m, tableParam, newKey, v)}`;
+    rules.recreate === 'never' ? 'false' : rules.recreate === 'always' ? 'true' : `NOT ${newerTombstone(tableParam, newKey, v)}`;
   const moved = keyChanged
     ? `, moved AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) ` +
       `SELECT ${tableParam}, ${tombstoneKey(m, keyAliases)} FROM x JOIN u ON u.ord = x.ord ` +
@@ -254,7 +259,7 @@ export function updateRows(
       `ON CONFLICT (${keyNames}) DO NOTHING RETURNING ${keyNames})${moved} ` +
       `SELECT x.ord, ${present(m, keyAliases)} AS present, ${localRow(m, keyAliases)} AS local, ` +
       `EXISTS (SELECT 1 FROM r WHERE ${m.key.map((c, i) => `r.${quoteIdent(c.name)} = ${castAs(c, newKeyAliases[i] as string)}`).join(' AND ')}) AS resurrected, ` +
-      `${newerTombstone(m, tableParam, newKey, v)} AS deleted_later ` +
+      `${newerTombstone(tableParam, newKey, v)} AS deleted_later ` +
       `FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.ord = x.ord)`,
     values: p.values,
   };
@@ -273,7 +278,7 @@ function oldValue(old: Row | null, c: MappedColumn): string | null {
 export function deleteRows(m: TableMapping, keys: readonly (readonly (string | null)[])[], version: RemoteVersion): Statement {
   const p = new Params();
   const aliases = m.key.map((c) => c.name);
-  const x = inputRows(p, m.key.map((c, i) => ({ alias: aliases[i] as string, values: keys.map((k) => k[i] ?? null) })));
+  const x = inputRows(p, keyInputs(aliases, keys));
   const rules = version.rules ?? LAST_UPDATE_WINS;
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
@@ -302,7 +307,7 @@ const LOCK_BUCKETS = 256;
 export function lockKeys(m: TableMapping, keys: readonly (readonly (string | null)[])[]): Statement {
   const p = new Params();
   const aliases = m.key.map((c) => c.name);
-  const x = inputRows(p, m.key.map((c, i) => ({ alias: aliases[i] as string, values: keys.map((k) => k[i] ?? null) })));
+  const x = inputRows(p, keyInputs(aliases, keys));
   const table = p.add(qualified(m));
   return {
     text:
@@ -320,13 +325,13 @@ export function lockKeys(m: TableMapping, keys: readonly (readonly (string | nul
 export function undoDeletedLater(m: TableMapping, keys: readonly (readonly (string | null)[])[], version: RemoteVersion): Statement {
   const p = new Params();
   const aliases = m.key.map((c) => c.name);
-  const x = inputRows(p, m.key.map((c, i) => ({ alias: aliases[i] as string, values: keys.map((k) => k[i] ?? null) })));
+  const x = inputRows(p, keyInputs(aliases, keys));
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const table = p.add(qualified(m));
   return {
     text:
       `WITH ${x} DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x ` +
-      `WHERE ${keyMatchOn(m, aliases)} AND t.xmin = pg_current_xact_id()::xid AND ${newerTombstone(m, table, tombstoneKey(m, aliases), v)} ` +
+      `WHERE ${keyMatchOn(m, aliases)} AND t.xmin = pg_current_xact_id()::xid AND ${newerTombstone(table, tombstoneKey(m, aliases), v)} ` +
       `RETURNING x.ord`,
     values: p.values,
   };

@@ -1,4 +1,4 @@
-import type { ConflictRecord, Resolution } from '../conflict/conflict-types.js';
+import type { ConflictRecord, ConflictType, Resolution } from '../conflict/conflict-types.js';
 import { applyRules } from '../conflict/table-policies.js';
 import { METADATA_SCHEMA } from '../node/names.js';
 import { sqlState } from './error-kind.js';
@@ -207,15 +207,8 @@ export class TransactionApplier {
         const collisions = change.tag === 'delete' ? 1 : await this.uniqueCollisions(m, change);
         const type = collisions > 1 ? 'multiple_unique_conflicts' : change.tag === 'update' ? 'update_exists' : 'insert_exists';
         const tuple = change.tag === 'delete' ? change.oldTuple : change.newTuple;
-        const record: ConflictRecord = {
-          type,
-          resolution,
-          schema: m.local.schema,
-          table: m.local.name,
-          key: m.key.length ? keyOf(m, change.tag === 'update' && change.oldTuple ? change.oldTuple : tuple) : [],
-          remoteCommitTimestamp: version.commitTimestamp,
-          remoteNode: version.node,
-        };
+        const key = m.key.length ? keyOf(m, change.tag === 'update' && change.oldTuple ? change.oldTuple : tuple) : [];
+        const record = conflictRecord(m, type, resolution, key, version);
         if (resolution === 'error') throw new ConflictHaltError([record]);
         total.conflicts.push(record);
         (total.tables as Set<string>).add(tableName(m));
@@ -365,15 +358,7 @@ export class TransactionApplier {
     for (const r of rows) {
       const i = Number(r.ord) - 1;
       out.applied[ops[i] ?? 'insert'] -= 1;
-      out.conflicts.push({
-        type: 'update_deleted',
-        resolution: 'skip',
-        schema: m.local.schema,
-        table: m.local.name,
-        key: written[i] ?? [],
-        remoteCommitTimestamp: version.commitTimestamp,
-        remoteNode: version.node,
-      });
+      out.conflicts.push(conflictRecord(m, 'update_deleted', 'skip', written[i] ?? [], version));
     }
   }
 
@@ -387,13 +372,7 @@ export class TransactionApplier {
     const conflict = (ord: number, type: ConflictRecord['type'], resolution: ConflictRecord['resolution']): void => {
       const change = run.changes[ord - 1];
       out.conflicts.push({
-        type,
-        resolution,
-        schema: run.mapping.local.schema,
-        table: run.mapping.local.name,
-        key: run.oldKeys[ord - 1] ?? [],
-        remoteCommitTimestamp: version.commitTimestamp,
-        remoteNode: version.node,
+        ...conflictRecord(run.mapping, type, resolution, run.oldKeys[ord - 1] ?? [], version),
         ...(change && change.tag !== 'truncate' ? { remoteTuple: tupleObject(run.mapping, change.tag === 'delete' ? change.oldTuple : change.newTuple) } : {}),
         ...(row.local !== undefined && row.local !== null ? { localTuple: row.local } : {}),
       });
@@ -451,6 +430,18 @@ export class TransactionApplier {
         assertNever(run.kind);
     }
   }
+}
+
+function conflictRecord(m: TableMapping, type: ConflictType, resolution: Resolution, key: Key, version: RemoteVersion): ConflictRecord {
+  return {
+    type,
+    resolution,
+    schema: m.local.schema,
+    table: m.local.name,
+    key,
+    remoteCommitTimestamp: version.commitTimestamp,
+    remoteNode: version.node,
+  };
 }
 
 function runOp(r: Run): ChangeOp {

@@ -3,26 +3,14 @@
  * is the median of per-repetition ratios (runs of one repetition are measured back to back, so
  * the ratio cancels most of the machine's drift, as in the baselines' interleaved comparison).
  */
-import type { Engine, Measurement, Mode, Variant } from './bench-workload.js';
+import type { Measurement, Mode, Variant } from './bench-workload.js';
 
-export interface SummaryRow {
-  readonly version: string;
-  readonly engine: Engine;
-  readonly mode: Mode;
-  readonly variant: Variant;
+/** The medians of one (version, engine, mode, variant) over its repetitions. */
+export type SummaryRow = Omit<Measurement, 'rep' | 'transactionsApplied'> & {
   readonly reps: number;
-  readonly rows: number;
-  readonly txnRows: number;
-  readonly seconds: number;
-  readonly rowsPerSecond: number;
-  readonly firstRowSeconds: number;
-  readonly applyRowsPerSecond: number;
-  readonly sourceInsertSeconds: number;
-  readonly tailSeconds: number | null;
-  readonly converged: boolean;
   /** rows/s of every repetition, in order. */
   readonly runs: readonly number[];
-}
+};
 
 export interface RatioRow {
   readonly version: string;

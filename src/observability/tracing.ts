@@ -87,6 +87,20 @@ export function parseTraceparent(text: string): SpanContext | null {
 
 type AppliedTransaction = Parameters<TransactionObserver['applied']>[0];
 
+/** What identifies a peer transaction on its apply span, applied or failed. */
+function transactionAttributes(peer: string, begin: AppliedTransaction['begin']): Attributes {
+  return {
+    'messaging.system': 'postgresql',
+    'messaging.operation.type': 'process',
+    'messaging.operation.name': 'apply',
+    'messaging.destination.name': peer,
+    'pgbidi.peer': peer,
+    'pgbidi.commit_lsn': formatLsn(begin.finalLsn),
+    'pgbidi.xid': begin.xid,
+    'pgbidi.commit_time': isoTimestamp(begin.commitTime),
+  };
+}
+
 /** The span for one applied transaction, as data (pure, unit-testable without an SDK). */
 export function transactionSpan(t: AppliedTransaction): {
   name: string;
@@ -95,14 +109,7 @@ export function transactionSpan(t: AppliedTransaction): {
   events: { name: string; attributes: Attributes }[];
 } {
   const attributes: Attributes = {
-    'messaging.system': 'postgresql',
-    'messaging.operation.type': 'process',
-    'messaging.operation.name': 'apply',
-    'messaging.destination.name': t.peer,
-    'pgbidi.peer': t.peer,
-    'pgbidi.commit_lsn': formatLsn(t.begin.finalLsn),
-    'pgbidi.xid': t.begin.xid,
-    'pgbidi.commit_time': isoTimestamp(t.begin.commitTime),
+    ...transactionAttributes(t.peer, t.begin),
     'pgbidi.changes': t.changes,
     'pgbidi.conflicts': t.conflicts.length,
   };
@@ -251,12 +258,7 @@ export class Tracing implements TransactionObserver {
         startTime: t.startedAtMs,
         root: true,
         attributes: {
-          'messaging.system': 'postgresql',
-          'messaging.operation.type': 'process',
-          'messaging.destination.name': t.peer,
-          'pgbidi.peer': t.peer,
-          'pgbidi.commit_lsn': formatLsn(t.begin.finalLsn),
-          'pgbidi.xid': t.begin.xid,
+          ...transactionAttributes(t.peer, t.begin),
           ...(t.error.code ? { 'db.response.status_code': t.error.code, 'error.type': t.error.code } : {}),
         },
       },

@@ -24,6 +24,13 @@ export interface LocalClusterOptions {
   readonly onServerLog?: (node: string, line: string) => void;
 }
 
+export type TableFingerprint = { rows: number; md5: string };
+
+/** Whether every node holds the same rows (same count and md5). */
+export function identical(hashes: ReadonlyMap<string, TableFingerprint>): boolean {
+  return new Set([...hashes.values()].map((h) => `${h.rows}:${h.md5}`)).size === 1;
+}
+
 export class LocalCluster {
   readonly agents = new Map<string, Agent>();
 
@@ -101,7 +108,7 @@ export class LocalCluster {
   }
 
   /** An order-independent fingerprint of a table's content: md5 over its rows sorted by their text. */
-  async tableHash(node: string, schema: string, table: string): Promise<{ rows: number; md5: string }> {
+  async tableHash(node: string, schema: string, table: string): Promise<TableFingerprint> {
     const r = await this.query<{ rows: number; md5: string | null }>(
       node,
       `SELECT count(*)::int AS rows, md5(coalesce(string_agg(row_::text, E'\\n' ORDER BY row_::text), '')) AS md5 FROM ${qualifiedName(schema, table)} row_`,
@@ -111,14 +118,13 @@ export class LocalCluster {
   }
 
   /** Waits until the table has the same fingerprint on every node; returns the last fingerprints seen. */
-  async waitConverged(schema: string, table: string, timeoutMs = 30_000): Promise<Map<string, { rows: number; md5: string }>> {
+  async waitConverged(schema: string, table: string, timeoutMs = 30_000): Promise<Map<string, TableFingerprint>> {
     const deadline = Date.now() + timeoutMs;
-    let last = new Map<string, { rows: number; md5: string }>();
+    let last = new Map<string, TableFingerprint>();
     for (;;) {
       last = new Map();
       for (const n of this.options.nodes) last.set(n, await this.tableHash(n, schema, table));
-      const distinct = new Set([...last.values()].map((h) => `${h.rows}:${h.md5}`));
-      if (distinct.size === 1 || Date.now() > deadline) return last;
+      if (identical(last) || Date.now() > deadline) return last;
       await new Promise((r) => setTimeout(r, 200));
     }
   }

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { debianBinDir, embeddedBinDir } from '../pg-server/postgres-binaries.js';
 import { stopAllServers } from '../pg-server/postgres-server.js';
 import { CONVERGENCE_SCHEMA, conflictCounts, runConvergenceWorkload } from './convergence-workload.js';
-import { LocalCluster } from './local-cluster.js';
+import { identical, LocalCluster } from './local-cluster.js';
 import { nativeConflictStats, setupNativeMesh } from './native-mesh.js';
 
 /**
@@ -36,7 +36,7 @@ async function main(): Promise<number> {
     for (const n of nodes) await cluster.startAgent(n);
     const result = await runConvergenceWorkload(cluster, nodes, { seed, durationMs, keys });
     const hashes = await cluster.waitConverged('public', 'items', 120_000);
-    converged = new Set([...hashes.values()].map((h) => `${h.rows}:${h.md5}`)).size === 1;
+    converged = identical(hashes);
     const conflicts: Record<string, Record<string, number>> = {};
     for (const n of nodes) conflicts[n] = await conflictCounts(cluster, n);
     const total = Object.values(conflicts).reduce((s, byType) => s + Object.values(byType).reduce((a, b) => a + b, 0), 0);
@@ -51,7 +51,7 @@ async function main(): Promise<number> {
       await setupNativeMesh(native, nodes, 'items');
       const result = await runConvergenceWorkload(native, nodes, { seed, durationMs, keys });
       const hashes = await native.waitConverged('public', 'items', 30_000);
-      const nativeConverged = new Set([...hashes.values()].map((h) => `${h.rows}:${h.md5}`)).size === 1;
+      const nativeConverged = identical(hashes);
       Object.assign(summary, { native: { operations: result.operations, converged: nativeConverged, ...(await nativeConflictStats(native, nodes)) } });
     } finally {
       await native.destroy();
