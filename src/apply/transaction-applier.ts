@@ -163,13 +163,16 @@ export class TransactionApplier {
       tables: new Set(runs.map((r) => tableName(r.mapping))),
       runs: runs.map((r) => ({ table: tableName(r.mapping), op: runOp(r), rows: r.changes.length })),
     };
+    const unwritten = new Map<Run, Record<string, unknown>[]>();
     settled.forEach((s, i) => {
       const p = pending[i] as Pending;
       if (s.status !== 'fulfilled') return;
-      if (p.role === 'main' && p.run) this.account(p.run, s.value.rows, version, outcome);
+      if (p.role === 'main' && p.run) unwritten.set(p.run, s.value.rows);
       const t = tables.get(p.mapping);
       if (p.role === 'undo' && t) this.accountUndone(p.mapping, t.written, t.ops, s.value.rows, version, outcome);
     });
+    await this.recheck(runs, unwritten, version, outcome);
+    for (const run of runs) this.account(run, unwritten.get(run) ?? [], version, outcome);
     const halted = outcome.conflicts.filter((c) => c.resolution === 'error');
     if (halted.length) throw new ConflictHaltError(halted);
     return outcome;
@@ -346,6 +349,61 @@ export class TransactionApplier {
     }
   }
 
+  /**
+   * Second look at the update and delete rows that the first statement did not write, on a fresh
+   * snapshot. A local transaction receives its commit timestamp before it becomes visible (xact.c:
+   * RecordTransactionCommit, then WAL flush and synchronous replication, then ProcArrayEndTransaction),
+   * so a local change that is older than the remote one can still be invisible to the statement's
+   * snapshot: the statement then waits for its row lock and finds the row gone (an older delete), or
+   * decides on a state that no longer holds. The statement that waited has let that transaction
+   * finish, so running the same rows again decides on what is really there. Rows whose key another
+   * run of the batch also touches are left alone: running them again would reorder the changes.
+   * Results replace the first ones in `unwritten`.
+   */
+  private async recheck(
+    runs: readonly Run[],
+    unwritten: Map<Run, Record<string, unknown>[]>,
+    version: RemoteVersion,
+    out: BatchOutcome,
+  ): Promise<void> {
+    const touches = new Map<string, number>();
+    const touch = (m: TableMapping, k: Key): void => {
+      const id = `${tableName(m)} ${JSON.stringify(k)}`;
+      touches.set(id, (touches.get(id) ?? 0) + 1);
+    };
+    for (const run of runs) {
+      for (const k of run.oldKeys) touch(run.mapping, k);
+      if (run.kind === 'insert' && run.mapping.key.length) for (const r of run.rows) touch(run.mapping, keyOf(run.mapping, r));
+    }
+    const again: { run: Run; ords: number[]; sub: Run; main: Promise<{ rows: Record<string, unknown>[] }>; undo: Promise<{ rows: Record<string, unknown>[] }> | null }[] = [];
+    for (const run of runs) {
+      if ((run.kind !== 'update' && run.kind !== 'delete') || run.signature === KEY_CHANGE) continue;
+      const ords = (unwritten.get(run) ?? [])
+        .filter((r) => r.resurrected !== true) // re-created from the full row: written
+        .map((r) => Number(r.ord))
+        .filter((ord) => touches.get(`${tableName(run.mapping)} ${JSON.stringify(run.oldKeys[ord - 1])}`) === 1);
+      if (ords.length === 0) continue;
+      const sub = subRun(run, ords);
+      const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
+      const main = this.session.run(this.statement(sub, runVersion));
+      const undo = sub.kind === 'update' ? this.session.run(undoDeletedLater(sub.mapping, sub.oldKeys, runVersion)) : null;
+      again.push({ run, ords, sub, main, undo });
+    }
+    if (again.length === 0) return;
+    const settled = await Promise.allSettled(again.flatMap((a) => (a.undo ? [a.main, a.undo] : [a.main])));
+    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failure) throw failure.reason;
+    for (const a of again) {
+      const second = (await a.main).rows.map((r) => ({ ...r, ord: a.ords[Number(r.ord) - 1] }));
+      const kept = (unwritten.get(a.run) ?? []).filter((r) => !a.ords.includes(Number(r.ord)));
+      unwritten.set(a.run, [...kept, ...second]);
+      if (a.undo) {
+        const undone = (await a.undo).rows;
+        this.accountUndone(a.sub.mapping, a.sub.oldKeys, a.sub.oldKeys.map(() => 'update'), undone, version, out);
+      }
+    }
+  }
+
   /** Rows written and then undone because a newer delete committed meanwhile (see undoDeletedLater). */
   private accountUndone(
     m: TableMapping,
@@ -471,6 +529,20 @@ function newRun(
   changes: ChangeMessage[],
 ): Run {
   return { mapping, kind, signature, rows: [], fullRows: [], oldRows: [], oldKeys: [], keySet: new Set(), setColumns, changes };
+}
+
+/** The rows of a run at the given 1-based ordinals, as a run of their own. */
+function subRun(run: Run, ords: readonly number[]): Run {
+  const pick = <T>(xs: readonly T[]): T[] => (xs.length ? ords.map((o) => xs[o - 1] as T) : []);
+  return {
+    ...run,
+    rows: pick(run.rows),
+    fullRows: pick(run.fullRows),
+    oldRows: pick(run.oldRows),
+    oldKeys: pick(run.oldKeys),
+    keySet: new Set(),
+    changes: pick(run.changes),
+  };
 }
 
 interface Step {

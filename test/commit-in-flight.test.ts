@@ -1,0 +1,135 @@
+import { describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { availableServerVersions } from './support/pg-versions.js';
+import { eventually, useCluster } from './support/cluster-fixture.js';
+import type { LocalCluster } from '../src/testbed/local-cluster.js';
+
+/**
+ * A local transaction gets its commit timestamp before it becomes visible (xact.c records the
+ * commit timestamp, flushes WAL, waits for synchronous replication, and only then leaves the proc
+ * array). An apply statement that runs in that window decides on a snapshot that still shows the old
+ * row, although the local change is older than the remote one. A synchronous standby that never
+ * answers holds a local commit in that window for as long as the test needs.
+ */
+const SCHEMA = [`CREATE TABLE t (id int PRIMARY KEY, v text)`, `CREATE TABLE c (id int PRIMARY KEY, n bigint NOT NULL)`, `ALTER TABLE c REPLICA IDENTITY FULL`];
+
+async function holdCommits(c: LocalCluster, node: string, on: boolean): Promise<void> {
+  await c.query(node, on ? `ALTER SYSTEM SET synchronous_standby_names = 'nobody'` : `ALTER SYSTEM RESET synchronous_standby_names`);
+  await c.query(node, 'SELECT pg_reload_conf()');
+}
+
+/** Starts `sql` in its own session with synchronous commit; its COMMIT hangs until holdCommits(false). */
+async function commitHeld(c: LocalCluster, node: string, sql: string): Promise<{ done: Promise<unknown>; client: pg.Client }> {
+  const client = new pg.Client({ connectionString: c.dsn(node), application_name: 'held_writer' });
+  await client.connect();
+  await client.query('SET synchronous_commit = on');
+  const done = client.query(`BEGIN; ${sql}; COMMIT`);
+  done.catch(() => undefined);
+  await eventually('the local commit waits for the standby', async () => {
+    const r = await c.query<{ n: number }>(node, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'held_writer' AND wait_event = 'SyncRep'`);
+    return r[0]?.n === 1;
+  });
+  return { done, client };
+}
+
+async function applyBlocked(c: LocalCluster, node: string): Promise<void> {
+  await eventually('the apply session waits for the held row', async () => {
+    const r = await c.query<{ n: number }>(
+      node,
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'pgbidi%' AND wait_event_type = 'Lock'`,
+    );
+    return (r[0]?.n ?? 0) >= 1;
+  });
+}
+
+async function same(c: LocalCluster, sql: string): Promise<[unknown[], unknown[]]> {
+  return [await c.query('a', sql), await c.query('b', sql)];
+}
+
+describe.each(availableServerVersions())('apply against a local commit in flight on $label', ({ binDir }) => {
+  const cluster = useCluster(() => ({
+    binDir,
+    nodes: ['a', 'b'],
+    schema: SCHEMA,
+    conflicts: { tables: [{ match: ['public.c'], policy: 'delta', delta_columns: ['n'] }] },
+  }));
+
+  async function ready(c: LocalCluster): Promise<void> {
+    if (c.agents.size === 0) await c.setupAll();
+    for (const n of ['a', 'b']) if (!c.agents.has(n)) await c.startAgent(n);
+  }
+
+  it('re-creates a row whose older local delete became visible only after the remote update began', async () => {
+    const c = cluster.get();
+    await ready(c);
+    await c.query('a', `INSERT INTO t VALUES (1, 'first')`);
+    await eventually('row 1 on b', async () => (await c.query('b', 'SELECT 1 FROM t WHERE id = 1')).length === 1);
+    // a must not apply b's delete before a's own update exists: a's agent waits.
+    await c.stopAgent('a');
+    await holdCommits(c, 'b', true);
+    const held = await commitHeld(c, 'b', 'DELETE FROM t WHERE id = 1');
+    try {
+      await c.query('a', `UPDATE t SET v = 'newer' WHERE id = 1`); // newer than b's delete
+      await applyBlocked(c, 'b');
+    } finally {
+      await holdCommits(c, 'b', false);
+      await held.done;
+      await held.client.end();
+    }
+    await c.startAgent('a');
+    await eventually('both nodes hold the newer update', async () => {
+      const [x, y] = await same(c, 'SELECT v FROM t WHERE id = 1');
+      return JSON.stringify(x) === JSON.stringify([{ v: 'newer' }]) && JSON.stringify(y) === JSON.stringify(x);
+    });
+    // What b did, on the state it found after the wait: the row was gone, so it was re-created.
+    const logged = await c.query<{ k: string }>('b', `SELECT conflict_type || '/' || resolution AS k FROM pgbidi.conflicts WHERE table_name = 't' AND key = '["1"]'`);
+    expect(logged.map((r) => r.k)).toEqual(['update_missing/apply_remote']);
+  });
+
+  it('deletes a row whose older local update became visible only after the remote delete began', async () => {
+    const c = cluster.get();
+    await ready(c);
+    await c.query('a', `INSERT INTO t VALUES (2, 'first')`);
+    await eventually('row 2 on b', async () => (await c.query('b', 'SELECT 1 FROM t WHERE id = 2')).length === 1);
+    await c.stopAgent('a');
+    await holdCommits(c, 'b', true);
+    const held = await commitHeld(c, 'b', `UPDATE t SET v = 'older' WHERE id = 2`);
+    try {
+      await c.query('a', 'DELETE FROM t WHERE id = 2');
+      await applyBlocked(c, 'b');
+    } finally {
+      await holdCommits(c, 'b', false);
+      await held.done;
+      await held.client.end();
+    }
+    await c.startAgent('a');
+    await eventually('row 2 gone on both nodes', async () => {
+      const [x, y] = await same(c, 'SELECT v FROM t WHERE id = 2');
+      return x.length === 0 && y.length === 0;
+    });
+  });
+
+  it('adds a remote increment to a counter whose older local delete was in flight', async () => {
+    const c = cluster.get();
+    await ready(c);
+    await c.query('a', 'INSERT INTO c VALUES (1, 10)');
+    await eventually('counter on b', async () => (await c.query('b', 'SELECT 1 FROM c WHERE id = 1')).length === 1);
+    await c.stopAgent('a');
+    await holdCommits(c, 'b', true);
+    const held = await commitHeld(c, 'b', 'DELETE FROM c WHERE id = 1');
+    try {
+      await c.query('a', 'UPDATE c SET n = n + 5 WHERE id = 1');
+      await applyBlocked(c, 'b');
+    } finally {
+      await holdCommits(c, 'b', false);
+      await held.done;
+      await held.client.end();
+    }
+    await c.startAgent('a');
+    await eventually('the counter converges', async () => {
+      const [x, y] = await same(c, 'SELECT n::int FROM c WHERE id = 1');
+      return JSON.stringify(x) === JSON.stringify([{ n: 15 }]) && JSON.stringify(y) === JSON.stringify(x);
+    });
+    expect((await c.query('b', 'SELECT n::int FROM c')).length).toBe(1);
+  });
+});
