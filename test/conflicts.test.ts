@@ -11,6 +11,8 @@ const SCHEMA = [
   `CREATE TABLE strict (id int PRIMARY KEY, v text)`,
   `CREATE TABLE counters (id int PRIMARY KEY, n bigint NOT NULL)`,
   `ALTER TABLE counters REPLICA IDENTITY FULL`,
+  `CREATE TABLE tallies (id int PRIMARY KEY, n bigint NOT NULL, label text)`,
+  `ALTER TABLE tallies REPLICA IDENTITY FULL`,
   `CREATE TABLE marker (id int PRIMARY KEY)`,
 ];
 
@@ -69,7 +71,7 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
     conflicts: {
       tables: [
         { match: ['public.strict'], policy: 'error' },
-        { match: ['public.counters'], policy: 'delta', delta_columns: ['n'] },
+        { match: ['public.counters', 'public.tallies'], policy: 'delta', delta_columns: ['n'] },
       ],
     },
   }));
@@ -139,6 +141,28 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
     await caughtUp(c);
     expect(await rows(c, 'a', 'SELECT n::int FROM counters')).toEqual([{ n: 113 }]);
     expect(await rows(c, 'b', 'SELECT n::int FROM counters')).toEqual([{ n: 113 }]);
+  });
+
+  it('keeps the newer version of the other columns of a delta row across several merges', async () => {
+    const c = cluster.get();
+    await ensureGroup(c);
+    await c.query('a', `INSERT INTO tallies VALUES (1, 0, 'start')`);
+    await caughtUp(c);
+    // b writes twice, then a once: a's label is the newest. When a merges b's first change, its own
+    // label stays; b's second change is still older than a's label and must not replace it.
+    await whileDisconnected(c, async () => {
+      await c.query('b', `UPDATE tallies SET n = n + 1, label = 'b1' WHERE id = 1`);
+      await c.query('b', `UPDATE tallies SET n = n + 1, label = 'b2' WHERE id = 1`);
+      await sleep(5);
+      await c.query('a', `UPDATE tallies SET n = n + 10, label = 'a' WHERE id = 1`);
+    });
+    await caughtUp(c);
+    expect(await rows(c, 'a', 'SELECT n::int, label FROM tallies')).toEqual([{ n: 12, label: 'a' }]);
+    expect(await rows(c, 'b', 'SELECT n::int, label FROM tallies')).toEqual([{ n: 12, label: 'a' }]);
+    // A later write from b is newer than everything and replaces the label everywhere.
+    await c.query('b', `UPDATE tallies SET label = 'b3' WHERE id = 1`);
+    await caughtUp(c);
+    expect(await rows(c, 'a', 'SELECT n::int, label FROM tallies')).toEqual([{ n: 12, label: 'b3' }]);
   });
 
   it('puts a change that violates a secondary unique key into the dead letters and keeps going; retry applies it', async () => {

@@ -108,9 +108,25 @@ function remoteWins(alias: string, v: { ts: string; node: string }): string {
   return `(${alias}.xmin = pg_current_xact_id()::xid OR ${METADATA_SCHEMA}.remote_wins(${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text))`;
 }
 
-function overwriteGuard(rule: OverwriteRule, alias: string, v: { ts: string; node: string }): string {
+/**
+ * On a table with delta counters a merged row can hold other columns of a newer local version than
+ * its xmin says; pgbidi.row_versions keeps that version (see mergedVersions) and row_remote_wins
+ * reads it. Without the shortcut for this transaction's own writes: a merge earlier in this
+ * transaction may have kept newer local columns.
+ */
+interface Merged {
+  readonly table: string;
+  readonly m: TableMapping;
+}
+
+function rowKey(m: TableMapping, alias: string): string {
+  return `jsonb_build_array(${m.key.map((c) => `${alias}.${quoteIdent(c.name)}`).join(', ')})`;
+}
+
+function overwriteGuard(rule: OverwriteRule, alias: string, v: { ts: string; node: string }, merged?: Merged): string {
   switch (rule) {
     case 'remote_newer':
+      if (merged) return `${METADATA_SCHEMA}.row_remote_wins(${merged.table}, ${rowKey(merged.m, alias)}, ${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text)`;
       return remoteWins(alias, v);
     case 'remote_older':
       return `(${alias}.xmin = pg_current_xact_id()::xid OR ${METADATA_SCHEMA}.remote_older(${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text))`;
@@ -164,6 +180,7 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   const rules = version.rules ?? LAST_UPDATE_WINS;
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
+  const merged = rules.deltaColumns.length > 0 ? { table: tableParam, m } : undefined;
   const keyAliases = m.key.map((c) => c.name);
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const updatable = cols.filter((c) => !c.isKey && !c.identityAlways);
@@ -172,7 +189,7 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   const action =
     updatable.length === 0
       ? 'DO NOTHING'
-      : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${overwriteGuard(rules.insert, 't', v)}`;
+      : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${overwriteGuard(rules.insert, 't', v, merged)}`;
   const keyJoin = m.key.map((c) => `i.${quoteIdent(c.name)} = ${castAs(c, c.name)}`).join(' AND ');
   return {
     text:
@@ -226,7 +243,8 @@ export function updateRows(
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
   const target = qualifiedName(m.local.schema, m.local.name);
-  const newer = overwriteGuard(rules.update, 't', v);
+  const merged = rules.deltaColumns.length > 0 ? { table: tableParam, m } : undefined;
+  const newer = overwriteGuard(rules.update, 't', v, merged);
   // delta: counters always merge as local + (new - old); the other columns follow the version order.
   const sets = setColumns.map((c) => {
     const value = castAs(c, `v_${c.name}`);
@@ -245,6 +263,17 @@ export function updateRows(
   const newKey = tombstoneKey(m, newKeyAliases);
   const recreate =
     rules.recreate === 'never' ? 'false' : rules.recreate === 'always' ? 'true' : `NOT ${newerTombstone(tableParam, newKey, v)}`;
+  // A merge that kept newer local columns: the row's version stays the local one (row_versions).
+  const keep =
+    deltas.length > 0
+      ? `, prior AS (SELECT x.ord, rv.ts, rv.node FROM x JOIN ${target} AS t ON ${keyMatchOn(m, keyAliases)}, ` +
+        `LATERAL ${METADATA_SCHEMA}.row_version(${tableParam}, ${rowKey(m, 't')}, t.xmin) AS rv), ` +
+        `kept AS (INSERT INTO ${METADATA_SCHEMA}.row_versions AS rv (table_name, key, xid, version_ts, version_node) ` +
+        `SELECT ${tableParam}, ${tombstoneKey(m, keyAliases)}, pg_current_xact_id()::xid, prior.ts, prior.node ` +
+        `FROM x JOIN prior ON prior.ord = x.ord JOIN u ON u.ord = x.ord ` +
+        `WHERE (prior.ts, prior.node COLLATE "C") > (${v.ts}::timestamptz, ${v.node}::text COLLATE "C") ` +
+        `ON CONFLICT (table_name, key) DO UPDATE SET xid = EXCLUDED.xid, version_ts = EXCLUDED.version_ts, version_node = EXCLUDED.version_node)`
+      : '';
   const moved = keyChanged
     ? `, moved AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) ` +
       `SELECT ${tableParam}, ${tombstoneKey(m, keyAliases)} FROM x JOIN u ON u.ord = x.ord ` +
@@ -256,7 +285,7 @@ export function updateRows(
       `u AS (UPDATE ${target} AS t SET ${sets.join(', ')} FROM x WHERE ${keyMatchOn(m, keyAliases)} AND ${guard} RETURNING x.ord), ` +
       `r AS (INSERT INTO ${target} AS t (${names})${overriding} SELECT ${m.columns.map((c, i) => castAs(c, fullAliases[i] as string)).join(', ')} FROM x ` +
       `WHERE x.complete AND NOT ${present(m, keyAliases)} AND ${recreate} ` +
-      `ON CONFLICT (${keyNames}) DO NOTHING RETURNING ${keyNames})${moved} ` +
+      `ON CONFLICT (${keyNames}) DO NOTHING RETURNING ${keyNames})${moved}${keep} ` +
       `SELECT x.ord, ${present(m, keyAliases)} AS present, ${localRow(m, keyAliases)} AS local, ` +
       `EXISTS (SELECT 1 FROM r WHERE ${m.key.map((c, i) => `r.${quoteIdent(c.name)} = ${castAs(c, newKeyAliases[i] as string)}`).join(' AND ')}) AS resurrected, ` +
       `${newerTombstone(tableParam, newKey, v)} AS deleted_later ` +
@@ -282,10 +311,11 @@ export function deleteRows(m: TableMapping, keys: readonly (readonly (string | n
   const rules = version.rules ?? LAST_UPDATE_WINS;
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
+  const merged = rules.deltaColumns.length > 0 ? { table: tableParam, m } : undefined;
   return {
     text:
       `WITH ${x}, ` +
-      `w AS (DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x WHERE ${keyMatchOn(m, aliases)} AND ${overwriteGuard(rules.delete, 't', v)} RETURNING x.ord), ` +
+      `w AS (DELETE FROM ${qualifiedName(m.local.schema, m.local.name)} AS t USING x WHERE ${keyMatchOn(m, aliases)} AND ${overwriteGuard(rules.delete, 't', v, merged)} RETURNING x.ord), ` +
       `tomb AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) SELECT ${tableParam}, ${tombstoneKey(m, aliases)} FROM x ` +
       `WHERE EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord) OR NOT ${present(m, aliases)} ` +
       `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE ${remoteWins('tb', v)}) ` +

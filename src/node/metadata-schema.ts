@@ -82,6 +82,26 @@ export function metadataSchemaSql(selfName: string): string[] {
          SELECT (coalesce(c.timestamp, '-infinity'::timestamptz), coalesce(${s}.node_of_origin(c.roident), '') COLLATE "C")
                 < (remote_ts, remote_node COLLATE "C")
            FROM pg_catalog.pg_xact_commit_timestamp_origin(local_xmin) c $$`,
+    // Tables with delta counters: a merge that keeps newer local columns writes the row with the
+    // remote (older) version as its xmin. The version the row really holds is kept here, valid while
+    // the row's xmin is still \`xid\`; purged like tombstones once no older write can arrive.
+    `CREATE TABLE IF NOT EXISTS ${s}.row_versions (
+       table_name text NOT NULL,
+       key jsonb NOT NULL,
+       xid xid NOT NULL,
+       version_ts timestamptz NOT NULL,
+       version_node text NOT NULL,
+       PRIMARY KEY (table_name, key))`,
+    `CREATE OR REPLACE FUNCTION ${s}.row_version(tbl text, k jsonb, local_xmin xid, OUT ts timestamptz, OUT node text)
+       LANGUAGE sql STABLE AS $$
+         SELECT coalesce(v.version_ts, c.timestamp, '-infinity'::timestamptz),
+                coalesce(v.version_node, ${s}.node_of_origin(c.roident), '')
+           FROM pg_catalog.pg_xact_commit_timestamp_origin(local_xmin) c
+           LEFT JOIN ${s}.row_versions v ON v.table_name = tbl AND v.key = k AND v.xid = local_xmin $$`,
+    `CREATE OR REPLACE FUNCTION ${s}.row_remote_wins(tbl text, k jsonb, local_xmin xid, remote_ts timestamptz, remote_node text) RETURNS boolean
+       LANGUAGE sql STABLE AS $$
+         SELECT (r.ts, r.node COLLATE "C") < (remote_ts, remote_node COLLATE "C")
+           FROM ${s}.row_version(tbl, k, local_xmin) r $$`,
     `CREATE OR REPLACE FUNCTION ${s}.remote_older(local_xmin xid, remote_ts timestamptz, remote_node text) RETURNS boolean
        LANGUAGE sql STABLE AS $$
          SELECT (remote_ts, remote_node COLLATE "C")

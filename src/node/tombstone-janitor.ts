@@ -79,6 +79,8 @@ export class TombstoneJanitor {
           [formatPgTimestamp(cutoff)],
         );
         purged = r.rowCount ?? 0;
+        // The kept versions of merged delta rows (pgbidi.row_versions) are needed exactly as long.
+        await this.client.query(`DELETE FROM ${METADATA_SCHEMA}.row_versions WHERE version_ts < $1::timestamptz`, [formatPgTimestamp(cutoff)]);
         watermark = new Date(pgMicrosToUnixMs(cutoff)).toISOString();
       }
       // Bounded retention of the conflict log.
