@@ -102,7 +102,14 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
     expect(await rows(c, 'b', 'SELECT * FROM t ORDER BY id')).toEqual(expected);
 
     expect(await conflictRows(c, 'a', 't')).toEqual(
-      expect.arrayContaining(['insert_exists/apply_remote [\"1\"]', 'delete_origin_differs/keep_local [\"3\"]', 'delete_missing/skip [\"5\"]']),
+      expect.arrayContaining([
+        'insert_exists/apply_remote [\"1\"]',
+        'delete_origin_differs/keep_local [\"3\"]',
+        'delete_missing/skip [\"5\"]',
+        // a's own newer rows overwritten by b's newer change: logged like PostgreSQL 18 does.
+        'update_origin_differs/apply_remote [\"2\"]',
+        'delete_origin_differs/apply_remote [\"4\"]',
+      ]),
     );
     expect(await conflictRows(c, 'b', 't')).toEqual(
       expect.arrayContaining([
@@ -123,6 +130,11 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
     expect(logged).toMatchObject({ local: { id: 1, v: 'b1' }, remote: { id: '1', v: 'a1' }, node: 'a' });
     expect(logged?.lsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
     expect(await counter(c, 'a', { table: 'public.t', type: 'insert_exists', resolution: 'apply_remote' })).toBe(1);
+    const [overwrote] = await c.query<{ local: unknown; remote: unknown }>(
+      'a',
+      `SELECT local_tuple AS local, remote_tuple AS remote FROM pgbidi.conflicts WHERE table_name = 't' AND conflict_type = 'update_origin_differs'`,
+    );
+    expect(overwrote).toEqual({ local: { id: 2, v: 'a2' }, remote: { id: '2', v: 'b2' } });
     // The resurrected row 3 has a tombstone history; row 4 stays deleted on both nodes.
     const [tomb] = await c.query<{ n: number }>('b', `SELECT count(*)::int AS n FROM pgbidi.tombstones WHERE table_name = 'public.t' AND key = '[4]'`);
     expect(tomb?.n).toBe(1);

@@ -156,6 +156,23 @@ function localRow(m: TableMapping, aliases: readonly string[]): string {
   return `(SELECT to_jsonb(pgbidi_local) FROM ${qualifiedName(m.local.schema, m.local.name)} AS pgbidi_local WHERE ${keyMatchOn(m, aliases, 'pgbidi_local')})`;
 }
 
+/**
+ * PostgreSQL 18's *_origin_differs where the remote change wins: the rows of `written` (a CTE of
+ * ords) whose local version came from another origin than the remote change, with that local row.
+ * Frozen rows and rows written before commit timestamps were on carry no origin and are not
+ * conflicts (the noise research/baselines.md saw after an initial load); nor is a row this
+ * transaction wrote itself.
+ */
+function overwritten(m: TableMapping, aliases: readonly string[], written: string, remoteNode: string): string {
+  return (
+    `SELECT x.ord, true AS present, to_jsonb(pgbidi_local) AS local, false AS resurrected, false AS deleted_later, true AS overwritten ` +
+    `FROM x JOIN ${qualifiedName(m.local.schema, m.local.name)} AS pgbidi_local ON ${keyMatchOn(m, aliases, 'pgbidi_local')} ` +
+    `CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(pgbidi_local.xmin) AS c ` +
+    `WHERE EXISTS (SELECT 1 FROM ${written} WHERE ${written}.ord = x.ord) AND c.timestamp IS NOT NULL ` +
+    `AND NOT (pgbidi_local.xmin = pg_current_xact_id()::xid) AND ${METADATA_SCHEMA}.node_of_origin(c.roident) IS DISTINCT FROM ${remoteNode}::text`
+  );
+}
+
 function qualified(m: TableMapping): string {
   return `${m.local.schema}.${m.local.name}`;
 }
@@ -288,8 +305,9 @@ export function updateRows(
       `ON CONFLICT (${keyNames}) DO NOTHING RETURNING ${keyNames})${moved}${keep} ` +
       `SELECT x.ord, ${present(m, keyAliases)} AS present, ${localRow(m, keyAliases)} AS local, ` +
       `EXISTS (SELECT 1 FROM r WHERE ${m.key.map((c, i) => `r.${quoteIdent(c.name)} = ${castAs(c, newKeyAliases[i] as string)}`).join(' AND ')}) AS resurrected, ` +
-      `${newerTombstone(tableParam, newKey, v)} AS deleted_later ` +
-      `FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.ord = x.ord)`,
+      `${newerTombstone(tableParam, newKey, v)} AS deleted_later, false AS overwritten ` +
+      `FROM x WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.ord = x.ord) ` +
+      `UNION ALL ${overwritten(m, keyAliases, 'u', v.node)}`,
     values: p.values,
   };
 }
@@ -319,7 +337,9 @@ export function deleteRows(m: TableMapping, keys: readonly (readonly (string | n
       `tomb AS (INSERT INTO ${METADATA_SCHEMA}.tombstones AS tb (table_name, key) SELECT ${tableParam}, ${tombstoneKey(m, aliases)} FROM x ` +
       `WHERE EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord) OR NOT ${present(m, aliases)} ` +
       `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE ${remoteWins('tb', v)}) ` +
-      `SELECT x.ord, ${present(m, aliases)} AS present, ${localRow(m, aliases)} AS local FROM x WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord)`,
+      `SELECT x.ord, ${present(m, aliases)} AS present, ${localRow(m, aliases)} AS local, false AS resurrected, false AS deleted_later, false AS overwritten ` +
+      `FROM x WHERE NOT EXISTS (SELECT 1 FROM w WHERE w.ord = x.ord) ` +
+      `UNION ALL ${overwritten(m, aliases, 'w', v.node)}`,
     values: p.values,
   };
 }

@@ -379,7 +379,7 @@ export class TransactionApplier {
     for (const run of runs) {
       if ((run.kind !== 'update' && run.kind !== 'delete') || run.signature === KEY_CHANGE) continue;
       const ords = (unwritten.get(run) ?? [])
-        .filter((r) => r.resurrected !== true) // re-created from the full row: written
+        .filter((r) => r.resurrected !== true && r.overwritten !== true) // written after all
         .map((r) => Number(r.ord))
         .filter((ord) => touches.get(`${tableName(run.mapping)} ${JSON.stringify(run.oldKeys[ord - 1])}`) === 1);
       if (ords.length === 0) continue;
@@ -454,24 +454,36 @@ export class TransactionApplier {
         return;
       }
       case 'update': {
+        let notUpdated = 0;
         for (const r of rows) {
           row = r;
           const ord = Number(r.ord);
+          if (r.overwritten === true) {
+            conflict(ord, 'update_origin_differs', 'apply_remote');
+            continue;
+          }
+          notUpdated++;
           if (r.present) conflict(ord, 'update_origin_differs', loses);
           else if (r.resurrected) {
             conflict(ord, r.deleted_later ? 'update_deleted' : 'update_missing', 'apply_remote');
             out.applied.update++;
           } else conflict(ord, r.deleted_later ? 'update_deleted' : 'update_missing', skipped);
         }
-        out.applied.update += run.oldKeys.length - rows.length;
+        out.applied.update += run.oldKeys.length - notUpdated;
         return;
       }
       case 'delete': {
+        let notDeleted = 0;
         for (const r of rows) {
           row = r;
+          if (r.overwritten === true) {
+            conflict(Number(r.ord), 'delete_origin_differs', 'apply_remote');
+            continue;
+          }
+          notDeleted++;
           conflict(Number(r.ord), r.present ? 'delete_origin_differs' : 'delete_missing', r.present ? loses : 'skip');
         }
-        out.applied.delete += run.oldKeys.length - rows.length;
+        out.applied.delete += run.oldKeys.length - notDeleted;
         return;
       }
       case 'identity': {
