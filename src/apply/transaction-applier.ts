@@ -16,6 +16,8 @@ import type { TableMapping, MappedColumn } from './table-mapping.js';
 import {
   deleteByIdentity,
   deleteRows,
+  FAST_PATH_CLOSED,
+  insertRowsFast,
   lockKeys,
   undoDeletedLater,
   truncateTables,
@@ -43,6 +45,9 @@ export interface BatchOutcome {
 type Key = (string | null)[];
 
 const UNIQUE_VIOLATION = '23505';
+
+/** How long a table whose insert fast path failed takes the usual path before trying again. */
+const FAST_PATH_PAUSE_MS = 10_000;
 
 const DEFAULT_POLICY: TablePolicy = { policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' };
 
@@ -119,8 +124,25 @@ export class TransactionApplier {
     return m;
   }
 
-  async apply(changes: readonly ChangeMessage[], version: RemoteVersion): Promise<BatchOutcome> {
+  /** Whether the node's pgbidi schema has the fast path's gate (a node set up by an older pgbidi has not). */
+  private fastPathReady: Promise<boolean> | null = null;
+  /** Tables whose last fast-path attempt failed, until when the fast path is not tried on them. */
+  private readonly fastPathPaused = new Map<string, number>();
+
+  /**
+   * Applies one batch of a transaction. `firstInTransaction`: nothing was written in the transaction
+   * yet, so an insert run may take the fast path (insertRowsFast): if it does not apply, the
+   * transaction is rolled back, begun again, and the batch runs the usual way.
+   */
+  async apply(changes: readonly ChangeMessage[], version: RemoteVersion, options: { firstInTransaction?: boolean } = {}): Promise<BatchOutcome> {
     const runs = await this.plan(changes);
+    const fast = new Set<Run>();
+    if (options.firstInTransaction && runs.some((r) => r.kind === 'insert') && (await this.fastPathAvailable())) {
+      const now = Date.now();
+      for (const run of runs) {
+        if (run.kind === 'insert' && run.mapping.key.length > 0 && (this.fastPathPaused.get(tableName(run.mapping)) ?? 0) <= now) fast.add(run);
+      }
+    }
     // Per table of the batch: every key it touches (for the advisory locks) and the keys its inserts
     // and updates write (for the undo of rows a concurrent newer delete removed).
     const tables = new Map<TableMapping, { touched: Key[]; written: Key[]; ops: ('insert' | 'update')[]; version: RemoteVersion }>();
@@ -148,15 +170,29 @@ export class TransactionApplier {
     }
     for (const run of runs) {
       const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
-      pending.push({ role: 'main', run, mapping: run.mapping, result: this.session.run(this.statement(run, runVersion)) });
+      const statement = fast.has(run) ? insertRowsFast(run.mapping, run.rows) : this.statement(run, runVersion);
+      pending.push({ role: 'main', run, mapping: run.mapping, result: this.session.run(statement) });
     }
     for (const [m, t] of tables) {
       if (t.written.length) pending.push({ role: 'undo', mapping: m, result: this.session.run(undoDeletedLater(m, t.written, t.version)) });
     }
     // Every promise gets a handler now, so a failure in one does not leave the others unobserved.
     const settled = await Promise.allSettled(pending.map((p) => p.result));
-    const failure = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failure) throw failure.reason;
+    const failed = settled.findIndex((s) => s.status === 'rejected');
+    if (failed >= 0) {
+      // The first failure in pipeline order is the cause; the statements after it only found the
+      // transaction aborted.
+      const reason = (settled[failed] as PromiseRejectedResult).reason;
+      const run = pending[failed]?.run;
+      const code = sqlState(reason);
+      if (run && fast.has(run) && (code === UNIQUE_VIOLATION || code === FAST_PATH_CLOSED)) {
+        this.fastPathPaused.set(tableName(run.mapping), Date.now() + FAST_PATH_PAUSE_MS);
+        await this.session.pg.query('ROLLBACK');
+        await this.session.begin();
+        return this.apply(changes, version);
+      }
+      throw reason;
+    }
     const outcome: BatchOutcome = {
       applied: { insert: 0, update: 0, delete: 0, truncate: 0 },
       conflicts: [],
@@ -167,7 +203,7 @@ export class TransactionApplier {
     settled.forEach((s, i) => {
       const p = pending[i] as Pending;
       if (s.status !== 'fulfilled') return;
-      if (p.role === 'main' && p.run) unwritten.set(p.run, s.value.rows);
+      if (p.role === 'main' && p.run) unwritten.set(p.run, fast.has(p.run) ? [] : s.value.rows);
       const t = tables.get(p.mapping);
       if (p.role === 'undo' && t) this.accountUndone(p.mapping, t.written, t.ops, s.value.rows, version, outcome);
     });
@@ -178,6 +214,13 @@ export class TransactionApplier {
     return outcome;
   }
 
+
+  private fastPathAvailable(): Promise<boolean> {
+    this.fastPathReady ??= this.session.pg
+      .query<{ ok: boolean }>(`SELECT to_regprocedure('${METADATA_SCHEMA}.no_tombstones(text)') IS NOT NULL AS ok`)
+      .then((r) => r.rows[0]?.ok === true);
+    return this.fastPathReady;
+  }
 
   /**
    * The slow path for a transaction that hit a unique violation (SQLSTATE 23505) on a constraint other
@@ -300,7 +343,7 @@ export class TransactionApplier {
       const m = this.mappings.get(change.relationId) ?? (await this.mapping(change.relationId));
       const step = describe(m, change);
       const cur = current as Run | null;
-      const keyText = step.key ? JSON.stringify(step.key) : null;
+      const keyText = step.key ? (step.key.length === 1 && step.key[0] !== null ? (step.key[0] as string) : JSON.stringify(step.key)) : null;
       if (
         !cur ||
         cur.mapping !== m ||
@@ -366,6 +409,10 @@ export class TransactionApplier {
     version: RemoteVersion,
     out: BatchOutcome,
   ): Promise<void> {
+    const candidates = runs.some(
+      (run) => (run.kind === 'update' || run.kind === 'delete') && run.signature !== KEY_CHANGE && (unwritten.get(run)?.length ?? 0) > 0,
+    );
+    if (!candidates) return;
     const touches = new Map<string, number>();
     const touch = (m: TableMapping, k: Key): void => {
       const id = `${tableName(m)} ${JSON.stringify(k)}`;

@@ -650,7 +650,7 @@ export class Link {
           const batchStarted = this.clock();
           const outcome = this.carefulTxns.has(finalLsn)
             ? await applier.applyCarefully(item.changes, open.version, { peer: this.peer, commitLsn: formatLsn(finalLsn) })
-            : await applier.apply(item.changes, open.version);
+            : await applier.apply(item.changes, open.version, { firstInTransaction: open.changes === 0 });
           const batchEnded = this.clock();
           for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: batchStarted, endedAtMs: batchEnded });
           open.changes += item.changes.length;

@@ -71,6 +71,16 @@ export function metadataSchemaSql(selfName: string): string[] {
          ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now();
          RETURN NULL;
        END $$`,
+    // The insert fast path's gate (apply/statements.ts insertRowsFast): with a tombstone for the
+    // table, inserts must be checked row by row, so the plain INSERT stops with SQLSTATE PB001.
+    `CREATE OR REPLACE FUNCTION ${s}.no_tombstones(tbl text) RETURNS boolean
+       LANGUAGE plpgsql STABLE AS $$
+       BEGIN
+         IF EXISTS (SELECT 1 FROM ${s}.tombstones WHERE table_name = tbl) THEN
+           RAISE EXCEPTION 'pgbidi: % has tombstones', tbl USING ERRCODE = 'PB001';
+         END IF;
+         RETURN true;
+       END $$`,
     `CREATE OR REPLACE FUNCTION ${s}.node_of_origin(roident oid) RETURNS text
        LANGUAGE sql STABLE AS $$
          SELECT CASE WHEN roident = 0 THEN ${quoteLiteral(selfName)}
