@@ -72,6 +72,21 @@ export class ApplySession {
     return this.pg.query('BEGIN');
   }
 
+  /**
+   * Sends what `send` issues in one socket write: the driver writes every protocol message of a
+   * query on its own (Bind, Describe, Execute, Sync), and for small transactions those syscalls
+   * were a fifth of the agent's CPU time (bench profile).
+   */
+  corked<T>(send: () => T): T {
+    const stream = (this.pg as unknown as { connection?: { stream?: { cork?: () => void; uncork?: () => void } } }).connection?.stream;
+    stream?.cork?.();
+    try {
+      return send();
+    } finally {
+      stream?.uncork?.();
+    }
+  }
+
   /** Runs a statement as a named prepared statement (parsed once per session and SQL text). */
   run<R extends pg.QueryResultRow>(s: Statement): Promise<pg.QueryResult<R>> {
     let name = this.prepared.get(s.text);
@@ -93,11 +108,13 @@ export class ApplySession {
    * account for its position another way.
    */
   async commit(endLsn: Lsn, commitTimestamp: string): Promise<{ wrote: boolean }> {
-    const setup = this.pg.query<{ xid: string | null }>(
-      'SELECT pg_current_xact_id_if_assigned()::text AS xid, pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)',
-      [formatLsn(endLsn), commitTimestamp],
-    );
-    const commit = this.pg.query('COMMIT');
+    const [setup, commit] = this.corked(() => [
+      this.pg.query<{ xid: string | null }>(
+        'SELECT pg_current_xact_id_if_assigned()::text AS xid, pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)',
+        [formatLsn(endLsn), commitTimestamp],
+      ),
+      this.pg.query('COMMIT'),
+    ] as const);
     commit.catch(() => undefined); // observed below; a failed setup must not leave it unhandled
     const wrote = (await setup).rows[0]?.xid != null;
     const result = await commit;

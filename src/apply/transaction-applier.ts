@@ -83,6 +83,22 @@ interface Run {
   readonly changes: ChangeMessage[];
 }
 
+interface TableKeys {
+  readonly touched: Key[];
+  readonly written: Key[];
+  readonly ops: ('insert' | 'update')[];
+  readonly version: RemoteVersion;
+}
+
+/** A batch planned and built ahead of time (TransactionApplier.prepare). */
+export interface PreparedBatch {
+  readonly runs: Run[];
+  readonly fast: ReadonlySet<Run>;
+  readonly tables: ReadonlyMap<TableMapping, TableKeys>;
+  readonly statements: readonly { readonly role: Pending['role']; readonly run?: Run; readonly mapping: TableMapping; readonly statement: Statement }[];
+  readonly firstInTransaction: boolean;
+}
+
 interface Pending {
   /** lock: advisory key locks; main: the run's statement; undo: see undoDeletedLater. */
   readonly role: 'lock' | 'main' | 'undo';
@@ -126,56 +142,47 @@ export class TransactionApplier {
 
   /** Whether the node's pgbidi schema has the fast path's gate (a node set up by an older pgbidi has not). */
   private fastPathReady: Promise<boolean> | null = null;
+  private fastPathKnown: boolean | null = null;
   /** Tables whose last fast-path attempt failed, until when the fast path is not tried on them. */
   private readonly fastPathPaused = new Map<string, number>();
 
   /**
+   * Plans and builds a batch's statements ahead of time, without I/O: the link calls this on the
+   * receive side, so that building the next batch overlaps with the server executing the current
+   * one. Null when a table of the batch has no mapping yet (it needs a catalog query).
+   */
+  prepare(changes: readonly ChangeMessage[], version: RemoteVersion, options: { firstInTransaction?: boolean } = {}): PreparedBatch | null {
+    try {
+      const runs = this.planWith(changes, (id) => this.mappings.get(id));
+      if (!runs) return null;
+      const first = options.firstInTransaction === true;
+      return this.build(runs, version, first, first && this.fastPathKnown === true);
+    } catch {
+      return null; // the same error comes again from apply(), in the apply loop, where it is handled
+    }
+  }
+
+  /**
    * Applies one batch of a transaction. `firstInTransaction`: nothing was written in the transaction
    * yet, so an insert run may take the fast path (insertRowsFast): if it does not apply, the
-   * transaction is rolled back, begun again, and the batch runs the usual way.
+   * transaction is rolled back, begun again, and the batch runs the usual way. `prepared` comes from
+   * prepare() for the same changes and position in the transaction.
    */
-  async apply(changes: readonly ChangeMessage[], version: RemoteVersion, options: { firstInTransaction?: boolean } = {}): Promise<BatchOutcome> {
-    const runs = await this.plan(changes);
-    const fast = new Set<Run>();
-    if (options.firstInTransaction && runs.some((r) => r.kind === 'insert') && (await this.fastPathAvailable())) {
-      const now = Date.now();
-      for (const run of runs) {
-        if (run.kind === 'insert' && run.mapping.key.length > 0 && (this.fastPathPaused.get(tableName(run.mapping)) ?? 0) <= now) fast.add(run);
-      }
+  async apply(
+    changes: readonly ChangeMessage[],
+    version: RemoteVersion,
+    options: { firstInTransaction?: boolean } = {},
+    prepared: PreparedBatch | null = null,
+  ): Promise<BatchOutcome> {
+    const first = options.firstInTransaction === true;
+    let batch = prepared !== null && prepared.firstInTransaction === first ? prepared : null;
+    if (!batch) {
+      const runs = await this.plan(changes);
+      batch = this.build(runs, version, first, first && runs.some((r) => r.kind === 'insert') && (await this.fastPathAvailable()));
     }
-    // Per table of the batch: every key it touches (for the advisory locks) and the keys its inserts
-    // and updates write (for the undo of rows a concurrent newer delete removed).
-    const tables = new Map<TableMapping, { touched: Key[]; written: Key[]; ops: ('insert' | 'update')[]; version: RemoteVersion }>();
-    for (const run of runs) {
-      if (run.mapping.key.length === 0 || (run.kind !== 'insert' && run.kind !== 'update' && run.kind !== 'delete')) continue;
-      let t = tables.get(run.mapping);
-      if (!t) {
-        t = { touched: [], written: [], ops: [], version: { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) } };
-        tables.set(run.mapping, t);
-      }
-      t.touched.push(...run.oldKeys);
-      if (run.kind !== 'delete') {
-        const op = run.kind;
-        for (const r of run.rows) {
-          const k = keyOf(run.mapping, r);
-          t.touched.push(k);
-          t.written.push(k);
-          t.ops.push(op);
-        }
-      }
-    }
-    const pending: Pending[] = [];
-    if (this.concurrentSessions) {
-      for (const [m, t] of tables) pending.push({ role: 'lock', mapping: m, result: this.session.run(lockKeys(m, t.touched)) });
-    }
-    for (const run of runs) {
-      const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
-      const statement = fast.has(run) ? insertRowsFast(run.mapping, run.rows) : this.statement(run, runVersion);
-      pending.push({ role: 'main', run, mapping: run.mapping, result: this.session.run(statement) });
-    }
-    for (const [m, t] of tables) {
-      if (t.written.length) pending.push({ role: 'undo', mapping: m, result: this.session.run(undoDeletedLater(m, t.written, t.version)) });
-    }
+    const { runs, fast, tables } = batch;
+    const statements = batch.statements;
+    const pending: Pending[] = this.session.corked(() => statements.map((b) => ({ ...b, result: this.session.run(b.statement) })));
     // Every promise gets a handler now, so a failure in one does not leave the others unobserved.
     const settled = await Promise.allSettled(pending.map((p) => p.result));
     const failed = settled.findIndex((s) => s.status === 'rejected');
@@ -218,8 +225,53 @@ export class TransactionApplier {
   private fastPathAvailable(): Promise<boolean> {
     this.fastPathReady ??= this.session.pg
       .query<{ ok: boolean }>(`SELECT to_regprocedure('${METADATA_SCHEMA}.no_tombstones(text)') IS NOT NULL AS ok`)
-      .then((r) => r.rows[0]?.ok === true);
+      .then((r) => (this.fastPathKnown = r.rows[0]?.ok === true));
     return this.fastPathReady;
+  }
+
+  /** The statements of a batch in pipeline order: key locks, one statement per run, undos. */
+  private build(runs: Run[], version: RemoteVersion, first: boolean, fastPath: boolean): PreparedBatch {
+    const fast = new Set<Run>();
+    if (fastPath) {
+      const now = Date.now();
+      for (const run of runs) {
+        if (run.kind === 'insert' && run.mapping.key.length > 0 && (this.fastPathPaused.get(tableName(run.mapping)) ?? 0) <= now) fast.add(run);
+      }
+    }
+    // Per table of the batch: every key it touches (for the advisory locks) and the keys its inserts
+    // and updates write (for the undo of rows a concurrent newer delete removed).
+    const tables = new Map<TableMapping, TableKeys>();
+    for (const run of runs) {
+      if (run.mapping.key.length === 0 || (run.kind !== 'insert' && run.kind !== 'update' && run.kind !== 'delete')) continue;
+      let t = tables.get(run.mapping);
+      if (!t) {
+        t = { touched: [], written: [], ops: [], version: { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) } };
+        tables.set(run.mapping, t);
+      }
+      t.touched.push(...run.oldKeys);
+      if (run.kind !== 'delete') {
+        const op = run.kind;
+        for (const r of run.rows) {
+          const k = keyOf(run.mapping, r);
+          t.touched.push(k);
+          t.written.push(k);
+          t.ops.push(op);
+        }
+      }
+    }
+    const statements: PreparedBatch['statements'][number][] = [];
+    if (this.concurrentSessions) {
+      for (const [m, t] of tables) statements.push({ role: 'lock', mapping: m, statement: lockKeys(m, t.touched) });
+    }
+    for (const run of runs) {
+      const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
+      const statement = fast.has(run) ? insertRowsFast(run.mapping, run.rows) : this.statement(run, runVersion);
+      statements.push({ role: 'main', run, mapping: run.mapping, statement });
+    }
+    for (const [m, t] of tables) {
+      if (t.written.length) statements.push({ role: 'undo', mapping: m, statement: undoDeletedLater(m, t.written, t.version) });
+    }
+    return { runs, fast, tables, statements, firstInTransaction: first };
   }
 
   /**
@@ -325,7 +377,17 @@ export class TransactionApplier {
     return collisions;
   }
 
+  /** Loads the mapping of every table of the batch, then plans it. */
   private async plan(changes: readonly ChangeMessage[]): Promise<Run[]> {
+    for (const change of changes) {
+      if (change.tag === 'truncate') for (const id of change.relationIds) await this.mapping(id);
+      else if (!this.mappings.has(change.relationId)) await this.mapping(change.relationId);
+    }
+    return this.planWith(changes, (id) => this.mappings.get(id)) as Run[];
+  }
+
+  /** Splits a batch into runs; null when a table has no mapping in `mappingOf`. */
+  private planWith(changes: readonly ChangeMessage[], mappingOf: (relationId: number) => TableMapping | undefined): Run[] | null {
     const runs: Run[] = [];
     let current: Run | null = null;
     const push = (run: Run): void => {
@@ -334,13 +396,15 @@ export class TransactionApplier {
     };
     for (const change of changes) {
       if (change.tag === 'truncate') {
-        const mappings = await Promise.all(change.relationIds.map((id) => this.mapping(id)));
+        const mappings = change.relationIds.map(mappingOf);
+        if (mappings.some((m) => m === undefined)) return null;
         const first = mappings[0];
         if (first) push(newRun(first, 'truncate', 'truncate', [], [change]));
         current = null;
         continue;
       }
-      const m = this.mappings.get(change.relationId) ?? (await this.mapping(change.relationId));
+      const m = mappingOf(change.relationId);
+      if (!m) return null;
       const step = describe(m, change);
       const cur = current as Run | null;
       const keyText = step.key ? (step.key.length === 1 && step.key[0] !== null ? (step.key[0] as string) : JSON.stringify(step.key)) : null;

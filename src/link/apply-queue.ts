@@ -1,3 +1,4 @@
+import type { PreparedBatch } from '../apply/transaction-applier.js';
 import type {
   BeginMessage,
   ChangeMessage,
@@ -10,7 +11,7 @@ import type {
 export type ApplyItem =
   | { readonly kind: 'begin'; readonly begin: BeginMessage }
   | { readonly kind: 'relation'; readonly relation: RelationMessage }
-  | { readonly kind: 'changes'; readonly changes: readonly ChangeMessage[] }
+  | { readonly kind: 'changes'; readonly changes: readonly ChangeMessage[]; readonly prepared: PreparedBatch | null }
   | { readonly kind: 'message'; readonly message: LogicalDecodingMessage }
   | { readonly kind: 'commit'; readonly commit: CommitMessage };
 

@@ -130,6 +130,11 @@ export class Link {
   // Receive side (per attempt).
   private sequencer = new TransactionSequencer();
   private pendingBegin: BeginMessage | null = null;
+  /** The transaction being received (its Begin was queued), for building batches ahead. */
+  private receivingBegin: BeginMessage | null = null;
+  private batchesInTransaction = 0;
+  /** Relation messages queued but not yet handed to the applier. */
+  private relationsQueued = 0;
   private skipping = false;
   private batch: ChangeMessage[] = [];
   private receiving = false;
@@ -454,6 +459,9 @@ export class Link {
 
   private resetReceiver(): void {
     this.sequencer = new TransactionSequencer();
+    this.receivingBegin = null;
+    this.batchesInTransaction = 0;
+    this.relationsQueued = 0;
     this.pendingBegin = null;
     this.skipping = false;
     this.batch = [];
@@ -509,6 +517,7 @@ export class Link {
       case 'relation':
         this.forwardBegin();
         this.flushBatch();
+        this.relationsQueued++;
         this.queue.push({ kind: 'relation', relation: msg });
         return;
       case 'type':
@@ -561,13 +570,23 @@ export class Link {
     const begin = this.pendingBegin;
     if (!begin) return;
     this.pendingBegin = null;
+    this.receivingBegin = begin;
+    this.batchesInTransaction = 0;
     this.pendingCommitTimes.push(begin.commitTime);
     this.queue.push({ kind: 'begin', begin });
   }
 
   private flushBatch(): void {
     if (this.batch.length === 0) return;
-    this.queue.push({ kind: 'changes', changes: this.batch });
+    // Built here, while the apply loop waits for the server on the batch before, unless a Relation
+    // message is still queued (the applier's mappings would be older than this batch).
+    const begin = this.receivingBegin;
+    const prepared =
+      this.relationsQueued === 0 && begin && this.applier
+        ? this.applier.prepare(this.batch, { commitTimestamp: formatPgTimestamp(begin.commitTime), node: this.peer }, { firstInTransaction: this.batchesInTransaction === 0 })
+        : null;
+    this.batchesInTransaction++;
+    this.queue.push({ kind: 'changes', changes: this.batch, prepared });
     this.batch = [];
     this.backpressure();
   }
@@ -639,6 +658,7 @@ export class Link {
           break;
         case 'relation':
           applier.relation(item.relation);
+          this.relationsQueued--;
           break;
         case 'changes': {
           if (!open) throw new Error('changes outside a transaction');
@@ -650,7 +670,7 @@ export class Link {
           const batchStarted = this.clock();
           const outcome = this.carefulTxns.has(finalLsn)
             ? await applier.applyCarefully(item.changes, open.version, { peer: this.peer, commitLsn: formatLsn(finalLsn) })
-            : await applier.apply(item.changes, open.version, { firstInTransaction: open.changes === 0 });
+            : await applier.apply(item.changes, open.version, { firstInTransaction: open.changes === 0 }, item.prepared);
           const batchEnded = this.clock();
           for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: batchStarted, endedAtMs: batchEnded });
           open.changes += item.changes.length;
