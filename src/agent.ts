@@ -52,6 +52,7 @@ export class Agent {
     const peerCollectors = new PeerCollectors({
       node: config.node.name,
       peers: config.peers,
+      localDsn: config.node.dsn,
       registries: [metrics.registry, metrics.openMetrics],
       log: log.child({ component: 'peer-collectors' }),
     });

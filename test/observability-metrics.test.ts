@@ -97,6 +97,9 @@ const FAMILIES: readonly [string, string, readonly string[]][] = [
   ['pgbidi_slot_retained_wal_bytes', 'gauge', ['peer', 'slot']],
   ['pgbidi_slot_wal_status', 'gauge', ['peer', 'slot', 'wal_status']],
   ['pgbidi_scrape_errors_total', 'counter', ['peer']],
+  ['pgbidi_local_slot_active', 'gauge', ['peer', 'slot']],
+  ['pgbidi_local_slot_retained_wal_bytes', 'gauge', ['peer', 'slot']],
+  ['pgbidi_local_slot_wal_status', 'gauge', ['peer', 'slot', 'wal_status']],
 ];
 
 async function scrape(agent: Agent, accept?: string): Promise<{ status: number; contentType: string; text: string }> {
@@ -272,6 +275,22 @@ describe.each(availableServerVersions())('metrics, exemplars and readiness on $l
     const lint = promtoolCheck(res.text);
     if (lint === null) console.warn('promtool not on PATH: skipped `promtool check metrics`');
     else expect(lint).toEqual({ status: 0, output: '' });
+
+    // The slot on a that b streams from, as a's own agent sees it, also while b's agent is down.
+    const local = { peer: 'b', slot: 'pgbidi_a_to_b' };
+    expect(one(e, 'pgbidi_local_slot_active', local)).toBe(1);
+    expect(one(e, 'pgbidi_local_slot_retained_wal_bytes', local)).toBeGreaterThanOrEqual(0);
+    expect(find(e, 'pgbidi_local_slot_wal_status', local).find((x) => x.value === 1)?.labels['wal_status']).toBe('reserved');
+    await c.stopAgent('b');
+    try {
+      await c.query('a', `INSERT INTO kv SELECT g, 'while b is down' FROM generate_series(1000, 1999) g`);
+      await eventually('a reports its slot for b inactive and retaining WAL', async () => {
+        e = parseExposition((await scrape(agentA)).text);
+        return one(e, 'pgbidi_local_slot_active', local) === 0 && one(e, 'pgbidi_local_slot_retained_wal_bytes', local) > 0;
+      });
+    } finally {
+      await c.startAgent('b', createLogger('silent'), '127.0.0.1:0');
+    }
   });
 
   it('serves OpenMetrics with trace-id exemplars when tracing is on', async () => {

@@ -377,6 +377,15 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           },
           {
             kind: 'timeseries',
+            title: 'WAL this node keeps for its peers',
+            description:
+              "WAL this node keeps for each peer's slot on it (current WAL position minus the slot's restart_lsn). Reported by this node's agent, so it stays visible while the peer's agent is down. Dashed line: the alert threshold.",
+            unit: 'bytes',
+            thresholds: [{ value: a.slotWalRetention.warningBytes, color: 'orange' }],
+            targets: [{ expr: withNode(q.m('pgbidi_local_slot_retained_wal_bytes')), legend: '{{slot}} for {{peer}}' }],
+          },
+          {
+            kind: 'timeseries',
             title: 'Failed reads of peer slot state',
             description: 'Failed reads, per second, of a peer WAL position and slot state at scrape time; while failing, the slot panels show the last values read.',
             unit: 'cps',

@@ -87,6 +87,10 @@ export const METRICS = [
   { name: 'pgbidi_slot_safe_wal_size_bytes', type: 'gauge', labels: ['peer', 'slot'], status: 'exported', source: 'pgbidi', help: 'WAL the peer can write before our slot is invalidated; absent when unlimited.' },
   { name: 'pgbidi_slot_wal_status', type: 'gauge', labels: ['peer', 'slot', 'wal_status'], status: 'exported', source: 'pgbidi', help: 'State set of pg_replication_slots.wal_status for our slot.' },
   { name: 'pgbidi_scrape_errors_total', type: 'counter', labels: ['peer'], status: 'exported', source: 'pgbidi', help: 'Failed reads of the peer slot state at scrape time.' },
+  // Replication slots on this node that the peers consume (read at scrape time)
+  { name: 'pgbidi_local_slot_active', type: 'gauge', labels: ['peer', 'slot'], status: 'exported', source: 'pgbidi', help: "The peer streams its slot on this node (1) or not (0)." },
+  { name: 'pgbidi_local_slot_retained_wal_bytes', type: 'gauge', labels: ['peer', 'slot'], status: 'exported', source: 'pgbidi', help: "WAL this node keeps for the peer's slot, also while the peer's agent is down." },
+  { name: 'pgbidi_local_slot_wal_status', type: 'gauge', labels: ['peer', 'slot', 'wal_status'], status: 'exported', source: 'pgbidi', help: "State set of pg_replication_slots.wal_status for the peer's slot on this node." },
   // prom-client default collectors (no prefix)
   { name: 'process_cpu_seconds_total', type: 'counter', labels: [], status: 'exported', source: 'prom-client', help: 'User and system CPU time spent.' },
   { name: 'process_resident_memory_bytes', type: 'gauge', labels: [], status: 'exported', source: 'prom-client', help: 'Resident memory size.' },

@@ -251,6 +251,20 @@ export function alertSpecs(options: RulesOptions = {}): AlertSpec[] {
     },
     [],
   );
+  // Slots on this node: still reported when the peer's agent, which reports them as its own, is down.
+  alert(
+    'PgbidiLocalSlotWalRetentionHigh',
+    'warning',
+    `${s.m('pgbidi_local_slot_retained_wal_bytes')} > ${num(a.slotWalRetention.warningBytes)}`,
+    a.slotWalRetention.for,
+    {
+      summary: 'This node keeps a lot of WAL for {{ $labels.peer }}.',
+      description: (f) =>
+        '{{ $labels.instance }} keeps {{ $value | humanize1024 }}B of WAL for slot {{ $labels.slot }}, which {{ $labels.peer }} consumes ' +
+        `(threshold ${bytesText(a.slotWalRetention.warningBytes)}${f}). It cannot recycle that WAL until {{ $labels.peer }} catches up.`,
+    },
+    [],
+  );
   alert('PgbidiSlotLost', 'critical', `${s.m('pgbidi_slot_wal_status', 'wal_status="lost"')} == 1`, a.slotLost.for, {
     summary: 'Slot {{ $labels.slot }} on {{ $labels.peer }} is lost.',
     description: (f) =>

@@ -15,8 +15,14 @@
  *   pgbidi_slot_safe_wal_size_bytes{peer,slot}          bytes writable before the slot is lost; absent when
  *                                                       max_slot_wal_keep_size is unlimited (or the slot is lost)
  *   pgbidi_slot_wal_status{peer,slot,wal_status}        state set: 1 for the slot's current wal_status
- *   pgbidi_scrape_errors_total{peer}                    failed reads
+ *   pgbidi_scrape_errors_total{peer}                    failed reads (peer = this node for its own slots)
  * A slot missing on the peer reads as inactive, every wal_status 0, and the byte series absent.
+ *
+ * And the slots on this node that the peers consume (pgbidi_<self>_to_<peer>), so that the WAL this
+ * node keeps for a peer whose agent is down is still reported (that agent reports it no more):
+ *   pgbidi_local_slot_active{peer,slot}                 1 when the peer's walsender streams it
+ *   pgbidi_local_slot_retained_wal_bytes{peer,slot}     our pg_current_wal_lsn() − the slot's restart_lsn
+ *   pgbidi_local_slot_wal_status{peer,slot,wal_status}  state set, as for the peer's slot
  */
 import pg from 'pg';
 import { Counter, Gauge } from 'prom-client';
@@ -45,6 +51,8 @@ export interface PeerCollectorsOptions {
   /** Both registries of Metrics: the gauges are registered on each. */
   readonly registries: readonly Registry[];
   readonly timeoutMs?: number;
+  /** This node's connection string: its own slots are read too (the local_slot series). */
+  readonly localDsn?: string;
   readonly log?: Logger;
   readonly clock?: () => number;
 }
@@ -72,6 +80,12 @@ const SLOT_QUERY = `SELECT pg_current_wal_lsn()::text AS current_lsn, s.slot_nam
        s.confirmed_flush_lsn::text AS confirmed_flush_lsn, s.restart_lsn::text AS restart_lsn,
        s.wal_status, s.safe_wal_size::text AS safe_wal_size
   FROM (VALUES (1)) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $1`;
+
+/** This node's slots for its peers, one row per slot asked for (absent slots give nulls). */
+const LOCAL_SLOTS_QUERY = `SELECT pg_current_wal_lsn()::text AS current_lsn, w.slot AS slot_name, s.active,
+       s.confirmed_flush_lsn::text AS confirmed_flush_lsn, s.restart_lsn::text AS restart_lsn,
+       s.wal_status, s.safe_wal_size::text AS safe_wal_size
+  FROM unnest($1::text[]) AS w(slot) LEFT JOIN pg_replication_slots s ON s.slot_name = w.slot`;
 
 /** Turns the row of SLOT_QUERY into gauge values (pure). */
 export function readingFromRow(row: SlotRow): PeerSlotReading {
@@ -102,6 +116,9 @@ export class PeerCollectors {
   readonly safeWalSize: Gauge<'peer' | 'slot'>;
   readonly walStatus: Gauge<'peer' | 'slot' | 'wal_status'>;
   readonly scrapeErrors: Counter<'peer'>;
+  readonly localSlotActive: Gauge<'peer' | 'slot'>;
+  readonly localRetainedWal: Gauge<'peer' | 'slot'>;
+  readonly localWalStatus: Gauge<'peer' | 'slot' | 'wal_status'>;
 
   constructor(private readonly options: PeerCollectorsOptions) {
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -147,7 +164,34 @@ export class PeerCollectors {
       registers,
       collect,
     });
+    this.localSlotActive = new Gauge({
+      name: 'pgbidi_local_slot_active',
+      help: "Whether the peer streams its slot on this node (1) or not (0).",
+      labelNames: ['peer', 'slot'],
+      registers,
+      collect,
+    });
+    this.localRetainedWal = new Gauge({
+      name: 'pgbidi_local_slot_retained_wal_bytes',
+      help: "WAL this node keeps for the peer's slot: current WAL position minus the slot's restart_lsn.",
+      labelNames: ['peer', 'slot'],
+      registers,
+      collect,
+    });
+    this.localWalStatus = new Gauge({
+      name: 'pgbidi_local_slot_wal_status',
+      help: "WAL availability of the peer's slot on this node (pg_replication_slots.wal_status; 1 for the current state).",
+      labelNames: ['peer', 'slot', 'wal_status'],
+      registers,
+      collect,
+    });
     for (const peer of options.peers) {
+      if (options.localDsn !== undefined) {
+        const local = { peer: peer.name, slot: slotName(options.node, peer.name) };
+        this.localSlotActive.set(local, 0);
+        this.localRetainedWal.set(local, 0);
+        for (const wal_status of WAL_STATUSES) this.localWalStatus.set({ ...local, wal_status }, 0);
+      }
       const slot = this.slot(peer.name);
       this.applyLag.set({ peer: peer.name }, 0);
       this.slotActive.set({ peer: peer.name, slot }, 0);
@@ -161,7 +205,9 @@ export class PeerCollectors {
   refresh(): Promise<void> {
     if (this.inflight) return this.inflight;
     if (this.closed || this.clock() - this.lastReadAt < REUSE_MS) return Promise.resolve();
-    this.inflight = Promise.all(this.options.peers.map((p) => this.readPeer(p))).then(() => {
+    const reads = this.options.peers.map((p) => this.readPeer(p));
+    if (this.options.localDsn !== undefined) reads.push(this.readLocal(this.options.localDsn));
+    this.inflight = Promise.all(reads).then(() => {
       this.lastReadAt = this.clock();
       this.inflight = null;
     });
@@ -185,16 +231,56 @@ export class PeerCollectors {
     try {
       reading = await this.query(peer);
     } catch (err) {
-      this.scrapeErrors.inc({ peer: peer.name });
-      if (!this.failing.has(peer.name)) {
-        this.failing.add(peer.name);
-        const message = redactSecrets(err instanceof Error ? err.message : String(err));
-        this.options.log?.warn({ component: 'peer-collectors', peer: peer.name, err: { message } }, 'cannot read the peer slot state for /metrics');
-      }
+      this.readFailed(peer.name, err);
       return;
     }
     if (this.failing.delete(peer.name)) this.options.log?.info({ component: 'peer-collectors', peer: peer.name }, 'peer slot state readable again');
     this.record(peer.name, reading);
+  }
+
+  private async readLocal(dsn: string): Promise<void> {
+    const self: PeerTarget = { name: this.options.node, dsn };
+    const peers = this.options.peers.map((p) => p.name);
+    let rows: SlotRow[];
+    try {
+      rows = (await this.timed(this.pool(self).query<SlotRow>(LOCAL_SLOTS_QUERY, [peers.map((p) => slotName(this.options.node, p))]))).rows;
+    } catch (err) {
+      this.readFailed(self.name, err);
+      return;
+    }
+    if (this.failing.delete(self.name)) this.options.log?.info({ component: 'peer-collectors', peer: self.name }, 'slot state readable again');
+    rows.forEach((row, i) => {
+      const peer = peers[i];
+      if (peer === undefined) return;
+      const r = readingFromRow(row);
+      const labels = { peer, slot: slotName(this.options.node, peer) };
+      this.localSlotActive.set(labels, r.active ? 1 : 0);
+      if (r.retainedWalBytes === null) this.localRetainedWal.remove(labels);
+      else this.localRetainedWal.set(labels, r.retainedWalBytes);
+      for (const wal_status of WAL_STATUSES) this.localWalStatus.set({ ...labels, wal_status }, wal_status === r.walStatus ? 1 : 0);
+    });
+  }
+
+  private readFailed(name: string, err: unknown): void {
+    this.scrapeErrors.inc({ peer: name });
+    if (!this.failing.has(name)) {
+      this.failing.add(name);
+      const message = redactSecrets(err instanceof Error ? err.message : String(err));
+      this.options.log?.warn({ component: 'peer-collectors', peer: name, err: { message } }, 'cannot read the slot state for /metrics');
+    }
+  }
+
+  /** Bounds a read by the timeout. */
+  private async timed<T>(read: Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
+    });
+    try {
+      return await Promise.race([read, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private record(peer: string, r: PeerSlotReading): void {
@@ -211,19 +297,10 @@ export class PeerCollectors {
   }
 
   private async query(peer: PeerTarget): Promise<PeerSlotReading> {
-    const pool = this.pool(peer);
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
-    });
-    try {
-      const result = await Promise.race([pool.query<SlotRow>(SLOT_QUERY, [this.slot(peer.name)]), timeout]);
-      const row = result.rows[0];
-      if (!row) throw new Error('the slot query returned no row');
-      return readingFromRow(row);
-    } finally {
-      clearTimeout(timer);
-    }
+    const result = await this.timed(this.pool(peer).query<SlotRow>(SLOT_QUERY, [this.slot(peer.name)]));
+    const row = result.rows[0];
+    if (!row) throw new Error('the slot query returned no row');
+    return readingFromRow(row);
   }
 
   private pool(peer: PeerTarget): pg.Pool {

@@ -132,6 +132,7 @@ describe('Prometheus rules', () => {
       'PgbidiSlotInactive',
       'PgbidiSlotWalRetentionHigh',
       'PgbidiSlotInvalidationRisk',
+      'PgbidiLocalSlotWalRetentionHigh',
       'PgbidiSlotLost',
       'PgbidiConflictRateHigh',
       'PgbidiConflictsUnresolved',
