@@ -222,6 +222,11 @@ export class TransactionApplier {
   }
 
 
+  /** Reads what prepare() needs to know about the node before the first batch arrives. */
+  async ready(): Promise<void> {
+    await this.fastPathAvailable();
+  }
+
   private fastPathAvailable(): Promise<boolean> {
     this.fastPathReady ??= this.session.pg
       .query<{ ok: boolean }>(`SELECT to_regprocedure('${METADATA_SCHEMA}.no_tombstones(text)') IS NOT NULL AS ok`)

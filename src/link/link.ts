@@ -410,6 +410,7 @@ export class Link {
     });
     const startLsn = await this.session.connect(onConnError);
     this.applier = new TransactionApplier(this.session, (table) => tablePolicy(config.conflicts, table), config.peers.length > 1);
+    await this.applier.ready();
     this.appliedLsn = maxLsn(this.appliedLsn, startLsn);
     this.durableLsn = startLsn;
 
