@@ -11,7 +11,29 @@ import type { LocalCluster } from '../src/testbed/local-cluster.js';
  * row, although the local change is older than the remote one. A synchronous standby that never
  * answers holds a local commit in that window for as long as the test needs.
  */
-const SCHEMA = [`CREATE TABLE t (id int PRIMARY KEY, v text)`, `CREATE TABLE c (id int PRIMARY KEY, n bigint NOT NULL)`, `ALTER TABLE c REPLICA IDENTITY FULL`];
+const SCHEMA = [
+  `CREATE TABLE t (id int PRIMARY KEY, v text)`,
+  `CREATE TABLE c (id int PRIMARY KEY, n bigint NOT NULL)`,
+  `ALTER TABLE c REPLICA IDENTITY FULL`,
+  `CREATE TABLE d (id int PRIMARY KEY, u int)`,
+];
+
+/**
+ * A deferred constraint trigger that fires in apply sessions too (ENABLE ALWAYS) and fails the COMMIT
+ * while ops.block says so: the apply statement succeeds and its COMMIT fails.
+ */
+const COMMIT_BLOCKER = [
+  `CREATE SCHEMA ops`,
+  `CREATE TABLE ops.block (blocked boolean NOT NULL)`,
+  `INSERT INTO ops.block VALUES (true)`,
+  `CREATE FUNCTION ops.reject_while_blocked() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF (SELECT blocked FROM ops.block) THEN RAISE EXCEPTION 'd is blocked' USING ERRCODE = 'P0001'; END IF;
+       RETURN NULL;
+     END $$`,
+  `CREATE CONSTRAINT TRIGGER d_blocker AFTER INSERT ON public.d DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ops.reject_while_blocked()`,
+  `ALTER TABLE public.d ENABLE ALWAYS TRIGGER d_blocker`,
+];
 
 async function holdCommits(c: LocalCluster, node: string, on: boolean): Promise<void> {
   await c.query(node, on ? `ALTER SYSTEM SET synchronous_standby_names = 'nobody'` : `ALTER SYSTEM RESET synchronous_standby_names`);
@@ -131,5 +153,28 @@ describe.each(availableServerVersions())('apply against a local commit in flight
       return JSON.stringify(x) === JSON.stringify([{ n: 15 }]) && JSON.stringify(y) === JSON.stringify(x);
     });
     expect((await c.query('b', 'SELECT n::int FROM c')).length).toBe(1);
+  });
+
+  // The COMMIT of b's first transaction fails on a deferred trigger. Behind it b's next transaction
+  // is already sent. Neither may stay committed, and the failed one must not count as applied:
+  // PostgreSQL 18 advances the origin when a transaction aborts after its origin setup.
+  it('never commits a transaction behind one whose COMMIT failed; both apply once the cause is gone', async () => {
+    const c = cluster.get();
+    await ready(c);
+    await c.stopAgent('a');
+    for (const sql of COMMIT_BLOCKER) await c.query('a', sql);
+    await c.query('b', 'INSERT INTO d VALUES (1, 5)'); // on a, its COMMIT fails
+    await c.query('b', `INSERT INTO t VALUES (100, 'behind')`); // b's next transaction
+    await c.startAgent('a');
+    await eventually('the link from b reports the failed COMMIT', async () => {
+      const s = c.agents.get('a')?.status().find((l) => l.peer === 'b');
+      return s?.lastError?.code === 'P0001';
+    });
+    // That COMMIT went out with b's next transaction already sent behind it: neither is here.
+    expect(await c.query('a', 'SELECT id FROM d')).toEqual([]);
+    expect(await c.query('a', 'SELECT id FROM t WHERE id = 100')).toEqual([]);
+    await c.query('a', 'UPDATE ops.block SET blocked = false');
+    await eventually('both transactions applied', async () => (await c.query('a', 'SELECT id FROM t WHERE id = 100')).length === 1);
+    expect(await c.query('a', 'SELECT id, u FROM d')).toEqual([{ id: 1, u: 5 }]);
   });
 });

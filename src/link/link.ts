@@ -29,7 +29,7 @@ import type { LinkMetrics, LinkState, ChangeOp } from '../observability/metrics.
 import { formatLsn, maxLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { formatPgTimestamp, nowPgMicros, pgMicrosToUnixMs, pgMicrosToUnixSeconds } from '../protocol/pg-time.js';
-import type { BeginMessage, ChangeMessage, LogicalDecodingMessage } from '../protocol/pgoutput-messages.js';
+import type { BeginMessage, ChangeMessage, CommitMessage, LogicalDecodingMessage } from '../protocol/pgoutput-messages.js';
 import type { ReplicationMessage } from '../protocol/replication-messages.js';
 import { TransactionSequencer } from '../protocol/transaction-sequencer.js';
 import { ReplicationConnection } from '../source/replication-connection.js';
@@ -108,6 +108,19 @@ export interface LinkDeps {
 }
 
 const OP_OF: Record<ChangeMessage['tag'], ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete', truncate: 'truncate' };
+
+/** The remote transaction being applied, as the apply loop accounts for it. */
+interface OpenTransaction {
+  begin: BeginMessage;
+  version: RemoteVersion;
+  startedAt: number;
+  changes: number;
+  conflicts: ConflictRecord[];
+  heartbeat: bigint | null;
+  traceparent: string | null;
+  tables: Set<string>;
+  batches: { table: string; op: ChangeOp; rows: number; startedAtMs: number; endedAtMs: number }[];
+}
 
 export class Link {
   private state: LinkState = 'stopped';
@@ -474,6 +487,8 @@ export class Link {
 
   private async teardown(): Promise<void> {
     this.attemptFailed = null;
+    // A COMMIT still in flight is durable or not; the next attempt starts from the origin's progress.
+    this.committing = null;
     this.openFinalLsn = null;
     this.openBegin = null;
     const replication = this.replication;
@@ -606,33 +621,94 @@ export class Link {
 
   // ---- apply side ----
 
+  /** A COMMIT sent and not yet answered (see the 'commit' case of applyLoop). */
+  private committing: { result: Promise<{ wrote: boolean }>; commit: CommitMessage; txn: OpenTransaction } | null = null;
+
+  /** Waits for the COMMIT in flight, if any, and accounts for the transaction it committed. */
+  private async settleCommit(): Promise<void> {
+    const pending = this.committing;
+    if (!pending) return;
+    this.committing = null;
+    const { commit, txn } = pending;
+    let wrote: boolean;
+    try {
+      ({ wrote } = await pending.result);
+    } catch (err) {
+      // The failure belongs to this transaction, not to the one that may have begun since.
+      this.openFinalLsn = txn.begin.finalLsn;
+      this.openBegin = { begin: txn.begin, startedAt: txn.startedAt };
+      throw err;
+    }
+    const committedAt = this.clock();
+    // Only a transaction that wrote advanced the origin; one that wrote nothing (a heartbeat, or
+    // changes that all lost) is processed like a filtered one, or the peer would keep its WAL.
+    if (wrote) this.appliedLsn = commit.endLsn;
+    else this.idleLsn = maxLsn(this.idleLsn, commit.endLsn);
+    this.pendingCommitTimes.shift();
+    this.applied++;
+    this.lastAppliedCommit = commit.commitTime;
+    if (txn.heartbeat !== null) {
+      this.lastHeartbeat = txn.heartbeat;
+      this.deps.metrics.heartbeat(pgMicrosToUnixSeconds(txn.heartbeat));
+    }
+    const traceId = this.deps.observer?.applied({
+      peer: this.peer,
+      begin: txn.begin,
+      endLsn: commit.endLsn,
+      changes: txn.changes,
+      conflicts: txn.conflicts,
+      startedAtMs: txn.startedAt,
+      committedAtMs: committedAt,
+      traceparent: txn.traceparent,
+      batches: txn.batches,
+    });
+    this.deps.metrics.transactionApplied({
+      commitUnixSeconds: pgMicrosToUnixSeconds(commit.commitTime),
+      delaySeconds: (committedAt - pgMicrosToUnixMs(commit.commitTime)) / 1000,
+      durationSeconds: (committedAt - txn.startedAt) / 1000,
+      changes: txn.changes,
+      ...(traceId ? { traceId } : {}),
+    });
+    for (const t of txn.tables) this.deps.metrics.table(t);
+    for (const c of txn.conflicts) {
+      this.conflictCount++;
+      this.deps.metrics.conflict(`${c.schema}.${c.table}`, c.type, c.resolution);
+      this.deps.log.warn(
+        { conflict: c.type, resolution: c.resolution, table: `${c.schema}.${c.table}`, key: c.key, remoteCommitTs: c.remoteCommitTimestamp, remoteNode: c.remoteNode, remoteCommitLsn: formatLsn(commit.commitLsn) },
+        'conflict',
+      );
+    }
+    this.deps.metrics.positions({ applied: this.appliedLsn });
+    this.backoff.reset();
+    this.carefulTxns.delete(txn.begin.finalLsn);
+    if (this.skipFinalLsn === txn.begin.finalLsn) this.skipFinalLsn = null;
+    // The next transaction may have begun meanwhile: its position stays.
+    if (this.openFinalLsn === txn.begin.finalLsn) {
+      this.openFinalLsn = null;
+      this.openBegin = null;
+    }
+  }
+
   private async applyLoop(): Promise<void> {
-    let open: {
-      begin: BeginMessage;
-      version: RemoteVersion;
-      startedAt: number;
-      changes: number;
-      conflicts: ConflictRecord[];
-      heartbeat: bigint | null;
-      traceparent: string | null;
-      tables: Set<string>;
-      batches: { table: string; op: ChangeOp; rows: number; startedAtMs: number; endedAtMs: number }[];
-    } | null = null;
+    let open: OpenTransaction | null = null;
     const session = this.session as ApplySession;
     const applier = this.applier as TransactionApplier;
     let begun: Promise<unknown> | null = null;
     for (;;) {
       if (this.stopping && (open === null || this.queue.commits === 0)) {
+        await this.settleCommit();
         if (open) await session.rollback();
         return;
       }
       if (open === null && this.adminTasks.length > 0) {
+        await this.settleCommit();
         const task = this.adminTasks.shift() as AdminTask;
         await this.retryDeadLetter(session, applier, task);
         continue;
       }
       const item = this.queue.shift();
       if (!item) {
+        await this.settleCommit();
         this.applying = open !== null;
         await this.queue.wait();
         continue;
@@ -669,6 +745,7 @@ export class Link {
             break;
           }
           const batchStarted = this.clock();
+          if (this.carefulTxns.has(finalLsn)) await this.settleCommit();
           const outcome = this.carefulTxns.has(finalLsn)
             ? await applier.applyCarefully(item.changes, open.version, { peer: this.peer, commitLsn: formatLsn(finalLsn) })
             : await applier.apply(item.changes, open.version, { firstInTransaction: open.changes === 0 }, item.prepared);
@@ -690,56 +767,19 @@ export class Link {
           break;
         case 'commit': {
           if (!open) throw new Error('commit outside a transaction');
+          // One commit at a time in flight: the one before settles before this one is sent.
+          await this.settleCommit();
           if (open.conflicts.length) await this.recordConflicts(session, open.conflicts, item.commit.endLsn);
           await this.waitForClock(item.commit.commitTime);
           await begun;
           if (this.skipFinalLsn === open.begin.finalLsn) await this.recordSkip(session, item.commit.commitLsn);
-          const { wrote } = await session.commit(item.commit.endLsn, open.version.commitTimestamp);
-          const committedAt = this.clock();
-          // Only a transaction that wrote advanced the origin; one that wrote nothing (a heartbeat, or
-          // changes that all lost) is processed like a filtered one, or the peer would keep its WAL.
-          if (wrote) this.appliedLsn = item.commit.endLsn;
-          else this.idleLsn = maxLsn(this.idleLsn, item.commit.endLsn);
-          this.pendingCommitTimes.shift();
-          this.applied++;
-          this.lastAppliedCommit = item.commit.commitTime;
-          if (open.heartbeat !== null) {
-            this.lastHeartbeat = open.heartbeat;
-            this.deps.metrics.heartbeat(pgMicrosToUnixSeconds(open.heartbeat));
-          }
-          const traceId = this.deps.observer?.applied({
-            peer: this.peer,
-            begin: open.begin,
-            endLsn: item.commit.endLsn,
-            changes: open.changes,
-            conflicts: open.conflicts,
-            startedAtMs: open.startedAt,
-            committedAtMs: committedAt,
-            traceparent: open.traceparent,
-            batches: open.batches,
-          });
-          this.deps.metrics.transactionApplied({
-            commitUnixSeconds: pgMicrosToUnixSeconds(item.commit.commitTime),
-            delaySeconds: (committedAt - pgMicrosToUnixMs(item.commit.commitTime)) / 1000,
-            durationSeconds: (committedAt - open.startedAt) / 1000,
-            changes: open.changes,
-            ...(traceId ? { traceId } : {}),
-          });
-          for (const t of open.tables) this.deps.metrics.table(t);
-          for (const c of open.conflicts) {
-            this.conflictCount++;
-            this.deps.metrics.conflict(`${c.schema}.${c.table}`, c.type, c.resolution);
-            this.deps.log.warn(
-              { conflict: c.type, resolution: c.resolution, table: `${c.schema}.${c.table}`, key: c.key, remoteCommitTs: c.remoteCommitTimestamp, remoteNode: c.remoteNode, remoteCommitLsn: formatLsn(item.commit.commitLsn) },
-              'conflict',
-            );
-          }
-          this.deps.metrics.positions({ applied: this.appliedLsn });
-          this.backoff.reset();
-          this.carefulTxns.delete(open.begin.finalLsn);
-          if (this.skipFinalLsn === open.begin.finalLsn) this.skipFinalLsn = null;
-          this.openFinalLsn = null;
-          this.openBegin = null;
+          // Not awaited here: the next transaction's statements go out behind the COMMIT, and its
+          // answer is taken (settleCommit) before anything depends on it: before the next COMMIT is
+          // sent (so a transaction never commits after one that failed), before the loop idles or
+          // stops, and before any other use of the session.
+          const committing = session.commit(item.commit.endLsn, open.version.commitTimestamp);
+          committing.catch(() => undefined);
+          this.committing = { result: committing, commit: item.commit, txn: open };
           open = null;
           begun = null;
           break;
