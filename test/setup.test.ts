@@ -19,7 +19,11 @@ describe('setup', () => {
     binDir: embeddedBinDir(),
     nodes: ['a', 'b'],
     settings: { wal_level: 'replica', track_commit_timestamp: 'off', max_replication_slots: 0, max_wal_senders: 0 },
-    schema: [`CREATE TABLE nokey (v text)`, `CREATE TABLE ok (id int PRIMARY KEY, body text)`],
+    schema: [
+      `CREATE TABLE nokey (v text)`,
+      `CREATE TABLE ok (id int PRIMARY KEY, body text)`,
+      `CREATE TABLE later (id int PRIMARY KEY, email text CONSTRAINT later_email UNIQUE DEFERRABLE INITIALLY DEFERRED)`,
+    ],
   }));
 
   it('names every missing setting and table problem at once, with the fix', async () => {
@@ -30,6 +34,7 @@ describe('setup', () => {
     expect(message).toContain('max_replication_slots is 0');
     expect(message).toContain('max_wal_senders is 0');
     expect(message).toContain('public.nokey');
+    expect(message).toContain('deferrable unique, primary key or exclusion constraints cannot be replicated: public.later.later_email');
     expect(message).not.toContain('public.ok');
   });
 

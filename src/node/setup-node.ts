@@ -61,6 +61,15 @@ export async function setupNode(config: Config): Promise<SetupReport> {
           'add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL for insert-mostly tables',
       );
     }
+    const deferrable = await deferrableKeys(client, tables);
+    if (deferrable.length) {
+      problems.push(
+        `deferrable unique, primary key or exclusion constraints cannot be replicated: ${deferrable.join(', ')}; ` +
+          'apply runs with session_replication_role = replica, which skips their recheck at commit (a remote row would ' +
+          'break them without an error), and ON CONFLICT cannot use them: ALTER TABLE … ALTER CONSTRAINT … NOT DEFERRABLE ' +
+          '(exclusion constraints: drop and re-add without DEFERRABLE)',
+      );
+    }
     const notes: string[] = [];
     for (const t of config.conflicts.tables) {
       if (t.policy !== 'delta') continue;
@@ -220,6 +229,19 @@ async function peerPolicyMismatches(config: Config, mine: string): Promise<strin
 }
 
 /** Tables with a column whose storage allows out-of-line values (attstorage 'x' or 'e'). */
+/** Deferrable unique, primary key and exclusion constraints of the replicated tables, as table.constraint. */
+async function deferrableKeys(client: pg.Client, tables: readonly SelectedTable[]): Promise<string[]> {
+  if (tables.length === 0) return [];
+  const r = await client.query<{ c: string }>(
+    `SELECT n.nspname || '.' || t.relname || '.' || c.conname AS c
+       FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+      WHERE n.nspname || '.' || t.relname = ANY($1) AND c.contype IN ('p', 'u', 'x') AND c.condeferrable
+      ORDER BY 1`,
+    [tables.map((t) => `${t.schema}.${t.name}`)],
+  );
+  return r.rows.map((x) => x.c);
+}
+
 async function tablesWithOutOfLineValues(client: pg.Client, tables: readonly SelectedTable[]): Promise<string[]> {
   if (tables.length === 0) return [];
   const names = tables.map((t) => `${t.schema}.${t.name}`);
