@@ -68,6 +68,29 @@ async function same(c: LocalCluster, sql: string): Promise<[unknown[], unknown[]
   return [await c.query('a', sql), await c.query('b', sql)];
 }
 
+/**
+ * The race: `seed` is written on a and replicated; then b's `local` change gets its commit timestamp
+ * and is held before it becomes visible, a writes `remote` (newer), b's apply of it waits for the held
+ * row, and only then b's change becomes visible. a's agent is off meanwhile, so that a does not apply
+ * b's change before its own exists.
+ */
+async function raceHeldCommit(c: LocalCluster, seed: { sql: string; check: string }, local: string, remote: string): Promise<void> {
+  await c.query('a', seed.sql);
+  await eventually('the seed row on b', async () => (await c.query('b', seed.check)).length === 1);
+  await c.stopAgent('a');
+  await holdCommits(c, 'b', true);
+  const held = await commitHeld(c, 'b', local);
+  try {
+    await c.query('a', remote);
+    await applyBlocked(c, 'b');
+  } finally {
+    await holdCommits(c, 'b', false);
+    await held.done;
+    await held.client.end();
+  }
+  await c.startAgent('a');
+}
+
 describe.each(availableServerVersions())('apply against a local commit in flight on $label', ({ binDir }) => {
   const cluster = useCluster(() => ({
     binDir,
@@ -84,21 +107,12 @@ describe.each(availableServerVersions())('apply against a local commit in flight
   it('re-creates a row whose older local delete became visible only after the remote update began', async () => {
     const c = cluster.get();
     await ready(c);
-    await c.query('a', `INSERT INTO t VALUES (1, 'first')`);
-    await eventually('row 1 on b', async () => (await c.query('b', 'SELECT 1 FROM t WHERE id = 1')).length === 1);
-    // a must not apply b's delete before a's own update exists: a's agent waits.
-    await c.stopAgent('a');
-    await holdCommits(c, 'b', true);
-    const held = await commitHeld(c, 'b', 'DELETE FROM t WHERE id = 1');
-    try {
-      await c.query('a', `UPDATE t SET v = 'newer' WHERE id = 1`); // newer than b's delete
-      await applyBlocked(c, 'b');
-    } finally {
-      await holdCommits(c, 'b', false);
-      await held.done;
-      await held.client.end();
-    }
-    await c.startAgent('a');
+    await raceHeldCommit(
+      c,
+      { sql: `INSERT INTO t VALUES (1, 'first')`, check: 'SELECT 1 FROM t WHERE id = 1' },
+      'DELETE FROM t WHERE id = 1',
+      `UPDATE t SET v = 'newer' WHERE id = 1`, // newer than b's delete
+    );
     await eventually('both nodes hold the newer update', async () => {
       const [x, y] = await same(c, 'SELECT v FROM t WHERE id = 1');
       return JSON.stringify(x) === JSON.stringify([{ v: 'newer' }]) && JSON.stringify(y) === JSON.stringify(x);
@@ -111,20 +125,12 @@ describe.each(availableServerVersions())('apply against a local commit in flight
   it('deletes a row whose older local update became visible only after the remote delete began', async () => {
     const c = cluster.get();
     await ready(c);
-    await c.query('a', `INSERT INTO t VALUES (2, 'first')`);
-    await eventually('row 2 on b', async () => (await c.query('b', 'SELECT 1 FROM t WHERE id = 2')).length === 1);
-    await c.stopAgent('a');
-    await holdCommits(c, 'b', true);
-    const held = await commitHeld(c, 'b', `UPDATE t SET v = 'older' WHERE id = 2`);
-    try {
-      await c.query('a', 'DELETE FROM t WHERE id = 2');
-      await applyBlocked(c, 'b');
-    } finally {
-      await holdCommits(c, 'b', false);
-      await held.done;
-      await held.client.end();
-    }
-    await c.startAgent('a');
+    await raceHeldCommit(
+      c,
+      { sql: `INSERT INTO t VALUES (2, 'first')`, check: 'SELECT 1 FROM t WHERE id = 2' },
+      `UPDATE t SET v = 'older' WHERE id = 2`,
+      'DELETE FROM t WHERE id = 2',
+    );
     await eventually('row 2 gone on both nodes', async () => {
       const [x, y] = await same(c, 'SELECT v FROM t WHERE id = 2');
       return x.length === 0 && y.length === 0;
@@ -134,20 +140,12 @@ describe.each(availableServerVersions())('apply against a local commit in flight
   it('adds a remote increment to a counter whose older local delete was in flight', async () => {
     const c = cluster.get();
     await ready(c);
-    await c.query('a', 'INSERT INTO c VALUES (1, 10)');
-    await eventually('counter on b', async () => (await c.query('b', 'SELECT 1 FROM c WHERE id = 1')).length === 1);
-    await c.stopAgent('a');
-    await holdCommits(c, 'b', true);
-    const held = await commitHeld(c, 'b', 'DELETE FROM c WHERE id = 1');
-    try {
-      await c.query('a', 'UPDATE c SET n = n + 5 WHERE id = 1');
-      await applyBlocked(c, 'b');
-    } finally {
-      await holdCommits(c, 'b', false);
-      await held.done;
-      await held.client.end();
-    }
-    await c.startAgent('a');
+    await raceHeldCommit(
+      c,
+      { sql: 'INSERT INTO c VALUES (1, 10)', check: 'SELECT 1 FROM c WHERE id = 1' },
+      'DELETE FROM c WHERE id = 1',
+      'UPDATE c SET n = n + 5 WHERE id = 1',
+    );
     await eventually('the counter converges', async () => {
       const [x, y] = await same(c, 'SELECT n::int FROM c WHERE id = 1');
       return JSON.stringify(x) === JSON.stringify([{ n: 15 }]) && JSON.stringify(y) === JSON.stringify(x);
