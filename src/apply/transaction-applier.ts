@@ -176,6 +176,11 @@ export class TransactionApplier {
   ): Promise<BatchOutcome> {
     const first = options.firstInTransaction === true;
     let batch = prepared !== null && prepared.firstInTransaction === first ? prepared : null;
+    // Built before a fast-path attempt on one of its tables failed: not again for now.
+    const now = Date.now();
+    if (batch && [...batch.fast].some((r) => (this.fastPathPaused.get(tableName(r.mapping)) ?? 0) > now)) {
+      batch = this.build(batch.runs, version, first, false);
+    }
     if (!batch) {
       const runs = await this.plan(changes);
       batch = this.build(runs, version, first, first && runs.some((r) => r.kind === 'insert') && (await this.fastPathAvailable()));

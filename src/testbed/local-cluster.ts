@@ -118,6 +118,22 @@ export class LocalCluster {
   }
 
   /** Waits until the table has the same fingerprint on every node; returns the last fingerprints seen. */
+  /**
+   * Waits until every link of every running agent has applied a peer transaction committed at or
+   * after `sinceMs` (peers emit a heartbeat transaction every second, and each link applies in the
+   * peer's commit order), so that everything written before then has been applied everywhere.
+   * Returns how long that took, or null at the timeout.
+   */
+  async waitCaughtUp(sinceMs: number, timeoutMs: number): Promise<number | null> {
+    const started = Date.now();
+    for (;;) {
+      const links = [...this.agents.values()].flatMap((a) => a.status());
+      if (links.every((l) => l.lastAppliedCommitTime !== null && Date.parse(l.lastAppliedCommitTime) >= sinceMs)) return Date.now() - started;
+      if (Date.now() - started > timeoutMs) return null;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
   async waitConverged(schema: string, table: string, timeoutMs = 30_000): Promise<Map<string, TableFingerprint>> {
     const deadline = Date.now() + timeoutMs;
     let last = new Map<string, TableFingerprint>();

@@ -6,9 +6,13 @@ import { identical, LocalCluster } from './local-cluster.js';
 import { nativeConflictStats, setupNativeMesh } from './native-mesh.js';
 
 /**
- * `npm run soak -- --seed N --minutes M`: the convergence check for as long as you like. Prints one
- * JSON summary; exits 1 when the nodes did not end identical.
+ * `npm run soak -- --seed N --minutes M [--pause-ms P]`: the convergence check for as long as you
+ * like (P: pause per operation and node; 0 writes as fast as the nodes take it). Prints one JSON
+ * summary with how long the agents took to catch up; exits 1 when the nodes did not end identical.
  */
+/** How long the agents may take to apply what an unthrottled workload wrote. */
+const CATCH_UP_TIMEOUT_MS = 30 * 60_000;
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -18,8 +22,10 @@ async function main(): Promise<number> {
       keys: { type: 'string', default: '20' },
       version: { type: 'string', default: '18' },
       native: { type: 'boolean', default: false },
+      'pause-ms': { type: 'string', default: '0' },
     },
   });
+  const pauseMs = Number(values['pause-ms']);
   const seed = Number(values.seed);
   const durationMs = Number(values.minutes) * 60_000;
   const nodes = Array.from({ length: Number(values.nodes) }, (_, i) => String.fromCharCode(97 + i));
@@ -34,13 +40,26 @@ async function main(): Promise<number> {
   try {
     await cluster.setupAll();
     for (const n of nodes) await cluster.startAgent(n);
-    const result = await runConvergenceWorkload(cluster, nodes, { seed, durationMs, keys });
-    const hashes = await cluster.waitConverged('public', 'items', 120_000);
+    const result = await runConvergenceWorkload(cluster, nodes, { seed, durationMs, keys, pauseMs });
+    // An unthrottled workload can outrun apply on a small machine: wait until every link has
+    // applied everything written before the end, then compare.
+    const catchUpMs = await cluster.waitCaughtUp(Date.now(), CATCH_UP_TIMEOUT_MS);
+    const hashes = await cluster.waitConverged('public', 'items', 30_000);
     converged = identical(hashes);
     const conflicts: Record<string, Record<string, number>> = {};
     for (const n of nodes) conflicts[n] = await conflictCounts(cluster, n);
     const total = Object.values(conflicts).reduce((s, byType) => s + Object.values(byType).reduce((a, b) => a + b, 0), 0);
-    Object.assign(summary, { pgbidi: { operations: result.operations, workloadErrors: result.errors, converged, conflictsTotal: total, conflicts, hashes: Object.fromEntries(hashes) } });
+    Object.assign(summary, {
+      pgbidi: {
+        operations: result.operations,
+        workloadErrors: result.errors,
+        catchUpSeconds: catchUpMs === null ? null : catchUpMs / 1000,
+        converged,
+        conflictsTotal: total,
+        conflicts,
+        hashes: Object.fromEntries(hashes),
+      },
+    });
   } finally {
     await cluster.destroy();
   }
