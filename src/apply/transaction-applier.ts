@@ -177,8 +177,7 @@ export class TransactionApplier {
     const first = options.firstInTransaction === true;
     let batch = prepared !== null && prepared.firstInTransaction === first ? prepared : null;
     // Built before a fast-path attempt on one of its tables failed: not again for now.
-    const now = Date.now();
-    if (batch && [...batch.fast].some((r) => (this.fastPathPaused.get(tableName(r.mapping)) ?? 0) > now)) {
+    if (batch && [...batch.fast].some((r) => !this.fastPathOpen(r.mapping))) {
       batch = this.build(batch.runs, version, first, false);
     }
     if (!batch) {
@@ -226,10 +225,14 @@ export class TransactionApplier {
     return outcome;
   }
 
-
   /** Reads what prepare() needs to know about the node before the first batch arrives. */
   async ready(): Promise<void> {
     await this.fastPathAvailable();
+  }
+
+  /** Not paused after a failed fast-path attempt on the table (FAST_PATH_PAUSE_MS). */
+  private fastPathOpen(m: TableMapping): boolean {
+    return (this.fastPathPaused.get(tableName(m)) ?? 0) <= Date.now();
   }
 
   private fastPathAvailable(): Promise<boolean> {
@@ -243,10 +246,7 @@ export class TransactionApplier {
   private build(runs: Run[], version: RemoteVersion, first: boolean, fastPath: boolean): PreparedBatch {
     const fast = new Set<Run>();
     if (fastPath) {
-      const now = Date.now();
-      for (const run of runs) {
-        if (run.kind === 'insert' && run.mapping.key.length > 0 && (this.fastPathPaused.get(tableName(run.mapping)) ?? 0) <= now) fast.add(run);
-      }
+      for (const run of runs) if (run.kind === 'insert' && run.mapping.key.length > 0 && this.fastPathOpen(run.mapping)) fast.add(run);
     }
     // Per table of the batch: every key it touches (for the advisory locks) and the keys its inserts
     // and updates write (for the undo of rows a concurrent newer delete removed).
@@ -540,7 +540,6 @@ export class TransactionApplier {
       out.conflicts.push(conflictRecord(m, 'update_deleted', 'skip', written[i] ?? [], version));
     }
   }
-
 
   private account(run: Run, rows: Record<string, unknown>[], version: RemoteVersion, out: BatchOutcome): void {
     const policy = this.policyOf(tableName(run.mapping)).policy;
