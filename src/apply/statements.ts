@@ -110,7 +110,7 @@ function remoteWins(alias: string, v: { ts: string; node: string }): string {
 
 /**
  * On a table with delta counters a merged row can hold other columns of a newer local version than
- * its xmin says; pgbidi.row_versions keeps that version (see mergedVersions) and row_remote_wins
+ * its xmin says; pgbidi.row_versions keeps that version (updateRows' `kept`) and row_remote_wins
  * reads it. Without the shortcut for this transaction's own writes: a merge earlier in this
  * transaction may have kept newer local columns.
  */

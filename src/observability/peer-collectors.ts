@@ -101,6 +101,28 @@ export function readingFromRow(row: SlotRow): PeerSlotReading {
   };
 }
 
+/** The gauges of one slot's state, for the slots on the peers and for this node's own. */
+interface SlotGauges {
+  readonly active: Gauge<'peer' | 'slot'>;
+  readonly retained: Gauge<'peer' | 'slot'>;
+  readonly walStatus: Gauge<'peer' | 'slot' | 'wal_status'>;
+}
+
+type SlotLabels = { peer: string; slot: string };
+
+function zeroSlot(g: SlotGauges, labels: SlotLabels): void {
+  g.active.set(labels, 0);
+  g.retained.set(labels, 0);
+  for (const wal_status of WAL_STATUSES) g.walStatus.set({ ...labels, wal_status }, 0);
+}
+
+function recordSlot(g: SlotGauges, labels: SlotLabels, r: PeerSlotReading): void {
+  g.active.set(labels, r.active ? 1 : 0);
+  if (r.retainedWalBytes === null) g.retained.remove(labels);
+  else g.retained.set(labels, r.retainedWalBytes);
+  for (const wal_status of WAL_STATUSES) g.walStatus.set({ ...labels, wal_status }, wal_status === r.walStatus ? 1 : 0);
+}
+
 export class PeerCollectors {
   private readonly pools = new Map<string, pg.Pool>();
   private readonly failing = new Set<string>();
@@ -186,17 +208,9 @@ export class PeerCollectors {
       collect,
     });
     for (const peer of options.peers) {
-      if (options.localDsn !== undefined) {
-        const local = { peer: peer.name, slot: slotName(options.node, peer.name) };
-        this.localSlotActive.set(local, 0);
-        this.localRetainedWal.set(local, 0);
-        for (const wal_status of WAL_STATUSES) this.localWalStatus.set({ ...local, wal_status }, 0);
-      }
-      const slot = this.slot(peer.name);
+      if (options.localDsn !== undefined) zeroSlot(this.localSlot, { peer: peer.name, slot: slotName(options.node, peer.name) });
+      zeroSlot(this.peerSlot, { peer: peer.name, slot: this.slot(peer.name) });
       this.applyLag.set({ peer: peer.name }, 0);
-      this.slotActive.set({ peer: peer.name, slot }, 0);
-      this.retainedWal.set({ peer: peer.name, slot }, 0);
-      for (const wal_status of WAL_STATUSES) this.walStatus.set({ peer: peer.name, slot, wal_status }, 0);
       this.scrapeErrors.inc({ peer: peer.name }, 0);
     }
   }
@@ -226,6 +240,14 @@ export class PeerCollectors {
     return slotName(peer, this.options.node);
   }
 
+  private get peerSlot(): SlotGauges {
+    return { active: this.slotActive, retained: this.retainedWal, walStatus: this.walStatus };
+  }
+
+  private get localSlot(): SlotGauges {
+    return { active: this.localSlotActive, retained: this.localRetainedWal, walStatus: this.localWalStatus };
+  }
+
   private async readPeer(peer: PeerTarget): Promise<void> {
     let reading: PeerSlotReading;
     try {
@@ -234,7 +256,7 @@ export class PeerCollectors {
       this.readFailed(peer.name, err);
       return;
     }
-    if (this.failing.delete(peer.name)) this.options.log?.info({ component: 'peer-collectors', peer: peer.name }, 'peer slot state readable again');
+    this.readAgain(peer.name);
     this.record(peer.name, reading);
   }
 
@@ -248,17 +270,18 @@ export class PeerCollectors {
       this.readFailed(self.name, err);
       return;
     }
-    if (this.failing.delete(self.name)) this.options.log?.info({ component: 'peer-collectors', peer: self.name }, 'slot state readable again');
-    rows.forEach((row, i) => {
-      const peer = peers[i];
-      if (peer === undefined) return;
-      const r = readingFromRow(row);
-      const labels = { peer, slot: slotName(this.options.node, peer) };
-      this.localSlotActive.set(labels, r.active ? 1 : 0);
-      if (r.retainedWalBytes === null) this.localRetainedWal.remove(labels);
-      else this.localRetainedWal.set(labels, r.retainedWalBytes);
-      for (const wal_status of WAL_STATUSES) this.localWalStatus.set({ ...labels, wal_status }, wal_status === r.walStatus ? 1 : 0);
-    });
+    this.readAgain(self.name);
+    // Rows are matched by slot name: a join does not keep the order of unnest().
+    const bySlot = new Map(rows.map((row) => [row.slot_name, row]));
+    for (const peer of peers) {
+      const slot = slotName(this.options.node, peer);
+      const row = bySlot.get(slot);
+      if (row) recordSlot(this.localSlot, { peer, slot }, readingFromRow(row));
+    }
+  }
+
+  private readAgain(name: string): void {
+    if (this.failing.delete(name)) this.options.log?.info({ component: 'peer-collectors', peer: name }, 'slot state readable again');
   }
 
   private readFailed(name: string, err: unknown): void {
@@ -288,12 +311,9 @@ export class PeerCollectors {
     const labels = { peer, slot };
     if (r.applyLagBytes === null) this.applyLag.remove({ peer });
     else this.applyLag.set({ peer }, r.applyLagBytes);
-    this.slotActive.set(labels, r.active ? 1 : 0);
-    if (r.retainedWalBytes === null) this.retainedWal.remove(labels);
-    else this.retainedWal.set(labels, r.retainedWalBytes);
+    recordSlot(this.peerSlot, labels, r);
     if (r.safeWalSizeBytes === null) this.safeWalSize.remove(labels);
     else this.safeWalSize.set(labels, r.safeWalSizeBytes);
-    for (const wal_status of WAL_STATUSES) this.walStatus.set({ ...labels, wal_status }, wal_status === r.walStatus ? 1 : 0);
   }
 
   private async query(peer: PeerTarget): Promise<PeerSlotReading> {
