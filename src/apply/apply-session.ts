@@ -32,6 +32,8 @@ export interface ApplySessionOptions {
 export class ApplySession {
   private client: pg.Client | null = null;
   private prepared = new Map<string, string>();
+  /** server_version_num of this node, read at connect. */
+  serverVersionNum = 0;
 
   constructor(private readonly options: ApplySessionOptions) {}
 
@@ -59,10 +61,15 @@ export class ApplySession {
     // fail at COMMIT, which PostgreSQL 18 counts as progress (see commit()).
     await client.query(`SET default_transaction_isolation = 'read committed'`);
     await client.query(`SET statement_timeout = ${Math.trunc(this.options.statementTimeoutMs)}`);
-    const r = await client.query<{ lsn: string | null }>(
-      'SELECT pg_replication_origin_progress($1, true)::text AS lsn',
+    // Apply statements are the same few texts with new values every time: a plan made once serves
+    // them all. Left to the default, the batched update was planned at every execution (a custom plan
+    // looked cheaper for every new array), which cost twice its execution time (issue profile).
+    await client.query(`SET plan_cache_mode = force_generic_plan`);
+    const r = await client.query<{ lsn: string | null; version: string }>(
+      `SELECT pg_replication_origin_progress($1, true)::text AS lsn, current_setting('server_version_num') AS version`,
       [this.options.origin],
     );
+    this.serverVersionNum = Number(r.rows[0]?.version ?? 0);
     const lsn = r.rows[0]?.lsn;
     return lsn ? parseLsn(lsn) : ZERO_LSN;
   }
@@ -132,6 +139,23 @@ export class ApplySession {
     const result = await commit;
     if (result.command !== 'COMMIT') throw new CommitFailedError(result.command);
     return { wrote };
+  }
+
+  /**
+   * Runs DDL for this session's own objects (the pg_temp apply procedure) in a transaction of its
+   * own. Its commit carries the session's origin and the values of the last
+   * pg_replication_origin_xact_setup (they are session globals): the LSN is one already committed,
+   * and the origin's progress never moves backwards (replorigin_session_advance), so nothing changes.
+   */
+  async define(ddl: string): Promise<void> {
+    await this.pg.query('BEGIN');
+    try {
+      await this.pg.query(ddl);
+      await this.pg.query('COMMIT');
+    } catch (err) {
+      await this.pg.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    }
   }
 
   async rollback(): Promise<void> {

@@ -4,6 +4,7 @@ import type { OverwriteRule } from '../conflict/policy.js';
 import { METADATA_SCHEMA } from '../node/names.js';
 import { assertNever } from '../util/assert-never.js';
 import { arrayLiteral, qualifiedName, quoteIdent } from '../util/sql.js';
+import type { KeyLock } from './key-locks.js';
 import type { MappedColumn, TableMapping } from './table-mapping.js';
 
 /**
@@ -371,26 +372,16 @@ export function deleteRows(m: TableMapping, keys: readonly (readonly (string | n
   };
 }
 
-/** Advisory lock buckets per table: bounded, so a large transaction cannot exhaust the lock table. */
-const LOCK_BUCKETS = 256;
-
 /**
- * Serializes the apply sessions of different peers on the same keys (technical research §6.2, the
- * "key-level race"): without it, two sessions can each decide on a snapshot that misses the other's
- * uncommitted delete or insert. Sent (pipelined) before the statement that writes, so that the
- * statement's snapshot is taken after the locks are held. Keys hash into a bounded number of
- * buckets; buckets are taken in order.
+ * Takes the advisory key locks (key-locks.ts), in the given order, before the statements that write:
+ * pipelined first, so that the writing statements' snapshots are taken after the locks are held.
  */
-export function lockKeys(m: TableMapping, keys: readonly (readonly (string | null)[])[]): Statement {
-  const p = new Params();
-  const aliases = m.key.map((c) => c.name);
-  const x = inputRows(p, keyInputs(aliases, keys));
-  const table = p.add(qualified(m));
+export function lockKeys(locks: readonly KeyLock[]): Statement {
   return {
     text:
-      `WITH ${x} SELECT count(pg_advisory_xact_lock(hashtext(${table}), b)) AS locked FROM ` +
-      `(SELECT DISTINCT abs(hashtext(${tombstoneKey(m, aliases)}::text) % ${LOCK_BUCKETS}) AS b FROM x ORDER BY 1) AS buckets`,
-    values: p.values,
+      `SELECT count(pg_catalog.pg_advisory_xact_lock(l.space, l.bucket)) AS locked ` +
+      `FROM (SELECT * FROM unnest($1::int[], $2::int[]) WITH ORDINALITY AS l(space, bucket, ord) ORDER BY ord) AS l`,
+    values: [`{${locks.map((l) => l[0]).join(',')}}`, `{${locks.map((l) => l[1]).join(',')}}`],
   };
 }
 

@@ -10,8 +10,9 @@ import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
 import { assertNever } from '../util/assert-never.js';
 import type { ApplySession } from './apply-session.js';
-import { loadLocalTable } from './local-catalog.js';
-import { mapRelation, SchemaMismatchError } from './table-mapping.js';
+import { keyLock, lockOrder } from './key-locks.js';
+import type { RelationCache } from './relation-cache.js';
+import { SchemaMismatchError } from './table-mapping.js';
 import type { TableMapping, MappedColumn } from './table-mapping.js';
 import {
   deleteByIdentity,
@@ -108,36 +109,16 @@ interface Pending {
 }
 
 export class TransactionApplier {
-  private readonly relations = new Map<number, RelationMessage>();
-  private readonly mappings = new Map<number, TableMapping>();
-
   constructor(
     private readonly session: ApplySession,
+    private readonly relations: RelationCache,
     private readonly policyOf: (qualifiedTable: string) => TablePolicy = () => DEFAULT_POLICY,
     /** Other peers' apply sessions write to this node at the same time: serialize them per key. */
     private readonly concurrentSessions = true,
   ) {}
 
-  relation(r: RelationMessage): void {
-    this.relations.set(r.relationId, r);
-    this.mappings.delete(r.relationId);
-  }
-
-  /** After a reconnect the walsender resends Relation messages; the local catalog may have changed. */
-  reset(): void {
-    this.relations.clear();
-    this.mappings.clear();
-  }
-
-  private async mapping(relationId: number): Promise<TableMapping> {
-    const cached = this.mappings.get(relationId);
-    if (cached) return cached;
-    const r = this.relations.get(relationId);
-    if (!r) throw new SchemaMismatchError(`change for relation ${relationId} arrived before its Relation message`);
-    const local = await loadLocalTable(this.session.pg, r.namespace, r.name);
-    const m = mapRelation(r, local);
-    this.mappings.set(relationId, m);
-    return m;
+  private mapping(relationId: number): Promise<TableMapping> {
+    return this.relations.load(relationId);
   }
 
   /** Whether the node's pgbidi schema has the fast path's gate (a node set up by an older pgbidi has not). */
@@ -153,7 +134,7 @@ export class TransactionApplier {
    */
   prepare(changes: readonly ChangeMessage[], version: RemoteVersion, options: { firstInTransaction?: boolean } = {}): PreparedBatch | null {
     try {
-      const runs = this.planWith(changes, (id) => this.mappings.get(id));
+      const runs = this.planWith(changes, (id) => this.relations.get(id));
       if (!runs) return null;
       const first = options.firstInTransaction === true;
       return this.build(runs, version, first, first && this.fastPathKnown === true);
@@ -270,8 +251,9 @@ export class TransactionApplier {
       }
     }
     const statements: PreparedBatch['statements'][number][] = [];
-    if (this.concurrentSessions) {
-      for (const [m, t] of tables) statements.push({ role: 'lock', mapping: m, statement: lockKeys(m, t.touched) });
+    if (this.concurrentSessions && tables.size > 0) {
+      const locks = lockOrder([...tables].flatMap(([m, t]) => t.touched.map((k) => keyLock(tableName(m), k))));
+      statements.push({ role: 'lock', mapping: [...tables.keys()][0] as TableMapping, statement: lockKeys(locks) });
     }
     for (const run of runs) {
       const runVersion = { ...version, rules: applyRules(this.policyOf(tableName(run.mapping))) };
@@ -321,7 +303,7 @@ export class TransactionApplier {
         total.conflicts.push(record);
         (total.tables as Set<string>).add(tableName(m));
         if (resolution === 'dead_letter') {
-          const relation = this.relations.get(change.relationId) as RelationMessage;
+          const relation = this.relations.message(change.relationId) as RelationMessage;
           const e = err as { message?: string; constraint?: string };
           await this.session.run({
             text: `INSERT INTO ${METADATA_SCHEMA}.dead_letters (peer, conflict_type, table_schema, table_name, op, change, reason, sqlstate, constraint_name, remote_commit_ts, remote_commit_lsn)
@@ -391,9 +373,9 @@ export class TransactionApplier {
   private async plan(changes: readonly ChangeMessage[]): Promise<Run[]> {
     for (const change of changes) {
       if (change.tag === 'truncate') for (const id of change.relationIds) await this.mapping(id);
-      else if (!this.mappings.has(change.relationId)) await this.mapping(change.relationId);
+      else await this.mapping(change.relationId);
     }
-    return this.planWith(changes, (id) => this.mappings.get(id)) as Run[];
+    return this.planWith(changes, (id) => this.relations.get(id)) as Run[];
   }
 
   /** Splits a batch into runs; null when a table has no mapping in `mappingOf`. */
@@ -458,7 +440,7 @@ export class TransactionApplier {
       case 'truncate': {
         const c = run.changes[0];
         if (c?.tag !== 'truncate') throw new SchemaMismatchError('truncate run without a truncate');
-        const all = c.relationIds.map((id) => this.mappings.get(id)).filter((m): m is TableMapping => m !== undefined);
+        const all = c.relationIds.map((id) => this.relations.get(id)).filter((m): m is TableMapping => m !== undefined);
         return truncateTables(all, c.cascade, c.restartIdentity);
       }
       default:

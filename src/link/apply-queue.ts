@@ -1,4 +1,5 @@
 import type { PreparedBatch } from '../apply/transaction-applier.js';
+import type { RemoteTransaction } from '../protocol/remote-transaction.js';
 import type {
   BeginMessage,
   ChangeMessage,
@@ -9,11 +10,16 @@ import type {
 
 /** What the receiver hands to the applier, in stream order. */
 export type ApplyItem =
+  | { readonly kind: 'transaction'; readonly txn: RemoteTransaction }
   | { readonly kind: 'begin'; readonly begin: BeginMessage }
   | { readonly kind: 'relation'; readonly relation: RelationMessage }
   | { readonly kind: 'changes'; readonly changes: readonly ChangeMessage[]; readonly prepared: PreparedBatch | null }
   | { readonly kind: 'message'; readonly message: LogicalDecodingMessage }
   | { readonly kind: 'commit'; readonly commit: CommitMessage };
+
+function changesOf(item: ApplyItem): number {
+  return item.kind === 'changes' ? item.changes.length : item.kind === 'transaction' ? item.txn.changes.length : 0;
+}
 
 /**
  * A FIFO between the synchronous receive callback and the asynchronous applier. It counts queued
@@ -26,11 +32,14 @@ export class ApplyQueue {
   private waiter: (() => void) | null = null;
   changes = 0;
   commits = 0;
+  /** Relation messages the applier has not seen yet (batches built ahead would use older mappings). */
+  relations = 0;
 
   push(item: ApplyItem): void {
     this.items.push(item);
-    if (item.kind === 'changes') this.changes += item.changes.length;
+    this.changes += changesOf(item);
     if (item.kind === 'commit') this.commits++;
+    if (item.kind === 'relation') this.relations++;
     const w = this.waiter;
     this.waiter = null;
     w?.();
@@ -47,9 +56,15 @@ export class ApplyQueue {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
-    if (item.kind === 'changes') this.changes -= item.changes.length;
+    this.changes -= changesOf(item);
     if (item.kind === 'commit') this.commits--;
+    if (item.kind === 'relation') this.relations--;
     return item;
+  }
+
+  /** The next item, left in the queue. */
+  peek(): ApplyItem | undefined {
+    return this.items[this.head];
   }
 
   /** Resolves when an item is available or `wake()` is called. */
@@ -71,5 +86,6 @@ export class ApplyQueue {
     this.head = 0;
     this.changes = 0;
     this.commits = 0;
+    this.relations = 0;
   }
 }

@@ -1,0 +1,523 @@
+import { CONFLICT_TYPES, RESOLUTIONS } from '../conflict/conflict-types.js';
+import type { ConflictType, Resolution } from '../conflict/conflict-types.js';
+import type { OverwriteRule } from '../conflict/policy.js';
+import { METADATA_SCHEMA } from '../node/names.js';
+import { assertNever } from '../util/assert-never.js';
+import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
+import type { ApplyRules } from './statements.js';
+import type { MappedColumn, TableMapping } from './table-mapping.js';
+
+/**
+ * The apply procedure: PL/pgSQL that applies many small peer transactions in one CALL and commits
+ * each of them on its own, with pg_replication_origin_xact_setup(end LSN, commit time) right before
+ * its COMMIT, so that every remote transaction keeps its own local commit, its exact commit
+ * timestamp and its origin progress (technical research §7.4). Statements inside a procedure run
+ * with cached plans and need no round trip, which is what makes small transactions cheap.
+ *
+ * It is created per apply session in pg_temp (no privilege beyond TEMP, nothing left behind), and
+ * generated from the step shapes the session has seen: one static block per shape, so every
+ * statement is planned once. It decides row by row with the same rules as the multi-row statements
+ * of statements.ts (the conflict tests run both), in READ COMMITTED, where each statement takes a
+ * fresh snapshot: a decision that a concurrent local transaction invalidates is simply taken again
+ * (the `xmin = r.x` guard on every write). What it does not handle it leaves to the caller: it stops
+ * at that step, rolls back that transaction and returns how far it got (stop_step).
+ *
+ * Parameters: the origin progress expected at the start (a CALL sent behind one that stopped early
+ * must not apply anything: it raises PB003); per transaction its end LSN, commit LSN, commit time and
+ * number of steps; per step its shape (0 = advisory key lock); and every step's values, flat, as
+ * text, cast to the local column types. Returns: transactions committed, one event per conflict
+ * (step * 64 + type * 8 + resolution, see decodeEvent), each commit's server time (epoch ms) and the
+ * step it stopped at (0 = none).
+ */
+
+export const PROCEDURE_NAME = 'pgbidi_apply';
+
+/** SQLSTATE of a CALL whose predecessor did not commit everything it was given (the order guard). */
+export const OUT_OF_ORDER = 'PB003';
+
+/** Attempts at one step whose row changed under it before the procedure hands the step back. */
+const MAX_ATTEMPTS = 8;
+
+export type StepKind = 'insert' | 'update' | 'delete';
+
+/** One kind of step the procedure knows: a table, an operation, and the values each step carries. */
+export interface StepShape {
+  /** ≥ 1; 0 is the advisory key lock. */
+  readonly id: number;
+  readonly kind: StepKind;
+  readonly mapping: TableMapping;
+  /** The values each step carries, in this order. */
+  readonly carried: readonly MappedColumn[];
+  /** update: columns whose value was sent (not unchanged TOAST): the conflict log's remote row. */
+  readonly sent: readonly MappedColumn[];
+  /** update: every column is carried, so a missing row can be re-created. */
+  readonly complete: boolean;
+  readonly rules: ApplyRules;
+  /** What a change that does not win is recorded as under the table's policy (keep_local or skip). */
+  readonly losing: Resolution;
+}
+
+export interface DecodedEvent {
+  /** 1-based index of the step in the CALL. */
+  readonly step: number;
+  readonly type: ConflictType;
+  readonly resolution: Resolution;
+}
+
+export function decodeEvent(code: number): DecodedEvent {
+  const step = Math.floor(code / 64);
+  const type = CONFLICT_TYPES[Math.floor(code / 8) % 8];
+  const resolution = RESOLUTIONS[code % 8];
+  if (type === undefined || resolution === undefined) throw new RangeError(`not an apply event code: ${code}`);
+  return { step, type, resolution };
+}
+
+function eventCode(type: ConflictType, resolution: Resolution): number {
+  return CONFLICT_TYPES.indexOf(type) * 8 + RESOLUTIONS.indexOf(resolution);
+}
+
+// Every variable is qualified by its block label, and parameters by the procedure name, so that no
+// column name of a user table can capture them (#variable_conflict use_column).
+const V = 'pgbidi_v';
+const P = PROCEDURE_NAME;
+const S = METADATA_SCHEMA;
+const OWN_XID = 'pg_catalog.pg_current_xact_id()::xid';
+
+function value(pos: number): string {
+  return `${P}.vals[${V}.p + ${pos}]`;
+}
+
+/** PL/pgSQL as data: lines, groups of lines at the same depth, and indented bodies. */
+interface Body {
+  readonly body: Code;
+}
+type Code = string | Body | readonly Code[];
+
+function body(...code: Code[]): Body {
+  return { body: code };
+}
+
+function render(code: Code, depth = 0): string {
+  if (typeof code === 'string') return code.split('\n').map((l) => `${'  '.repeat(depth)}${l}`).join('\n');
+  if (Array.isArray(code)) return (code as readonly Code[]).map((c) => render(c, depth)).filter((l) => l !== '').join('\n');
+  return render((code as Body).body, depth + 1);
+}
+
+const CTS = (xmin: string): string => `pg_catalog.pg_xact_commit_timestamp(${xmin})`;
+const ROIDENT = (xmin: string): string => `(pg_catalog.pg_xact_commit_timestamp_origin(${xmin})).roident`;
+const OWN_IF_ASSIGNED = 'pg_catalog.pg_current_xact_id_if_assigned()::xid';
+
+/** Builds the SQL of one shape's block; values are addressed by their position among the carried columns. */
+class ShapeSql {
+  readonly table: string;
+  readonly tableText: string;
+  private readonly positions = new Map<MappedColumn, number>();
+
+  constructor(readonly shape: StepShape) {
+    const m = shape.mapping;
+    this.table = qualifiedName(m.local.schema, m.local.name);
+    this.tableText = quoteLiteral(`${m.local.schema}.${m.local.name}`);
+    shape.carried.forEach((c, i) => this.positions.set(c, i + 1));
+  }
+
+  pos(c: MappedColumn): number {
+    const p = this.positions.get(c);
+    if (p === undefined) throw new Error(`column ${c.name} is not carried by shape ${this.shape.id}`);
+    return p;
+  }
+
+  typed(c: MappedColumn): string {
+    return `${value(this.pos(c))}::${c.type}`;
+  }
+
+  keyMatch(alias: string): string {
+    return this.shape.mapping.key.map((c) => `${alias}.${quoteIdent(c.name)} = ${this.typed(c)}`).join(' AND ');
+  }
+
+  /** The key as pgbidi.tombstones stores it: a jsonb array of the typed values. */
+  tombstoneKey(): string {
+    return `jsonb_build_array(${this.shape.mapping.key.map((c) => this.typed(c)).join(', ')})`;
+  }
+
+  /** The key as pgbidi.conflicts stores it: a jsonb array of the text values. */
+  logKey(): string {
+    return `jsonb_build_array(${this.shape.mapping.key.map((c) => value(this.pos(c))).join(', ')})`;
+  }
+
+  /** column → text value; jsonb_build_object takes at most 50 pairs (FUNC_MAX_ARGS). */
+  remoteRow(columns: readonly MappedColumn[]): string {
+    if (columns.length === 0) return `'{}'::jsonb`;
+    const parts: string[] = [];
+    for (let i = 0; i < columns.length; i += 50) {
+      const pairs = columns.slice(i, i + 50).map((c) => `${quoteLiteral(c.name)}, ${value(this.pos(c))}`);
+      parts.push(`jsonb_build_object(${pairs.join(', ')})`);
+    }
+    return parts.join(' || ');
+  }
+
+  /** The local row, its version and, when its origin is not the peer's, the row itself for the log. */
+  selectRow(): string {
+    return (
+      `SELECT t.ctid AS tid, t.xmin AS x, c.timestamp AS cts, c.roident AS ro, ` +
+      `CASE WHEN c.roident IS DISTINCT FROM ${V}.peer_ro THEN to_jsonb(t) END AS loc INTO ${V}.r ` +
+      `FROM ${this.table} AS t LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) AS c ON true ` +
+      `WHERE ${this.keyMatch('t')};`
+    );
+  }
+
+  /** A newer tombstone for the key: deleted later on some node. */
+  newerTombstone(): string {
+    return (
+      `EXISTS (SELECT 1 FROM ${S}.tombstones AS tb WHERE tb.table_name = ${this.tableText} AND tb.key = ${this.tombstoneKey()} ` +
+      `AND NOT (tb.xmin = ${OWN_XID} OR ${S}.remote_wins(tb.xmin, ${V}.ts, ${P}.peer)))`
+    );
+  }
+
+  /** One conflict: a row in pgbidi.conflicts (same transaction) and an event for the agent. */
+  conflict(type: ConflictType, resolution: Resolution, local: string, remote: string): Code {
+    const m = this.shape.mapping;
+    return [
+      `INSERT INTO ${S}.conflicts (peer, conflict_type, resolution, table_schema, table_name, key, remote_commit_ts, remote_commit_lsn, remote_node, local_tuple, remote_tuple) ` +
+        `VALUES (${P}.peer, ${quoteLiteral(type)}, ${quoteLiteral(resolution)}, ${quoteLiteral(m.local.schema)}, ${quoteLiteral(m.local.name)}, ` +
+        `${this.logKey()}, ${V}.ts, ${V}.clsn, ${P}.peer, ${local}, ${remote});`,
+      `${P}.events := array_append(${P}.events, ${V}.k * 64 + ${eventCode(type, resolution)});`,
+    ];
+  }
+
+  /**
+   * The local row for the log when the remote change lost: fetched here when selectRow left it out
+   * (the row's origin is the peer's own, which is rare for a losing change).
+   */
+  localForLog(): string {
+    return `coalesce(${V}.r.loc, (SELECT to_jsonb(t) FROM ${this.table} AS t WHERE t.ctid = ${V}.r.tid))`;
+  }
+
+  /** PostgreSQL 18's *_origin_differs for a remote change that won over the selected row. */
+  originDiffers(type: ConflictType, remote: string): Code {
+    return [
+      `IF ${V}.r.cts IS NOT NULL AND ${V}.r.ro IS DISTINCT FROM ${V}.peer_ro AND ${V}.r.x IS DISTINCT FROM ${OWN_IF_ASSIGNED} THEN`,
+      body(this.conflict(type, 'apply_remote', `${V}.r.loc`, remote)),
+      'END IF;',
+    ];
+  }
+
+  /** The same, for a row version that RETURNING old.* gave (PostgreSQL 18). */
+  oldOriginDiffers(): string {
+    return `(${CTS('old.xmin')} IS NOT NULL AND ${ROIDENT('old.xmin')} IS DISTINCT FROM ${V}.peer_ro AND old.xmin IS DISTINCT FROM ${OWN_IF_ASSIGNED})`;
+  }
+
+  /**
+   * Undoes the row this step just inserted when a newer delete committed meanwhile: a local DELETE
+   * that held the key while the insert waited commits its tombstone after the insert's snapshot
+   * (statements.ts undoDeletedLater). The first EXISTS keeps tables without tombstones cheap.
+   */
+  undoDeletedLater(): Code {
+    return [
+      `IF EXISTS (SELECT 1 FROM ${S}.tombstones WHERE table_name = ${this.tableText}) THEN`,
+      body(
+        `DELETE FROM ${this.table} AS t WHERE ${this.keyMatch('t')} AND t.xmin = ${OWN_XID} AND ${this.newerTombstone()};`,
+        'IF FOUND THEN',
+        body(this.conflict('update_deleted', 'skip', 'NULL', 'NULL')),
+        'END IF;',
+      ),
+      'END IF;',
+    ];
+  }
+
+  insertRow(columns: readonly MappedColumn[]): string {
+    const m = this.shape.mapping;
+    const overriding = columns.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
+    return (
+      `INSERT INTO ${this.table} AS t (${columns.map((c) => quoteIdent(c.name)).join(', ')})${overriding} ` +
+      `VALUES (${columns.map((c) => this.typed(c)).join(', ')}) ON CONFLICT (${m.key.map((c) => quoteIdent(c.name)).join(', ')}) DO NOTHING;`
+    );
+  }
+
+  assignments(columns: readonly MappedColumn[]): string {
+    return columns.map((c) => `${quoteIdent(c.name)} = ${this.typed(c)}`).join(', ');
+  }
+
+  /** Whether the remote change may overwrite the selected row (conflict/policy.ts overwriteRule). */
+  overwrites(rule: OverwriteRule): string {
+    const r = `${V}.r`;
+    const own = `${r}.x = ${OWN_IF_ASSIGNED}`;
+    const node = `coalesce(${S}.node_of_origin(${r}.ro), '') COLLATE "C"`;
+    switch (rule) {
+      case 'remote_newer':
+        return `(${own} OR ${r}.cts IS NULL OR ${r}.cts < ${V}.ts OR (${r}.cts = ${V}.ts AND ${node} < ${P}.peer COLLATE "C"))`;
+      case 'remote_older':
+        return `(${own} OR (${r}.cts IS NOT NULL AND (${V}.ts < ${r}.cts OR (${V}.ts = ${r}.cts AND ${P}.peer COLLATE "C" < ${node}))))`;
+      case 'always':
+        return 'true';
+      case 'same_origin':
+        return `(${own} OR ${r}.ro = ${V}.peer_ro)`;
+      default:
+        return assertNever(rule);
+    }
+  }
+
+  /** The same rule over a row of the statement (alias t), for a guarded UPDATE or DELETE. */
+  guard(rule: OverwriteRule): string {
+    const own = `t.xmin = ${OWN_IF_ASSIGNED}`;
+    const cts = CTS('t.xmin');
+    const node = `coalesce(${S}.node_of_origin(${ROIDENT('t.xmin')}), '') COLLATE "C"`;
+    switch (rule) {
+      case 'remote_newer':
+        return `(${own} OR ${cts} IS NULL OR ${cts} < ${V}.ts OR (${cts} = ${V}.ts AND ${node} < ${P}.peer COLLATE "C"))`;
+      case 'remote_older':
+        return `(${own} OR (${cts} IS NOT NULL AND (${V}.ts < ${cts} OR (${V}.ts = ${cts} AND ${P}.peer COLLATE "C" < ${node}))))`;
+      case 'always':
+        return 'true';
+      case 'same_origin':
+        return `(${own} OR ${ROIDENT('t.xmin')} = ${V}.peer_ro)`;
+      default:
+        return assertNever(rule);
+    }
+  }
+
+  /**
+   * The rule where it holds without a conflict to log: the row was last written by the peer itself
+   * (or this transaction, or carries no commit timestamp). The usual case once a group runs, and the
+   * one a single statement can decide without reading the row first.
+   */
+  quiet(rule: OverwriteRule): string {
+    const own = `t.xmin = ${OWN_IF_ASSIGNED}`;
+    const cts = CTS('t.xmin');
+    const same = `${ROIDENT('t.xmin')} = ${V}.peer_ro`;
+    switch (rule) {
+      case 'remote_newer':
+        return `(${own} OR ${cts} IS NULL OR (${same} AND ${cts} < ${V}.ts))`;
+      case 'remote_older':
+        return `(${own} OR (${same} AND ${V}.ts < ${cts}))`;
+      case 'always':
+        return `(${own} OR ${cts} IS NULL OR ${same})`;
+      case 'same_origin':
+        return `(${own} OR ${same})`;
+      default:
+        return assertNever(rule);
+    }
+  }
+}
+
+function retryGuard(): Code {
+  return [`${V}.tries := ${V}.tries + 1;`, `IF ${V}.tries > ${MAX_ATTEMPTS} THEN ${P}.stop_step := ${V}.k; EXIT; END IF;`];
+}
+
+export interface ProcedureOptions {
+  /** RETURNING old.* exists (PostgreSQL 18): one statement decides, writes and reports a write. */
+  readonly returningOld: boolean;
+}
+
+function insertBlock(sql: ShapeSql): Code {
+  const { shape } = sql;
+  const m = shape.mapping;
+  const remote = sql.remoteRow(m.columns);
+  const losing = shape.losing;
+  const assigned = m.columns.filter((c) => !c.isKey && !c.identityAlways);
+  const newer = shape.rules.insert === 'always' ? 'false' : sql.newerTombstone();
+  const keep: Code = [sql.conflict('insert_exists', losing, sql.localForLog(), remote), 'EXIT;'];
+  const overwrite: Code =
+    assigned.length === 0
+      ? keep // a table of key columns only: the existing row already is the remote one (upsertRows' DO NOTHING)
+      : [
+          `IF ${sql.overwrites(shape.rules.insert)} THEN`,
+          body(
+            `UPDATE ${sql.table} AS t SET ${sql.assignments(assigned)} WHERE t.ctid = ${V}.r.tid AND t.xmin = ${V}.r.x;`,
+            'IF FOUND THEN',
+            body(sql.conflict('insert_exists', 'apply_remote', sql.localForLog(), remote), 'EXIT;'),
+            'END IF;',
+          ),
+          'ELSE',
+          body(keep),
+          'END IF;',
+        ];
+  return [
+    'LOOP',
+    body(
+      retryGuard(),
+      sql.insertRow(m.columns),
+      'IF FOUND THEN',
+      body(sql.undoDeletedLater(), 'EXIT;'),
+      'END IF;',
+      '-- The key exists (or a concurrent insert of it committed while this one waited).',
+      sql.selectRow(),
+      'IF FOUND THEN',
+      body(`IF ${newer} THEN`, body(keep), 'END IF;', overwrite),
+      'END IF;',
+    ),
+    'END LOOP;',
+  ];
+}
+
+/** What an update or delete does with a key that is not here (update: re-create it, or not). */
+function missingRow(sql: ShapeSql, kind: 'update' | 'delete', remote: string, tombstone: string): Code {
+  const { shape } = sql;
+  if (kind === 'delete') return [tombstone, sql.conflict('delete_missing', 'skip', 'NULL', remote), 'EXIT;'];
+  const recreate = !shape.complete ? 'false' : shape.rules.recreate === 'always' ? 'true' : shape.rules.recreate === 'never' ? 'false' : `NOT ${V}.dl`;
+  return [
+    `${V}.dl := ${sql.newerTombstone()};`,
+    `IF ${recreate} THEN`,
+    body(
+      sql.insertRow(shape.mapping.columns),
+      'IF FOUND THEN',
+      body(
+        `IF ${V}.dl THEN`,
+        body(sql.conflict('update_deleted', 'apply_remote', 'NULL', remote)),
+        'ELSE',
+        body(sql.conflict('update_missing', 'apply_remote', 'NULL', remote)),
+        'END IF;',
+        sql.undoDeletedLater(),
+        'EXIT;',
+      ),
+      'END IF;',
+    ),
+    `ELSIF ${V}.dl THEN`,
+    body(sql.conflict('update_deleted', 'skip', 'NULL', remote), 'EXIT;'),
+    'ELSE',
+    body(sql.conflict('update_missing', 'skip', 'NULL', remote), 'EXIT;'),
+    'END IF;',
+  ];
+}
+
+/**
+ * An update (key unchanged) or a delete. First one statement that writes where the rule holds; on
+ * PostgreSQL 18 it also reports, from the old row version (RETURNING old), whether that was an
+ * *_origin_differs; on older servers it only writes where no conflict is to be logged. When it wrote
+ * nothing, the row is read and decided on: a conflict, a missing row, or a concurrent change (decided
+ * again on a fresh snapshot).
+ */
+function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: ProcedureOptions): Code {
+  const { shape } = sql;
+  const rule = kind === 'update' ? shape.rules.update : shape.rules.delete;
+  const remote = sql.remoteRow(kind === 'update' ? shape.sent : shape.mapping.columns);
+  const differs: ConflictType = kind === 'update' ? 'update_origin_differs' : 'delete_origin_differs';
+  const assigned = shape.sent.filter((c) => !c.isKey && !c.identityAlways);
+  const tombstone =
+    `INSERT INTO ${S}.tombstones AS tb (table_name, key) VALUES (${sql.tableText}, ${sql.tombstoneKey()}) ` +
+    `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE tb.xmin = ${OWN_XID} OR ${S}.remote_wins(tb.xmin, ${V}.ts, ${P}.peer);`;
+  // A delete leaves its tombstone right after the row is gone.
+  const wrote = (...then: Code[]): Code => (kind === 'delete' ? [tombstone, ...then] : then);
+  // Nothing to assign (every sent column is part of the key): the row is already as sent.
+  const canWrite = kind === 'delete' || assigned.length > 0;
+  const write = (where: string): string =>
+    kind === 'delete' ? `DELETE FROM ${sql.table} AS t WHERE ${where}` : `UPDATE ${sql.table} AS t SET ${sql.assignments(assigned)} WHERE ${where}`;
+  const first: Code = !canWrite
+    ? []
+    : options.returningOld
+      ? [
+          `${write(`${sql.keyMatch('t')} AND ${sql.guard(rule)}`)} RETURNING ${sql.oldOriginDiffers()} AS od, ` +
+            `CASE WHEN ${sql.oldOriginDiffers()} THEN to_jsonb(old) END AS loc INTO ${V}.w;`,
+          'IF FOUND THEN',
+          body(wrote(`IF ${V}.w.od THEN`, body(sql.conflict(differs, 'apply_remote', `${V}.w.loc`, remote)), 'END IF;', 'EXIT;')),
+          'END IF;',
+        ]
+      : [`${write(`${sql.keyMatch('t')} AND ${sql.quiet(rule)}`)};`, 'IF FOUND THEN', body(wrote('EXIT;')), 'END IF;'];
+  const decided: Code = !canWrite
+    ? [sql.originDiffers(differs, remote), 'EXIT;']
+    : [`${write(`t.ctid = ${V}.r.tid AND t.xmin = ${V}.r.x`)};`, 'IF FOUND THEN', body(wrote(sql.originDiffers(differs, remote), 'EXIT;')), 'END IF;'];
+  return [
+    'LOOP',
+    body(
+      retryGuard(),
+      first,
+      sql.selectRow(),
+      'IF FOUND THEN',
+      body(`IF ${sql.overwrites(rule)} THEN`, body(decided), 'ELSE', body(sql.conflict(differs, shape.losing, sql.localForLog(), remote), 'EXIT;'), 'END IF;'),
+      'ELSE',
+      body(missingRow(sql, kind, remote, tombstone)),
+      'END IF;',
+    ),
+    'END LOOP;',
+  ];
+}
+
+function shapeBlock(shape: StepShape, options: ProcedureOptions): Code {
+  const sql = new ShapeSql(shape);
+  switch (shape.kind) {
+    case 'insert':
+      return insertBlock(sql);
+    case 'update':
+    case 'delete':
+      return writeBlock(sql, shape.kind, options);
+    default:
+      return assertNever(shape.kind);
+  }
+}
+
+/** CREATE OR REPLACE PROCEDURE pg_temp.pgbidi_apply for the given shapes. */
+export function applyProcedureSql(shapes: readonly StepShape[], options: ProcedureOptions): string {
+  const dispatch = render(
+    shapes.map((s) => [`ELSIF ${V}.sh = ${s.id} THEN`, body(`${V}.tries := 0;`, shapeBlock(s, options), `${V}.p := ${V}.p + ${s.carried.length};`)]),
+    3,
+  );
+  const text = `#variable_conflict use_column
+<<${V}>>
+DECLARE
+  i int;
+  s int;
+  k int := 0;
+  p int := 0;
+  sh int;
+  tries int;
+  ts timestamptz;
+  clsn pg_lsn;
+  peer_ro oid;
+  dl boolean;
+  r record;
+  w record;
+BEGIN
+  IF coalesce(pg_catalog.pg_replication_origin_session_progress(false), '0/0') IS DISTINCT FROM ${P}.expected THEN
+    RAISE EXCEPTION 'pgbidi: apply out of order: origin progress is %, expected %',
+      coalesce(pg_catalog.pg_replication_origin_session_progress(false), '0/0'), ${P}.expected USING ERRCODE = '${OUT_OF_ORDER}';
+  END IF;
+  SELECT o.roident INTO ${V}.peer_ro FROM pg_catalog.pg_replication_origin AS o WHERE o.roname = ${P}.origin_name;
+  ${P}.done := 0;
+  ${P}.stop_step := 0;
+  ${P}.events := '{}';
+  ${P}.commits := '{}';
+  FOR i IN 1 .. coalesce(array_length(${P}.lsns, 1), 0) LOOP
+    IF ${P}.nsteps[i] = 0 THEN
+      -- Nothing to write (a heartbeat): no commit, the origin stays (the agent accounts for it).
+      ${P}.done := i;
+      ${P}.commits := array_append(${P}.commits, extract(epoch FROM clock_timestamp())::float8 * 1000);
+      CONTINUE;
+    END IF;
+    ${V}.ts := ${P}.tss[i];
+    ${V}.clsn := ${P}.clsns[i];
+    FOR s IN 1 .. ${P}.nsteps[i] LOOP
+      ${V}.k := ${V}.k + 1;
+      ${V}.sh := ${P}.shapes[${V}.k];
+      IF ${V}.sh = 0 THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(${value(1)}::int, ${value(2)}::int);
+        ${V}.p := ${V}.p + 2;
+${dispatch}
+      ELSE
+        RAISE EXCEPTION 'pgbidi: unknown step shape %', ${V}.sh USING ERRCODE = 'PB004';
+      END IF;
+      IF ${P}.stop_step <> 0 THEN
+        ROLLBACK;
+        RETURN;
+      END IF;
+    END LOOP;
+    -- The clock-skew rule (PGD's WAIT): no commit before the local clock has passed the remote one.
+    IF clock_timestamp() <= ${V}.ts THEN
+      PERFORM pg_catalog.pg_sleep(extract(epoch FROM ${V}.ts - clock_timestamp())::float8 + 0.000001);
+    END IF;
+    -- Deferred triggers fire before the origin is set up: PostgreSQL 18 advances the origin also for
+    -- a transaction that aborts after pg_replication_origin_xact_setup. The xid makes every
+    -- transaction write a commit record, so that the origin's progress says exactly how far apply got.
+    SET CONSTRAINTS ALL IMMEDIATE;
+    PERFORM pg_catalog.pg_current_xact_id(), pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts);
+    COMMIT;
+    ${P}.done := i;
+    ${P}.commits := array_append(${P}.commits, extract(epoch FROM clock_timestamp())::float8 * 1000);
+  END LOOP;
+END`;
+  let tag = '$pgbidi$';
+  for (let n = 1; text.includes(tag); n++) tag = `$pgbidi${n}$`;
+  return (
+    `CREATE OR REPLACE PROCEDURE pg_temp.${P}(expected pg_lsn, peer text, origin_name text, lsns pg_lsn[], clsns pg_lsn[], ` +
+    `tss timestamptz[], nsteps int[], shapes int[], vals text[], ` +
+    `INOUT done int, INOUT events int[], INOUT commits float8[], INOUT stop_step int) LANGUAGE plpgsql AS ${tag}\n${text}\n${tag}`
+  );
+}

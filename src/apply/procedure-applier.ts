@@ -1,0 +1,230 @@
+import type { ConflictRecord } from '../conflict/conflict-types.js';
+import { METADATA_SCHEMA } from '../node/names.js';
+import type { ChangeOp } from '../observability/metrics.js';
+import { formatLsn, parseLsn } from '../protocol/lsn.js';
+import type { Lsn } from '../protocol/lsn.js';
+import { formatPgTimestamp } from '../protocol/pg-time.js';
+import type { RemoteTransaction } from '../protocol/remote-transaction.js';
+import { arrayLiteral } from '../util/sql.js';
+import { applyProcedureSql, decodeEvent, PROCEDURE_NAME } from './apply-procedure-sql.js';
+import type { ApplySession } from './apply-session.js';
+import type { RelationCache } from './relation-cache.js';
+import { encodeGroup, ShapeRegistry } from './step-encoder.js';
+import type { EncodedGroup, ShapePolicy } from './step-encoder.js';
+import type { TableMapping } from './table-mapping.js';
+
+/**
+ * Applies groups of small peer transactions through the apply procedure (apply-procedure-sql.ts):
+ * one CALL per group, one local commit per remote transaction inside it. Defines the procedure in
+ * the session whenever a new step shape appears, and reads the results back into one outcome per
+ * committed transaction, in order.
+ */
+
+/** What one committed remote transaction did, as the link accounts for it. */
+export interface TransactionOutcome {
+  readonly applied: Record<ChangeOp, number>;
+  readonly conflicts: ConflictRecord[];
+  readonly tables: ReadonlySet<string>;
+  /** Rows per table and operation, for the transaction's child spans. */
+  readonly runs: readonly { readonly table: string; readonly op: ChangeOp; readonly rows: number }[];
+  /** Server clock (Unix ms) right after its COMMIT; null when unknown (read back after a failure). */
+  readonly committedAtMs: number | null;
+}
+
+export interface GroupResult {
+  /** The transactions of the group that committed, in order (a prefix of the group). */
+  readonly committed: readonly TransactionOutcome[];
+  /** The transactions the CALL was given; those after `committed` were not applied. */
+  readonly size: number;
+  /** Why the CALL stopped before the end: a step it hands back, or the error it raised. */
+  readonly stopped: { readonly kind: 'handed_back' } | { readonly kind: 'error'; readonly error: unknown } | null;
+}
+
+export interface ProcedureApplierOptions {
+  readonly peer: string;
+  readonly origin: string;
+  readonly policyOf: (m: TableMapping) => ShapePolicy;
+  /** Other peers' sessions apply to this node concurrently: take advisory key locks. */
+  readonly locks: boolean;
+  /** Most steps in one CALL (a transaction is never split). */
+  readonly maxSteps: number;
+}
+
+const CALL_SQL =
+  `CALL pg_temp.${PROCEDURE_NAME}($1::pg_lsn, $2::text, $3::text, $4::pg_lsn[], $5::pg_lsn[], $6::timestamptz[], $7::int[], $8::int[], $9::text[], ` +
+  `NULL, NULL, NULL, NULL)`;
+
+interface CallRow {
+  done: number;
+  events: number[] | null;
+  commits: number[] | null;
+  stop_step: number;
+}
+
+const OPS: Record<string, ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete' };
+
+export class ProcedureApplier {
+  private readonly registry = new ShapeRegistry();
+  private definedGeneration = -1;
+
+  constructor(
+    private readonly session: ApplySession,
+    private readonly relations: RelationCache,
+    private readonly options: ProcedureApplierOptions,
+  ) {}
+
+  /**
+   * Encodes the longest prefix of `txns` that the procedure can apply (possibly empty: the first
+   * transaction needs the statement path). Loads the mappings it needs from the local catalog; a
+   * table that cannot be mapped ends the prefix (the statement path reports it).
+   */
+  async encode(txns: readonly RemoteTransaction[]): Promise<EncodedGroup> {
+    let usable = txns.length;
+    scan: for (let i = 0; i < txns.length; i++) {
+      for (const c of (txns[i] as RemoteTransaction).changes) {
+        if (c.tag === 'truncate' || this.relations.get(c.relationId)) continue;
+        try {
+          await this.relations.load(c.relationId);
+        } catch {
+          usable = i;
+          break scan;
+        }
+      }
+    }
+    return encodeGroup(txns.slice(0, usable), (id) => this.relations.get(id), this.options.policyOf, this.registry, {
+      locks: this.options.locks,
+      maxSteps: this.options.maxSteps,
+    });
+  }
+
+  /**
+   * Runs one CALL. `expected` is the origin's progress before it: the CALL refuses to apply anything
+   * when that is not so (a CALL sent behind one that did not finish). Never throws for a failure of
+   * the CALL itself: the committed prefix is reported with the error (the transaction after it is
+   * the one that failed), read back from the origin's progress and pgbidi.conflicts.
+   */
+  async run(group: EncodedGroup, expected: Lsn): Promise<GroupResult> {
+    await this.define();
+    const txns = group.txns;
+    const params = [
+      formatLsn(expected),
+      this.options.peer,
+      this.options.origin,
+      arrayLiteral(txns.map((t) => formatLsn(t.commit.endLsn))),
+      arrayLiteral(txns.map((t) => formatLsn(t.commit.commitLsn))),
+      arrayLiteral(txns.map((t) => formatPgTimestamp(t.commit.commitTime))),
+      `{${group.nsteps.join(',')}}`,
+      `{${group.shapeIds.join(',')}}`,
+      arrayLiteral(group.values),
+    ];
+    let row: CallRow;
+    try {
+      const r = await this.session.run<CallRow>({ text: CALL_SQL, values: params });
+      row = r.rows[0] as CallRow;
+    } catch (error) {
+      return { committed: await this.readBack(group), size: txns.length, stopped: { kind: 'error', error } };
+    }
+    const outcomes = this.outcomes(group, row.done, row.events ?? [], row.commits ?? []);
+    const stopped = row.done < txns.length ? { kind: 'handed_back' as const } : null;
+    return { committed: outcomes, size: txns.length, stopped };
+  }
+
+  private async define(): Promise<void> {
+    if (this.definedGeneration === this.registry.generation) return;
+    const generation = this.registry.generation;
+    const shapes = this.registry.current((m) => this.relations.get(m.relationId) === m);
+    // RETURNING old.* is new in PostgreSQL 18.
+    await this.session.define(applyProcedureSql(shapes, { returningOld: this.session.serverVersionNum >= 180_000 }));
+    this.definedGeneration = generation;
+  }
+
+  private outcomes(group: EncodedGroup, done: number, events: readonly number[], commits: readonly number[]): TransactionOutcome[] {
+    const byStep = new Map<number, { type: ConflictRecord['type']; resolution: ConflictRecord['resolution'] }[]>();
+    for (const code of events) {
+      const e = decodeEvent(code);
+      let list = byStep.get(e.step);
+      if (!list) byStep.set(e.step, (list = []));
+      list.push(e);
+    }
+    return this.tally(group, done, (step) => byStep.get(step) ?? [], (i) => commits[i] ?? null);
+  }
+
+  /** One outcome per transaction of the first `done`, from the events of each step (1-based). */
+  private tally(
+    group: EncodedGroup,
+    done: number,
+    eventsOf: (step: number, txn: RemoteTransaction) => readonly { type: ConflictRecord['type']; resolution: ConflictRecord['resolution'] }[],
+    committedAt: (txn: number) => number | null,
+  ): TransactionOutcome[] {
+    const out: TransactionOutcome[] = [];
+    let step = 0;
+    for (let i = 0; i < done; i++) {
+      const txn = group.txns[i] as RemoteTransaction;
+      const version = { remoteCommitTimestamp: formatPgTimestamp(txn.commit.commitTime), remoteNode: this.options.peer };
+      const applied: Record<ChangeOp, number> = { insert: 0, update: 0, delete: 0, truncate: 0 };
+      const conflicts: ConflictRecord[] = [];
+      const rows = new Map<string, { table: string; op: ChangeOp; rows: number }>();
+      for (let s = 0; s < (group.nsteps[i] ?? 0); s++) {
+        step++;
+        const encoded = group.steps[step - 1];
+        const shape = encoded?.shape;
+        if (!encoded || !shape) continue;
+        const table = `${shape.mapping.local.schema}.${shape.mapping.local.name}`;
+        const op = OPS[shape.kind] as ChangeOp;
+        const evs = eventsOf(step, txn);
+        // Written unless one of its conflicts kept the local row (or undid the write).
+        if (evs.every((e) => e.resolution === 'apply_remote')) applied[op]++;
+        for (const e of evs) {
+          conflicts.push({ type: e.type, resolution: e.resolution, schema: shape.mapping.local.schema, table: shape.mapping.local.name, key: encoded.key, ...version });
+        }
+        const run = rows.get(`${table}|${op}`);
+        if (run) run.rows++;
+        else rows.set(`${table}|${op}`, { table, op, rows: 1 });
+      }
+      const runs = [...rows.values()];
+      out.push({ applied, conflicts, tables: new Set(runs.map((r) => r.table)), runs, committedAtMs: committedAt(i) });
+    }
+    return out;
+  }
+
+  /**
+   * After a failed CALL: the transactions before the failure are committed (the origin's progress
+   * says how many); their conflicts are read back from pgbidi.conflicts, where the procedure wrote
+   * them in the same transactions.
+   */
+  private async readBack(group: EncodedGroup): Promise<TransactionOutcome[]> {
+    const p = await this.session.pg.query<{ lsn: string | null }>('SELECT pg_catalog.pg_replication_origin_session_progress(false)::text AS lsn');
+    const progress = p.rows[0]?.lsn ? parseLsn(p.rows[0].lsn) : 0n;
+    let done = 0;
+    while (done < group.txns.length && (group.txns[done] as RemoteTransaction).commit.endLsn <= progress) done++;
+    if (done === 0) return [];
+    const lsns = group.txns.slice(0, done).map((t) => formatLsn(t.commit.commitLsn));
+    const r = await this.session.pg.query<{ lsn: string; type: ConflictRecord['type']; resolution: ConflictRecord['resolution']; tbl: string; key: (string | null)[] }>(
+      `SELECT remote_commit_lsn::text AS lsn, conflict_type AS type, resolution, table_schema || '.' || table_name AS tbl, key
+         FROM ${METADATA_SCHEMA}.conflicts
+        WHERE logged_at > now() - interval '1 hour' AND peer = $1 AND remote_commit_lsn = ANY($2::pg_lsn[])`,
+      [this.options.peer, arrayLiteral(lsns)],
+    );
+    const logged = new Map<string, { type: ConflictRecord['type']; resolution: ConflictRecord['resolution'] }[]>();
+    for (const c of r.rows) {
+      const id = `${c.lsn}|${c.tbl}|${JSON.stringify(c.key)}`;
+      let list = logged.get(id);
+      if (!list) logged.set(id, (list = []));
+      list.push({ type: c.type, resolution: c.resolution });
+    }
+    const lsnOf = (t: RemoteTransaction): string => formatLsn(t.commit.commitLsn);
+    return this.tally(
+      group,
+      done,
+      (step, txn) => {
+        const s = group.steps[step - 1];
+        if (!s?.shape) return [];
+        const id = `${lsnOf(txn)}|${s.shape.mapping.local.schema}.${s.shape.mapping.local.name}|${JSON.stringify(s.key)}`;
+        const list = logged.get(id) ?? [];
+        logged.delete(id); // a key written twice in one transaction: its conflicts count once
+        return list;
+      },
+      () => null,
+    );
+  }
+}

@@ -1,0 +1,460 @@
+import type { ApplySession } from '../apply/apply-session.js';
+import { conflictLogStatement } from '../apply/conflict-log.js';
+import { sqlState } from '../apply/error-kind.js';
+import { OUT_OF_ORDER } from '../apply/apply-procedure-sql.js';
+import type { ProcedureApplier, TransactionOutcome } from '../apply/procedure-applier.js';
+import type { RelationCache } from '../apply/relation-cache.js';
+import type { RemoteVersion } from '../apply/statements.js';
+import { ConflictHaltError } from '../apply/transaction-applier.js';
+import type { PreparedBatch, TransactionApplier } from '../apply/transaction-applier.js';
+import type { Config } from '../config/config-schema.js';
+import type { ConflictRecord } from '../conflict/conflict-types.js';
+import { HEARTBEAT_PREFIX, TRACEPARENT_PREFIX } from '../node/names.js';
+import type { Logger } from '../observability/logger.js';
+import { CHANGE_OPS } from '../observability/metrics.js';
+import type { ChangeOp, LinkMetrics } from '../observability/metrics.js';
+import { formatLsn, ZERO_LSN } from '../protocol/lsn.js';
+import type { Lsn } from '../protocol/lsn.js';
+import { formatPgTimestamp, pgMicrosToUnixMs, pgMicrosToUnixSeconds } from '../protocol/pg-time.js';
+import type { BeginMessage, ChangeMessage, CommitMessage, LogicalDecodingMessage } from '../protocol/pgoutput-messages.js';
+import type { RemoteTransaction } from '../protocol/remote-transaction.js';
+import type { ApplyQueue } from './apply-queue.js';
+import type { OperatorActions } from './operator-actions.js';
+import type { ProgressTracker } from './progress-tracker.js';
+import type { TransactionObserver } from './transaction-observer.js';
+import { parseHeartbeat } from './transaction-assembler.js';
+
+/**
+ * The apply stage: takes what the receive stage queued, in order, and commits it on this node.
+ *
+ * Small transactions that arrive whole go in groups through the apply procedure (one CALL, one local
+ * commit each); everything else takes the statement path: multi-row statements per batch of changes,
+ * one local transaction per remote one, its COMMIT pipelined behind the next transaction's
+ * statements. A transaction the procedure hands back, or fails on, is applied alone on the statement
+ * path, which has every rule (a unique violation on another key goes change by change into the dead
+ * letters; the error policy halts the link). Either way one transaction commits only after the one
+ * before it did: the statement path takes each COMMIT's answer before the next COMMIT is sent, and
+ * a CALL checks that the origin's progress is where the transactions before it ended.
+ */
+
+/** Most transactions taken from the queue for one round of grouping. */
+const MAX_GROUP_TRANSACTIONS = 1000;
+
+const OP_OF: Record<ChangeMessage['tag'], ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete', truncate: 'truncate' };
+
+export interface ApplyLoopDeps {
+  readonly peer: string;
+  readonly replication: Config['replication'];
+  readonly log: Logger;
+  readonly metrics: LinkMetrics;
+  readonly observer?: TransactionObserver | undefined;
+  readonly clock: () => number;
+  readonly queue: ApplyQueue;
+  readonly progress: ProgressTracker;
+  readonly operator: OperatorActions;
+  readonly stopping: () => boolean;
+  /** Items left the queue: reading may resume. */
+  readonly drained: () => void;
+  /** A transaction committed: the link is healthy. */
+  readonly advanced: () => void;
+}
+
+/** The per-attempt pieces apply works with. */
+export interface ApplyAttempt {
+  readonly session: ApplySession;
+  readonly relations: RelationCache;
+  readonly statements: TransactionApplier;
+  readonly procedure: ProcedureApplier;
+  /** The origin's progress when the attempt began. */
+  readonly origin: Lsn;
+}
+
+type Batch = { table: string; op: ChangeOp; rows: number; startedAtMs: number; endedAtMs: number };
+
+/** The remote transaction open on the statement path. */
+interface OpenTransaction {
+  readonly begin: BeginMessage;
+  readonly version: RemoteVersion;
+  readonly startedAt: number;
+  readonly begun: Promise<unknown>;
+  changes: number;
+  readonly applied: Record<ChangeOp, number>;
+  readonly conflicts: ConflictRecord[];
+  heartbeat: bigint | null;
+  traceparent: string | null;
+  readonly tables: Set<string>;
+  readonly batches: Batch[];
+}
+
+/** A transaction done, as the link accounts for it. */
+interface Settled {
+  readonly begin: BeginMessage;
+  readonly commit: CommitMessage;
+  readonly changes: number;
+  readonly applied: Record<ChangeOp, number>;
+  readonly conflicts: readonly ConflictRecord[];
+  readonly tables: Iterable<string>;
+  readonly batches: readonly Batch[];
+  readonly heartbeat: bigint | null;
+  readonly traceparent: string | null;
+  readonly startedAt: number;
+  readonly committedAt: number;
+  /** Committed with an xid, so the origin moved to its end (else processed like a filtered one). */
+  readonly advanced: boolean;
+}
+
+const NOTHING: TransactionOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: new Set(), runs: [], committedAtMs: null };
+
+export class ApplyLoop {
+  transactionsApplied = 0;
+  changesApplied = 0;
+  conflicts = 0;
+  lastAppliedCommit: bigint | null = null;
+  lastHeartbeat: bigint | null = null;
+  /** Inside a transaction, or working on queued ones. */
+  busy = false;
+
+  /** Transactions (by commit LSN) to apply change by change after a unique violation. */
+  private readonly careful = new Set<bigint>();
+  /** The transaction being applied, to attribute a failure to. */
+  private current: { readonly begin: BeginMessage; readonly startedAt: number } | null = null;
+  private open: OpenTransaction | null = null;
+  /** A COMMIT sent on the statement path and not yet answered. */
+  private committing: { readonly result: Promise<{ wrote: boolean }>; readonly commit: CommitMessage; readonly txn: OpenTransaction } | null = null;
+  /** The origin's progress once everything sent so far has committed. */
+  private expected: Lsn = ZERO_LSN;
+
+  constructor(private readonly deps: ApplyLoopDeps) {}
+
+  /** Applies until the link stops (resolves) or something fails (rejects). */
+  async run(a: ApplyAttempt): Promise<void> {
+    this.expected = a.origin;
+    const { queue, operator } = this.deps;
+    for (;;) {
+      if (this.deps.stopping() && (this.open === null || queue.commits === 0)) {
+        await this.settle();
+        if (this.open) await a.session.rollback();
+        return;
+      }
+      if (this.open === null && operator.pendingTasks > 0) {
+        await this.settle();
+        await operator.runNextTask(a.session, a.relations, a.statements, this.deps.progress.applied);
+        continue;
+      }
+      const item = queue.peek();
+      if (!item) {
+        await this.settle();
+        this.busy = this.open !== null;
+        await queue.wait();
+        continue;
+      }
+      this.busy = true;
+      if (item.kind === 'transaction') {
+        await this.small(a);
+        continue;
+      }
+      queue.shift();
+      switch (item.kind) {
+        case 'relation':
+          a.relations.relation(item.relation);
+          break;
+        case 'begin':
+          this.begin(a, item.begin);
+          break;
+        case 'changes':
+          await this.changes(a, item.changes, item.prepared);
+          break;
+        case 'message':
+          if (this.open) this.message(this.open, item.message);
+          break;
+        case 'commit':
+          await this.commit(a, item.commit);
+          break;
+      }
+      this.deps.drained();
+    }
+  }
+
+  /**
+   * After a failed attempt: a conflict under the error policy halts the link at the transaction; a
+   * unique violation on another key sends it change by change next time. Returns whether the next
+   * attempt can start at once.
+   */
+  failed(err: unknown, error: { message: string; code: string | null }): boolean {
+    const current = this.current;
+    let again = false;
+    if (current && err instanceof ConflictHaltError) {
+      this.deps.operator.halt({ finalLsn: current.begin.finalLsn, message: err.message, conflicts: err.conflicts });
+    } else if (current && sqlState(err) === '23505' && !this.careful.has(current.begin.finalLsn)) {
+      this.careful.add(current.begin.finalLsn);
+      again = true;
+    }
+    if (current) {
+      this.deps.observer?.failed?.({ peer: this.deps.peer, begin: current.begin, startedAtMs: current.startedAt, failedAtMs: this.deps.clock(), error });
+    }
+    return again;
+  }
+
+  /** The attempt is over: a COMMIT still in flight is durable or not, the next attempt reads the origin. */
+  endAttempt(): void {
+    this.open = null;
+    this.committing = null;
+    this.current = null;
+    this.busy = false;
+  }
+
+  // ---- small transactions: the apply procedure ----
+
+  private async small(a: ApplyAttempt): Promise<void> {
+    const { queue, operator } = this.deps;
+    const txns: RemoteTransaction[] = [];
+    for (let item = queue.peek(); item?.kind === 'transaction' && txns.length < MAX_GROUP_TRANSACTIONS; item = queue.peek()) {
+      txns.push(item.txn);
+      queue.shift();
+    }
+    this.deps.drained();
+    const onStatementPath = (t: RemoteTransaction): boolean => this.careful.has(t.begin.finalLsn) || operator.isSkipped(t.begin.finalLsn);
+    let i = 0;
+    while (i < txns.length) {
+      if (this.deps.stopping()) return; // the rest is received again after the restart
+      const first = txns[i] as RemoteTransaction;
+      let end = i + 1;
+      while (end < txns.length && !onStatementPath(txns[end] as RemoteTransaction)) end++;
+      const group = onStatementPath(first) ? null : await a.procedure.encode(txns.slice(i, end));
+      if (!group || group.txns.length === 0) {
+        await this.whole(a, first);
+        i++;
+        continue;
+      }
+      i += await this.call(a, group);
+    }
+  }
+
+  /** One CALL; returns how many of the group's transactions are done (applied here or after a stop). */
+  private async call(a: ApplyAttempt, group: Awaited<ReturnType<ProcedureApplier['encode']>>): Promise<number> {
+    await this.settle();
+    const txns = group.txns;
+    const startedAt = this.deps.clock();
+    this.current = { begin: (txns[0] as RemoteTransaction).begin, startedAt };
+    this.deps.progress.resumed();
+    // The procedure waits out a peer clock that is ahead; the metric and the warning are made here.
+    this.clockSkew((txns[txns.length - 1] as RemoteTransaction).commit.commitTime);
+    if (group.nsteps.every((n) => n === 0)) {
+      for (const t of txns) this.accountSmall(t, NOTHING, startedAt, startedAt, false);
+      return txns.length;
+    }
+    const result = await a.procedure.run(group, this.expected);
+    let previous = startedAt;
+    result.committed.forEach((outcome, n) => {
+      const t = txns[n] as RemoteTransaction;
+      const advanced = (group.nsteps[n] ?? 0) > 0;
+      if (advanced) this.expected = t.commit.endLsn;
+      const committedAt = outcome.committedAtMs ?? this.deps.clock();
+      this.accountSmall(t, outcome, Math.min(previous, committedAt), committedAt, advanced);
+      previous = committedAt;
+    });
+    let done = result.committed.length;
+    if (result.stopped) {
+      const stopped = txns[done] as RemoteTransaction;
+      if (result.stopped.kind === 'error') {
+        const err = result.stopped.error;
+        // The order guard: a bug if it fires here (one CALL at a time); restart from the origin.
+        if (sqlState(err) === OUT_OF_ORDER) throw err;
+        if (sqlState(err) === '23505') this.careful.add(stopped.begin.finalLsn);
+        this.deps.log.debug({ commitLsn: formatLsn(stopped.begin.finalLsn), err: { message: (err as Error).message, code: sqlState(err) } }, 'transaction taken from the apply procedure to the statement path');
+      }
+      await this.whole(a, stopped);
+      done++;
+    }
+    return done;
+  }
+
+  private accountSmall(t: RemoteTransaction, o: TransactionOutcome, startedAt: number, committedAt: number, advanced: boolean): void {
+    this.account({
+      begin: t.begin,
+      commit: t.commit,
+      changes: t.changes.length,
+      applied: o.applied,
+      conflicts: o.conflicts,
+      tables: o.tables,
+      batches: o.runs.map((r) => ({ ...r, startedAtMs: startedAt, endedAtMs: committedAt })),
+      heartbeat: t.heartbeat,
+      traceparent: t.traceparent,
+      startedAt,
+      committedAt,
+      advanced,
+    });
+  }
+
+  /** A transaction received whole, on the statement path. */
+  private async whole(a: ApplyAttempt, t: RemoteTransaction): Promise<void> {
+    this.begin(a, t.begin);
+    const open = this.open as OpenTransaction;
+    open.heartbeat = t.heartbeat;
+    open.traceparent = t.traceparent;
+    const size = this.deps.replication.apply_batch_size;
+    for (let i = 0; i < t.changes.length; i += size) await this.changes(a, t.changes.slice(i, i + size), null);
+    await this.commit(a, t.commit);
+  }
+
+  // ---- the statement path ----
+
+  private begin(a: ApplyAttempt, begin: BeginMessage): void {
+    const begun = a.session.begin();
+    begun.catch(() => undefined);
+    const startedAt = this.deps.clock();
+    this.open = {
+      begin,
+      version: { commitTimestamp: formatPgTimestamp(begin.commitTime), node: this.deps.peer },
+      startedAt,
+      begun,
+      changes: 0,
+      applied: { insert: 0, update: 0, delete: 0, truncate: 0 },
+      conflicts: [],
+      heartbeat: null,
+      traceparent: null,
+      tables: new Set(),
+      batches: [],
+    };
+    this.current = { begin, startedAt };
+    this.deps.progress.resumed();
+  }
+
+  private message(open: OpenTransaction, m: LogicalDecodingMessage): void {
+    if (m.prefix === HEARTBEAT_PREFIX) open.heartbeat = parseHeartbeat(m) ?? open.heartbeat;
+    else if (m.prefix === TRACEPARENT_PREFIX) open.traceparent = m.content.toString('utf8');
+  }
+
+  private async changes(a: ApplyAttempt, changes: readonly ChangeMessage[], prepared: PreparedBatch | null): Promise<void> {
+    const open = this.open;
+    if (!open) throw new Error('changes outside a transaction');
+    const finalLsn = open.begin.finalLsn;
+    if (this.deps.operator.isSkipped(finalLsn)) {
+      for (const c of changes) this.deps.metrics.filtered(OP_OF[c.tag], 'operator_skip');
+      return;
+    }
+    const started = this.deps.clock();
+    let outcome;
+    if (this.careful.has(finalLsn)) {
+      await this.settle();
+      outcome = await a.statements.applyCarefully(changes, open.version, { peer: this.deps.peer, commitLsn: formatLsn(finalLsn) });
+    } else {
+      outcome = await a.statements.apply(changes, open.version, { firstInTransaction: open.changes === 0 }, prepared);
+    }
+    const ended = this.deps.clock();
+    for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: started, endedAtMs: ended });
+    open.changes += changes.length;
+    open.conflicts.push(...outcome.conflicts);
+    for (const t of outcome.tables) open.tables.add(t);
+    for (const op of CHANGE_OPS) open.applied[op] += outcome.applied[op];
+  }
+
+  private async commit(a: ApplyAttempt, commit: CommitMessage): Promise<void> {
+    const open = this.open;
+    if (!open) throw new Error('commit outside a transaction');
+    // One COMMIT at a time in flight: the one before settles before this one is sent.
+    await this.settle();
+    if (open.conflicts.length) await a.session.run(conflictLogStatement(this.deps.peer, open.conflicts, commit.commitLsn));
+    await this.waitForClock(commit.commitTime);
+    await open.begun;
+    if (this.deps.operator.isSkipped(open.begin.finalLsn)) await this.deps.operator.recordSkip(a.session, commit.commitLsn);
+    // Not awaited here: the next transaction's statements go out behind the COMMIT, and its answer
+    // is taken (settle) before anything depends on it: before the next COMMIT or CALL is sent (so a
+    // transaction never commits after one that failed), before the loop idles or stops, and before
+    // any other use of the session.
+    const result = a.session.commit(commit.endLsn, open.version.commitTimestamp);
+    result.catch(() => undefined);
+    this.committing = { result, commit, txn: open };
+    this.open = null;
+  }
+
+  /** Waits for the COMMIT in flight, if any, and accounts for the transaction it committed. */
+  private async settle(): Promise<void> {
+    const pending = this.committing;
+    if (!pending) return;
+    this.committing = null;
+    const { commit, txn } = pending;
+    let wrote: boolean;
+    try {
+      ({ wrote } = await pending.result);
+    } catch (err) {
+      // The failure belongs to this transaction, not to the one that may have begun since.
+      this.current = { begin: txn.begin, startedAt: txn.startedAt };
+      throw err;
+    }
+    // Only a transaction that wrote advanced the origin; one that wrote nothing (a heartbeat, or
+    // changes that all lost) is processed like a filtered one, or the peer would keep its WAL.
+    if (wrote) this.expected = commit.endLsn;
+    this.account({ ...txn, commit, committedAt: this.deps.clock(), advanced: wrote });
+    this.careful.delete(txn.begin.finalLsn);
+    this.deps.operator.skipDone(txn.begin.finalLsn);
+  }
+
+  /** The bookkeeping of one done transaction: positions, counters, metrics, its span, its conflicts. */
+  private account(x: Settled): void {
+    const { metrics, log, progress } = this.deps;
+    progress.applyDone(x.commit.endLsn, x.advanced);
+    this.transactionsApplied++;
+    this.lastAppliedCommit = x.commit.commitTime;
+    if (x.heartbeat !== null) {
+      this.lastHeartbeat = x.heartbeat;
+      metrics.heartbeat(pgMicrosToUnixSeconds(x.heartbeat));
+    }
+    const traceId = this.deps.observer?.applied({
+      peer: this.deps.peer,
+      begin: x.begin,
+      endLsn: x.commit.endLsn,
+      changes: x.changes,
+      conflicts: x.conflicts,
+      startedAtMs: x.startedAt,
+      committedAtMs: x.committedAt,
+      traceparent: x.traceparent,
+      batches: x.batches,
+    });
+    metrics.transactionApplied({
+      commitUnixSeconds: pgMicrosToUnixSeconds(x.commit.commitTime),
+      delaySeconds: (x.committedAt - pgMicrosToUnixMs(x.commit.commitTime)) / 1000,
+      durationSeconds: (x.committedAt - x.startedAt) / 1000,
+      changes: x.changes,
+      ...(traceId ? { traceId } : {}),
+    });
+    for (const op of CHANGE_OPS) {
+      const n = x.applied[op];
+      if (n > 0) {
+        metrics.applied(op, n);
+        this.changesApplied += n;
+      }
+    }
+    for (const t of x.tables) metrics.table(t);
+    for (const c of x.conflicts) {
+      this.conflicts++;
+      metrics.conflict(`${c.schema}.${c.table}`, c.type, c.resolution);
+      log.warn(
+        { conflict: c.type, resolution: c.resolution, table: `${c.schema}.${c.table}`, key: c.key, remoteCommitTs: c.remoteCommitTimestamp, remoteNode: c.remoteNode, remoteCommitLsn: formatLsn(x.commit.commitLsn) },
+        'conflict',
+      );
+    }
+    metrics.positions({ applied: progress.applied });
+    this.deps.advanced();
+    if (this.current?.begin === x.begin) this.current = null;
+  }
+
+  /** How far the peer's commit time is ahead of the local clock (ms); counted and warned about. */
+  private clockSkew(commitTime: bigint): number {
+    const aheadMs = pgMicrosToUnixMs(commitTime) - this.deps.clock();
+    const exceeded = aheadMs > this.deps.replication.max_clock_skew_ms;
+    this.deps.metrics.clockSkew(aheadMs / 1000, exceeded);
+    if (exceeded) this.deps.log.warn({ aheadMs }, 'peer clock is ahead of this node beyond max_clock_skew_ms; waiting');
+    return aheadMs;
+  }
+
+  /**
+   * Clock-skew rule (PGD's maximum_clock_skew_action = WAIT): an applied transaction must not commit
+   * before the local clock has passed its remote commit time, or a later local write could get an
+   * older version than the row it overwrites and lose under last-update-wins.
+   */
+  private async waitForClock(commitTime: bigint): Promise<void> {
+    const aheadMs = this.clockSkew(commitTime);
+    if (aheadMs > 0) await new Promise((resolve) => setTimeout(resolve, aheadMs + 1));
+  }
+}
