@@ -1,0 +1,96 @@
+/**
+ * pg_stat_statements on the applying node: what the applier asked the server to do, per statement
+ * and per applied transaction. The bench resets the view right before replication starts and reads
+ * it when the fence row is visible, filtered to the role the applier connects as (the bench's own
+ * probes connect as DRIVER_ROLE, so they stay out of it).
+ *
+ * With pg_stat_statements.track = all, statements run inside functions are counted too (toplevel =
+ * false). Their time is already part of the top-level statement that ran them, so server time sums
+ * top-level entries only; "statements" counts top-level calls (round trips' worth of statements),
+ * "calls" every call including nested ones.
+ *
+ * Native logical replication's apply worker calls the executor directly, not through the hooks
+ * pg_stat_statements uses, so for native the profile shows only what is visible: normally nothing.
+ */
+import type pg from 'pg';
+
+export interface StatementRow {
+  readonly query: string;
+  readonly toplevel: boolean;
+  readonly calls: number;
+  readonly plans: number;
+  readonly execMs: number;
+  readonly planMs: number;
+}
+
+export interface StatementLine {
+  readonly query: string;
+  readonly toplevel: boolean;
+  readonly calls: number;
+  readonly plans: number;
+  /** total_exec_time + total_plan_time, in µs. */
+  readonly serverUs: number;
+}
+
+export interface StatementProfile {
+  /** Transactions applied in the profiled interval (the divisor of the per-transaction figures). */
+  readonly transactions: number;
+  /** Distinct statements seen. */
+  readonly distinct: number;
+  /** The TOP_STATEMENTS statements with the most server time, most first. */
+  readonly top: readonly StatementLine[];
+  readonly total: { readonly statements: number; readonly calls: number; readonly plans: number; readonly serverUs: number };
+  readonly perTransaction: { readonly statements: number; readonly calls: number; readonly plans: number; readonly serverUs: number };
+}
+
+export const TOP_STATEMENTS = 10;
+
+/** Pure: the profile of `rows` over `transactions` applied transactions. */
+export function profileStatements(rows: readonly StatementRow[], transactions: number): StatementProfile {
+  const lines = rows.map((r) => ({
+    query: r.query.replace(/\s+/g, ' ').trim(),
+    toplevel: r.toplevel,
+    calls: r.calls,
+    plans: r.plans,
+    serverUs: (r.execMs + r.planMs) * 1000,
+  }));
+  const top = lines.filter((l) => l.toplevel);
+  const total = {
+    statements: top.reduce((s, l) => s + l.calls, 0),
+    calls: lines.reduce((s, l) => s + l.calls, 0),
+    plans: lines.reduce((s, l) => s + l.plans, 0),
+    serverUs: top.reduce((s, l) => s + l.serverUs, 0),
+  };
+  const per = (n: number): number => (transactions > 0 ? n / transactions : Number.NaN);
+  return {
+    transactions,
+    distinct: lines.length,
+    top: [...lines].sort((x, y) => y.serverUs - x.serverUs || y.calls - x.calls).slice(0, TOP_STATEMENTS),
+    total,
+    perTransaction: { statements: per(total.statements), calls: per(total.calls), plans: per(total.plans), serverUs: per(total.serverUs) },
+  };
+}
+
+/** Forgets everything counted so far (all users, all databases). */
+export async function resetStatementStats(client: pg.ClientBase): Promise<void> {
+  await client.query('SELECT pg_stat_statements_reset()');
+}
+
+/** Every statement `role` ran in the client's database since the last reset. */
+export async function readStatementStats(client: pg.ClientBase, role: string): Promise<StatementRow[]> {
+  const r = await client.query<{ query: string; toplevel: boolean; calls: string; plans: string; exec_ms: number; plan_ms: number }>(
+    `SELECT s.query, s.toplevel, s.calls::text AS calls, s.plans::text AS plans,
+            s.total_exec_time AS exec_ms, s.total_plan_time AS plan_ms
+       FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+      WHERE r.rolname = $1 AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+    [role],
+  );
+  return r.rows.map((row) => ({
+    query: row.query,
+    toplevel: row.toplevel,
+    calls: Number(row.calls),
+    plans: Number(row.plans),
+    execMs: row.exec_ms,
+    planMs: row.plan_ms,
+  }));
+}
