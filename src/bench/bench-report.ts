@@ -1,170 +1,222 @@
 /**
- * Pure: measurements in, summary and text out. Medians over repetitions; the pgbidi/native ratio
- * is the median of per-repetition ratios (runs of one repetition are measured back to back, so
- * the ratio cancels most of the machine's drift, as in the baselines' interleaved comparison).
+ * Pure: the text report. One section per workload and version (medians, per-repetition values when
+ * there are several, the ratio), the W2 statement profiles, notes on what the figures mean, and the
+ * targets table. Nothing here measures or formats JSON.
  */
-import type { Measurement, Mode, Variant } from './bench-workload.js';
+import type { RunResult } from './bench-results.js';
+import { overheadPercent } from './bench-summary.js';
+import type { SideFigure, SideRuns, WorkloadSummary } from './bench-summary.js';
+import type { TargetResult } from './bench-targets.js';
+import type { StatementProfile } from './statement-profile.js';
+import { sideLabel, WORKLOADS } from './workload-specs.js';
+import type { Sizes, Unit, WorkloadSpec } from './workload-specs.js';
 
-/** The medians of one (version, engine, mode, variant) over its repetitions. */
-export type SummaryRow = Omit<Measurement, 'rep' | 'transactionsApplied'> & {
+export interface ReportHeader {
   readonly reps: number;
-  /** rows/s of every repetition, in order. */
-  readonly runs: readonly number[];
-};
-
-export interface RatioRow {
-  readonly version: string;
-  readonly mode: Mode;
-  readonly variant: Variant;
-  /** Median over repetitions of pgbidi rows/s ÷ native rows/s. */
-  readonly rowsPerSecond: number;
-  /** The same for the apply rate (first row → all rows). */
-  readonly applyRowsPerSecond: number;
+  readonly quick: boolean;
+  readonly cpus: number;
+  readonly loadavg: readonly number[];
+  readonly sizes: Sizes;
 }
 
-export interface BenchSummary {
-  readonly rows: readonly SummaryRow[];
-  readonly ratios: readonly RatioRow[];
-}
-
-export function median(values: readonly number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((x, y) => x - y);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
-}
-
-export function summarize(measurements: readonly Measurement[]): BenchSummary {
-  const groups = groupBy(measurements, (m) => [m.version, m.engine, m.mode, m.variant].join('|'));
-  const rows: SummaryRow[] = [...groups.values()].map((group) => {
-    const first = group[0] as Measurement;
-    const tails = group.map((m) => m.tailSeconds).filter((t): t is number => t !== null);
-    return {
-      version: first.version,
-      engine: first.engine,
-      mode: first.mode,
-      variant: first.variant,
-      reps: group.length,
-      rows: first.rows,
-      txnRows: first.txnRows,
-      seconds: median(group.map((m) => m.seconds)),
-      rowsPerSecond: median(group.map((m) => m.rowsPerSecond)),
-      firstRowSeconds: median(group.map((m) => m.firstRowSeconds)),
-      applyRowsPerSecond: median(group.map((m) => m.applyRowsPerSecond)),
-      sourceInsertSeconds: median(group.map((m) => m.sourceInsertSeconds)),
-      tailSeconds: tails.length ? median(tails) : null,
-      converged: group.every((m) => m.converged),
-      runs: [...group].sort((x, y) => x.rep - y.rep).map((m) => m.rowsPerSecond),
-    };
-  });
-
-  const ratios: RatioRow[] = [];
-  for (const group of groupBy(measurements, (m) => [m.version, m.mode].join('|')).values()) {
-    const native = new Map(group.filter((m) => m.engine === 'native').map((m) => [m.rep, m]));
-    const byVariant = groupBy(
-      group.filter((m) => m.engine === 'pgbidi'),
-      (m) => m.variant,
-    );
-    for (const runs of byVariant.values()) {
-      const pairs = runs.flatMap((p) => {
-        const n = native.get(p.rep);
-        return n ? [[p, n] as const] : [];
-      });
-      const first = runs[0];
-      if (!first || pairs.length === 0) continue;
-      ratios.push({
-        version: first.version,
-        mode: first.mode,
-        variant: first.variant,
-        rowsPerSecond: median(pairs.map(([p, n]) => p.rowsPerSecond / n.rowsPerSecond)),
-        applyRowsPerSecond: median(pairs.map(([p, n]) => p.applyRowsPerSecond / n.applyRowsPerSecond)),
-      });
-    }
-  }
-  return { rows, ratios };
-}
-
-/** Two plain-text tables: the measurements (medians) and the ratios. */
-export function formatReport(summary: BenchSummary): string {
-  const multiRep = summary.rows.some((r) => r.reps > 1);
-  const header = [
-    'version',
-    'engine',
-    'mode',
-    'variant',
-    'rows',
-    'txn rows',
-    'reps',
-    'seconds',
-    'rows/s',
-    'first row s',
-    'apply rows/s',
-    'source insert s',
-    'tail s',
-    'converged',
-    ...(multiRep ? ['rows/s per rep'] : []),
+export function formatReport(header: ReportHeader, summaries: readonly WorkloadSummary[], targets: readonly TargetResult[] | null): string {
+  const out: string[] = [
+    `pgbidi bench${header.quick ? ' --quick (tiny sizes: proves every figure can be measured; says nothing about speed)' : ''}: ` +
+      `${header.reps} rep(s), ${header.cpus} CPUs, load average at start ${header.loadavg.map((l) => l.toFixed(2)).join(' ')}`,
+    '',
   ];
-  const body = summary.rows.map((r) => [
-    r.version,
-    r.engine,
-    r.mode,
-    r.variant,
-    integer(r.rows),
-    integer(r.txnRows),
-    String(r.reps),
-    secs(r.seconds),
-    integer(r.rowsPerSecond),
-    secs(r.firstRowSeconds),
-    integer(r.applyRowsPerSecond),
-    secs(r.sourceInsertSeconds),
-    r.tailSeconds === null ? '-' : secs(r.tailSeconds),
-    r.converged ? 'yes' : 'NO',
-    ...(multiRep ? [r.runs.map(integer).join(', ')] : []),
+  const order = Object.keys(WORKLOADS);
+  const sorted = [...summaries].sort((x, y) => order.indexOf(x.workload) - order.indexOf(y.workload) || y.major - x.major);
+  let lastWorkload = '';
+  for (const summary of sorted) {
+    const spec = WORKLOADS[summary.workload];
+    if (summary.workload !== lastWorkload) {
+      out.push(`== ${spec.title(header.sizes)} ==`, '');
+      lastWorkload = summary.workload;
+    }
+    out.push(formatWorkload(spec, summary));
+  }
+  out.push(NOTES);
+  if (targets) out.push('', formatTargets(targets));
+  return `${out.join('\n')}\n`;
+}
+
+function formatWorkload(spec: WorkloadSpec, summary: WorkloadSummary): string {
+  const reps = Math.max(summary.baseline.runs.length, summary.subject.runs.length);
+  const b = sideLabel(spec, 'baseline');
+  const s = sideLabel(spec, 'subject');
+  const multi = reps > 1;
+  const header = ['figure', 'unit', b, s, `${s}/${b}`, ...(spec.overhead ? ['overhead %'] : []), ...(multi ? [`${b} per rep`, `${s} per rep`] : [])];
+  const body = summary.figures.map((f) => [
+    f.spec.label,
+    f.spec.unit,
+    sideCell(f.baseline, summary.baseline, f.spec.unit),
+    sideCell(f.subject, summary.subject, f.spec.unit),
+    f.spec.better === 'none' || !f.baseline.applies || !f.subject.applies ? '-' : ratioText(f.ratio),
+    ...(spec.overhead ? [percentText(overheadPercent(f.spec, f.ratio))] : []),
+    ...(multi ? [perRep(f.baseline, f.spec.unit), perRep(f.subject, f.spec.unit)] : []),
   ]);
-  const ratioHeader = ['version', 'mode', 'variant', 'pgbidi/native rows/s', 'pgbidi/native apply rows/s'];
-  const ratioBody = summary.ratios.map((r) => [r.version, r.mode, r.variant, ratio(r.rowsPerSecond), ratio(r.applyRowsPerSecond)]);
-  return `${table(header, body, 4)}\n${table(ratioHeader, ratioBody, 3)}`;
+  const lines = [`PostgreSQL ${summary.version}, ${reps} rep(s)`, table(header, body, 2)];
+  if (summary.figures.some((f) => !f.baseline.applies || !f.subject.applies)) {
+    lines.push("  '-': the figure does not exist for that engine (native has no agent process, and pg_stat_statements does not see its apply worker)");
+  }
+  lines.push(`  ${statusLine(b, summary.baseline)}; ${statusLine(s, summary.subject)}`);
+  for (const [label, side] of [
+    [b, summary.baseline],
+    [s, summary.subject],
+  ] as const) {
+    for (const run of side.runs) if (run.error) lines.push(`  ${label} rep ${run.rep} FAILED: ${run.error}`);
+  }
+  if (spec.profile) lines.push(formatProfiles(spec, summary));
+  return `${lines.join('\n')}\n`;
 }
 
-const NOTES = `seconds: backlog = from ALTER SUBSCRIPTION ENABLE / agent start to all rows on the target;
-streaming = from the source's first commit to all rows on the target. rows/s = rows / seconds.
-first row s: from the same start to the first row seen. apply rows/s = rows / (first row -> all rows).
-tail s: from the source's last commit to all rows on the target. Every time has 20 ms probe resolution.`;
-
-export function formatNotes(): string {
-  return `${NOTES}\n`;
+function statusLine(label: string, side: SideRuns): string {
+  if (side.skipped) return `${label}: n/a (${side.skipped})`;
+  return `${label}: converged ${side.converged}/${side.runs.length}${side.failed ? `, ${side.failed} failed` : ''}`;
 }
 
-/** Columns before `textColumns` are left-aligned, the numeric ones after it right-aligned. */
-function table(header: readonly string[], body: readonly (readonly string[])[], textColumns: number): string {
+function sideCell(figure: SideFigure, side: SideRuns, unit: Unit): string {
+  if (!figure.applies) return '-';
+  if (side.skipped) return 'n/a';
+  return figure.median === null ? 'failed' : value(figure.median, unit);
+}
+
+function perRep(figure: SideFigure, unit: Unit): string {
+  if (!figure.applies) return '-';
+  return figure.runs.map((v) => (v === null ? 'x' : value(v, unit))).join(', ');
+}
+
+/**
+ * The statement profile of the W2 backlog on B, per side, from the last repetition that has one
+ * (the per-transaction medians over all repetitions are in the table above).
+ */
+function formatProfiles(spec: WorkloadSpec, summary: WorkloadSummary): string {
+  const lines = ['  statement profile on B during the backlog catch-up (pg_stat_statements, track = all, applier role only):'];
+  for (const which of ['baseline', 'subject'] as const) {
+    const side = summary[which];
+    const label = sideLabel(spec, which);
+    const run = [...side.runs].reverse().find((r): r is RunResult & { profile: StatementProfile } => r.profile !== null);
+    if (!run) {
+      lines.push(`    ${label}: no profile${side.skipped ? ` (${side.skipped})` : ' (the backlog did not finish)'}`);
+      continue;
+    }
+    lines.push(...profileLines(label, run.rep, side.side.engine === 'native', run.profile));
+  }
+  return lines.join('\n');
+}
+
+/** The per-transaction profile and its top statements, as report lines. */
+export function profileLines(label: string, rep: number, native: boolean, p: StatementProfile): string[] {
+  const per = p.perTransaction;
+  const lines = [
+    `    ${label} (rep ${rep}): ${integer(p.transactions)} transactions applied; per applied transaction: ` +
+      `${fixed(per.statements, 2)} statements, ${fixed(per.calls, 2)} calls, ${fixed(per.plans, 3)} plans, ${fixed(per.serverUs, 1)} server µs (exec+plan); ` +
+      `in total ${integer(p.total.statements)} statements, ${integer(p.total.calls)} calls, ${integer(p.total.plans)} plans, ${integer(p.total.serverUs)} µs`,
+  ];
+  if (native) {
+    lines.push(
+      `      native shows only what is visible: its apply worker calls the executor directly, which pg_stat_statements does not see` +
+        (p.distinct === 0 ? ' (nothing was)' : ''),
+    );
+  }
+  if (p.top.length) {
+    const header = ['calls', 'plans', 'exec+plan µs', 'µs/call', 'level', 'statement'];
+    const body = p.top.map((l) => [
+      integer(l.calls),
+      integer(l.plans),
+      integer(l.serverUs),
+      perCall(l.calls ? l.serverUs / l.calls : Number.NaN),
+      l.toplevel ? 'top' : 'nested',
+      l.query.length > 110 ? `${l.query.slice(0, 107)}...` : l.query,
+    ]);
+    lines.push(`      top ${p.top.length} of ${p.distinct} statements by time:`);
+    lines.push(...table(header, body, 0, 4).trimEnd().split('\n').map((l) => `      ${l}`));
+  }
+  return lines;
+}
+
+function formatTargets(targets: readonly TargetResult[]): string {
+  const header = ['target', 'PG', 'measured', 'goal', 'result'];
+  const body = targets.map((t) => [
+    t.target.label,
+    t.version,
+    t.value === null ? 'not measured' : `${targetValue(t.value, t.target.unit)}`,
+    `${t.target.op} ${targetValue(t.target.threshold, t.target.unit)}`,
+    t.met ? 'met' : 'MISSED',
+  ]);
+  const met = targets.filter((t) => t.met).length;
+  return `targets: ${met} of ${targets.length} met (a missed target does not fail the run)\n${table(header, body, 2)}`;
+}
+
+function targetValue(v: number, unit: string): string {
+  if (unit === 'x') return `${ratioText(v)}x`;
+  if (unit === '%') return `${v.toFixed(1)} %`;
+  if (unit === 's') return `${v.toFixed(3)} s`;
+  return `${v >= 1000 ? integer(v) : fixed(v, 1)} ${unit}`;
+}
+
+const NOTES = `What the figures mean:
+  backlog: the load ran on the source while nothing applied (pgbidi: no agent running; native: subscription disabled). The clock
+    starts right before ALTER SUBSCRIPTION ... ENABLE (native: the worker's launch and connect are measured), and for pgbidi when the
+    agent process first answers /healthz, right before its links start (their connect and slot start are measured; spawning Node and
+    loading modules, a one-off cost of each agent start, is not, and is shown in W2 as "agent process spawn -> /healthz").
+  catch-up: until a fence row, committed on the source after the load, is visible on the target.
+  live: the applier streams while the load runs; a heartbeat row is committed on the source every 100 ms and the target is polled every
+    20 ms: lag = source's commit ack -> first poll that sees it (an upper bound with 20 ms resolution).
+  per txn: divided by the transactions pgbench committed on the source. CPU of all that applies on B: pgbidi = agent process (from the
+    moment it answers /healthz) + its backends on B; native = its apply worker(s). Server µs = pg_stat_statements total exec+plan time
+    of the applier's top-level statements (nested calls counted in "calls", their time is inside their caller's).
+  ratio: the median over repetitions of the per-repetition ratio (both runs of a repetition are back to back; the engine that goes
+    first alternates). 'failed': not measured (timeout or error, see FAILED lines); 'n/a': that run cannot be made.`;
+
+/** Columns before `textColumns` are left-aligned, the others right-aligned, except from `tailText` on. */
+function table(header: readonly string[], body: readonly (readonly string[])[], textColumns: number, tailText = Number.POSITIVE_INFINITY): string {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] ?? '').length)));
   const line = (cells: readonly string[]): string =>
     cells
-      .map((c, i) => (i < textColumns ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
+      .map((c, i) => (i < textColumns || i >= tailText ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0)))
       .join('  ')
       .trimEnd();
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n') + '\n';
+}
+
+/** A figure's value in its unit's format. */
+export function value(v: number, unit: Unit): string {
+  switch (unit) {
+    case 's':
+      return v.toFixed(3);
+    case 'rows/s':
+    case 'txn/s':
+    case 'txn':
+      return integer(v);
+    case 'µs/txn':
+      return v >= 1000 ? integer(v) : fixed(v, 1);
+    case 'MiB':
+      return fixed(v, 1);
+    case 'per txn':
+      return fixed(v, 3);
+  }
+}
+
+export function ratioText(r: number | null): string {
+  if (r === null) return 'n/a';
+  return r >= 0.1 || r === 0 ? r.toFixed(2) : r.toPrecision(2);
+}
+
+function perCall(us: number): string {
+  return us >= 1000 ? integer(us) : fixed(us, 1);
+}
+
+function percentText(p: number | null): string {
+  return p === null ? '-' : `${p >= 0 ? '+' : ''}${p.toFixed(1)}`;
 }
 
 function integer(n: number): string {
   return Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a';
 }
 
-function secs(n: number): string {
-  return n.toFixed(3);
+function fixed(n: number, digits: number): string {
+  return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
 }
 
-function ratio(n: number): string {
-  return Number.isFinite(n) ? n.toFixed(2) : 'n/a';
-}
-
-function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
-  const groups = new Map<string, T[]>();
-  for (const item of items) {
-    const k = key(item);
-    const group = groups.get(k);
-    if (group) group.push(item);
-    else groups.set(k, [item]);
-  }
-  return groups;
-}

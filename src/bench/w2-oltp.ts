@@ -1,0 +1,76 @@
+/**
+ * W2 OLTP (research/baselines.md): `pgbench -N -c 4 -j 2` on A, applied on B; also the body of the
+ * observability comparison (pgbidi twice, off and on).
+ *
+ *   backlog: nothing applying → pgbench runs → fence row on A → pg_stat_statements reset on B →
+ *            clock → start → fence visible on B: catch-up, transactions/s, statement profile, CPU
+ *   live:    applier streaming → heartbeats on A while pgbench runs → fence → visible on B:
+ *            source TPS, heartbeat lag, catch-up
+ *
+ * "Per transaction" divides by the transactions pgbench committed on A (the fence and pgbidi's own
+ * heartbeats are not counted). The nodes are compared (md5 of the 4 tables) after each phase.
+ */
+import { BenchError } from './bench-error.js';
+import type { RunRecorder } from './bench-results.js';
+import { APPLIER_ROLE, driverClient, MARKS_TABLE } from './bench-settings.js';
+import { measureLive } from './live-lag.js';
+import { MarkWatcher, MarkWriter } from './mark-probes.js';
+import { runPgbench } from './pgbench.js';
+import type { PgbenchLoad } from './pgbench.js';
+import { pgbenchConverged, pgbenchTopology } from './pgbench-topology.js';
+import { profileStatements, readStatementStats, resetStatementStats } from './statement-profile.js';
+import { microsPer, withReplication } from './workload-runner.js';
+import type { RunContext } from './workload-runner.js';
+
+const NODES = ['a', 'b'];
+
+export async function runOltp(ctx: RunContext, rec: RunRecorder): Promise<void> {
+  const load: PgbenchLoad = { seconds: ctx.sizes.pgbenchSeconds, clients: 4, threads: 2, rate: ctx.sizes.pgbenchRate };
+  const topology = pgbenchTopology(ctx, NODES, [{ source: 'a', target: 'b' }], true);
+  await withReplication(ctx, rec, topology, async (repl) => {
+    const a = repl.server('a');
+    const b = repl.server('b');
+    const writer = await MarkWriter.open(a, 0);
+    const watcher = await MarkWatcher.open(b, 0);
+    const statements = await driverClient(b, 'bench_statements');
+    try {
+      // Backlog.
+      const backlog = await runPgbench(a, load, ctx.sizes.pgbenchScale);
+      rec.set('backlog.transactions', backlog.transactions);
+      rec.set('backlog.sourceTps', backlog.tps);
+      const fence = await writer.write();
+      const early = await statements.query(`SELECT 1 FROM public.${MARKS_TABLE} WHERE id = $1`, [fence.id]);
+      if (early.rowCount) throw new BenchError('BENCH_UNEXPECTED', 'the fence reached B before replication started');
+      watcher.start();
+      await repl.readyToStart();
+      await resetStatementStats(statements);
+      const started = await repl.start();
+      const seenAt = await watcher.waitFor(fence.id, ctx.timeoutMs);
+      const usage = await repl.usage('b');
+      const profile = profileStatements(await readStatementStats(statements, APPLIER_ROLE), backlog.transactions);
+      const catchUp = (seenAt - started.clockAt) / 1000;
+      rec.set('backlog.agentStartSeconds', started.startupSeconds);
+      rec.set('backlog.catchUpSeconds', catchUp);
+      rec.set('backlog.txnPerSecond', backlog.transactions / catchUp);
+      rec.set('backlog.applyCpuUsPerTxn', microsPer(usage.applyCpuSeconds, backlog.transactions));
+      rec.profile(profile);
+      if (repl.engine === 'pgbidi') {
+        rec.set('backlog.agentCpuUsPerTxn', microsPer(usage.agentCpuSeconds, backlog.transactions));
+        rec.set('backlog.serverUsPerTxn', profile.perTransaction.serverUs);
+        rec.set('backlog.statementsPerTxn', profile.perTransaction.statements);
+        rec.set('backlog.callsPerTxn', profile.perTransaction.calls);
+        rec.set('backlog.plansPerTxn', profile.perTransaction.plans);
+      }
+      rec.converged(await pgbenchConverged(repl, NODES));
+
+      // Live.
+      await repl.waitStreaming(ctx.timeoutMs);
+      const live = await measureLive(rec, [{ key: 'live', writer, watcher }], ctx.timeoutMs, () => runPgbench(a, load, ctx.sizes.pgbenchScale));
+      rec.set('live.transactions', live.transactions);
+      rec.set('live.sourceTps', live.tps);
+      rec.converged(await pgbenchConverged(repl, NODES));
+    } finally {
+      await Promise.all([writer.close(), watcher.close(), statements.end().catch(() => undefined)]);
+    }
+  });
+}
