@@ -63,11 +63,19 @@ async function caughtUp(c: LocalCluster): Promise<void> {
   });
 }
 
-describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => {
+// Every case runs through both apply paths: the apply procedure (small transactions, the default)
+// and the multi-row statements (apply_procedure_max_changes: 0), which must decide alike.
+const PATHS = [
+  { path: 'apply procedure', apply_procedure_max_changes: 100 },
+  { path: 'statements', apply_procedure_max_changes: 0 },
+];
+
+describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v, ...p }))))('conflicts on $label through the $path', ({ binDir, apply_procedure_max_changes }) => {
   const cluster = useCluster(() => ({
     binDir,
     nodes: ['a', 'b'],
     schema: SCHEMA,
+    replication: { apply_procedure_max_changes },
     conflicts: {
       tables: [
         { match: ['public.strict'], policy: 'error' },
@@ -121,6 +129,9 @@ describe.each(availableServerVersions())('conflicts on $label', ({ binDir }) => 
       ]),
     );
     expect(await counter(c, 'b', { table: 'public.t', type: 'update_deleted', resolution: 'skip' })).toBe(1);
+    // The path under test did the work: the apply procedure exists in the apply sessions' pg_temp only then.
+    const [procedures] = await c.query<{ n: number }>('b', `SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply'`);
+    expect(procedures?.n).toBe(apply_procedure_max_changes > 0 ? 1 : 0);
     // The log keeps both rows of a conflict, with the remote version.
     const [logged] = await c.query<{ local: unknown; remote: unknown; node: string; lsn: string | null }>(
       'b',

@@ -46,6 +46,8 @@ export interface StepShape {
   readonly id: number;
   readonly kind: StepKind;
   readonly mapping: TableMapping;
+  /** schema.table of the local table. */
+  readonly table: string;
   /** The values each step carries, in this order. */
   readonly carried: readonly MappedColumn[];
   /** update: columns whose value was sent (not unchanged TOAST): the conflict log's remote row. */

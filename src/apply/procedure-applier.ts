@@ -24,7 +24,7 @@ import type { TableMapping } from './table-mapping.js';
 export interface TransactionOutcome {
   readonly applied: Record<ChangeOp, number>;
   readonly conflicts: ConflictRecord[];
-  readonly tables: ReadonlySet<string>;
+  readonly tables: readonly string[];
   /** Rows per table and operation, for the transaction's child spans. */
   readonly runs: readonly { readonly table: string; readonly op: ChangeOp; readonly rows: number }[];
   /** Server clock (Unix ms) right after its COMMIT; null when unknown (read back after a failure). */
@@ -62,10 +62,17 @@ interface CallRow {
 }
 
 const OPS: Record<string, ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete' };
+const NO_EVENTS: readonly never[] = [];
 
 export class ProcedureApplier {
   private readonly registry = new ShapeRegistry();
   private definedGeneration = -1;
+  private readonly policies = new WeakMap<TableMapping, ShapePolicy>();
+  private readonly policyOf = (m: TableMapping): ShapePolicy => {
+    let p = this.policies.get(m);
+    if (!p) this.policies.set(m, (p = this.options.policyOf(m)));
+    return p;
+  };
 
   constructor(
     private readonly session: ApplySession,
@@ -91,7 +98,7 @@ export class ProcedureApplier {
         }
       }
     }
-    return encodeGroup(txns.slice(0, usable), (id) => this.relations.get(id), this.options.policyOf, this.registry, {
+    return encodeGroup(txns.slice(0, usable), (id) => this.relations.get(id), this.policyOf, this.registry, {
       locks: this.options.locks,
       maxSteps: this.options.maxSteps,
     });
@@ -139,6 +146,7 @@ export class ProcedureApplier {
   }
 
   private outcomes(group: EncodedGroup, done: number, events: readonly number[], commits: readonly number[]): TransactionOutcome[] {
+    if (events.length === 0) return this.tally(group, done, () => NO_EVENTS, (i) => commits[i] ?? null);
     const byStep = new Map<number, { type: ConflictRecord['type']; resolution: ConflictRecord['resolution'] }[]>();
     for (const code of events) {
       const e = decodeEvent(code);
@@ -160,29 +168,31 @@ export class ProcedureApplier {
     let step = 0;
     for (let i = 0; i < done; i++) {
       const txn = group.txns[i] as RemoteTransaction;
-      const version = { remoteCommitTimestamp: formatPgTimestamp(txn.commit.commitTime), remoteNode: this.options.peer };
       const applied: Record<ChangeOp, number> = { insert: 0, update: 0, delete: 0, truncate: 0 };
-      const conflicts: ConflictRecord[] = [];
-      const rows = new Map<string, { table: string; op: ChangeOp; rows: number }>();
+      let conflicts: ConflictRecord[] | null = null;
+      const runs: { table: string; op: ChangeOp; rows: number }[] = [];
       for (let s = 0; s < (group.nsteps[i] ?? 0); s++) {
         step++;
         const encoded = group.steps[step - 1];
         const shape = encoded?.shape;
         if (!encoded || !shape) continue;
-        const table = `${shape.mapping.local.schema}.${shape.mapping.local.name}`;
         const op = OPS[shape.kind] as ChangeOp;
         const evs = eventsOf(step, txn);
         // Written unless one of its conflicts kept the local row (or undid the write).
         if (evs.every((e) => e.resolution === 'apply_remote')) applied[op]++;
-        for (const e of evs) {
-          conflicts.push({ type: e.type, resolution: e.resolution, schema: shape.mapping.local.schema, table: shape.mapping.local.name, key: encoded.key, ...version });
+        if (evs.length > 0) {
+          conflicts ??= [];
+          const remoteCommitTimestamp = formatPgTimestamp(txn.commit.commitTime);
+          for (const e of evs) {
+            conflicts.push({ type: e.type, resolution: e.resolution, schema: shape.mapping.local.schema, table: shape.mapping.local.name, key: encoded.key, remoteCommitTimestamp, remoteNode: this.options.peer });
+          }
         }
-        const run = rows.get(`${table}|${op}`);
+        const table = shape.table;
+        const run = runs.find((r) => r.table === table && r.op === op);
         if (run) run.rows++;
-        else rows.set(`${table}|${op}`, { table, op, rows: 1 });
+        else runs.push({ table, op, rows: 1 });
       }
-      const runs = [...rows.values()];
-      out.push({ applied, conflicts, tables: new Set(runs.map((r) => r.table)), runs, committedAtMs: committedAt(i) });
+      out.push({ applied, conflicts: conflicts ?? [], tables: runs.map((r) => r.table), runs, committedAtMs: committedAt(i) });
     }
     return out;
   }

@@ -56,10 +56,14 @@ export class ShapeRegistry {
       mid = this.nextMappingId++;
       this.mappingIds.set(mapping, mid);
     }
-    const signature = `${mid}|${kind}|${carried.map((c) => c.index).join(',')}|${sent.map((c) => c.index).join(',')}|${complete}`;
+    // Inserts, deletes and whole-row updates carry every column: their signature needs no column list.
+    const whole = carried === mapping.columns && sent === mapping.columns;
+    const signature = whole
+      ? `${mid}|${kind}|${complete}`
+      : `${mid}|${kind}|${carried.map((c) => c.index).join(',')}|${sent.map((c) => c.index).join(',')}|${complete}`;
     let s = this.bySignature.get(signature);
     if (!s) {
-      s = { id: this.nextShapeId++, kind, mapping, carried, sent, complete, rules: policy.rules, losing: policy.losing };
+      s = { id: this.nextShapeId++, kind, mapping, table: `${mapping.local.schema}.${mapping.local.name}`, carried, sent, complete, rules: policy.rules, losing: policy.losing };
       this.bySignature.set(signature, s);
       this.generation++;
     }
@@ -150,7 +154,7 @@ function encodeChange(
         const old = keyOf(m, change.oldTuple);
         if (!old || !sameKey(old, key)) return null; // a key change: the statement path tombstones the old key
       }
-      const sent = m.columns.filter((c) => change.newTuple[c.index] !== UNCHANGED_TOAST);
+      const sent = change.newTuple.includes(UNCHANGED_TOAST) ? m.columns.filter((c) => change.newTuple[c.index] !== UNCHANGED_TOAST) : m.columns;
       const full = fullRow(change);
       const carried = full ? m.columns : sent;
       const values = carriedValues(full ?? change.newTuple, carried);
@@ -192,7 +196,7 @@ export function encodeGroup(
     }
     if (!eligible) break;
     const locks: KeyLock[] = options.locks
-      ? lockOrder(encoded.map((e) => keyLock(`${e.shape.mapping.local.schema}.${e.shape.mapping.local.name}`, e.key)))
+      ? lockOrder(encoded.map((e) => keyLock(e.shape.table, e.key)))
       : [];
     const count = locks.length + encoded.length;
     if (taken.length > 0 && steps.length + count > options.maxSteps) break;

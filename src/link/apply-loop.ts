@@ -103,7 +103,7 @@ interface Settled {
   readonly advanced: boolean;
 }
 
-const NOTHING: TransactionOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: new Set(), runs: [], committedAtMs: null };
+const NOTHING: TransactionOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: [], runs: [], committedAtMs: null };
 
 export class ApplyLoop {
   transactionsApplied = 0;
@@ -220,7 +220,7 @@ export class ApplyLoop {
       const first = txns[i] as RemoteTransaction;
       let end = i + 1;
       while (end < txns.length && !onStatementPath(txns[end] as RemoteTransaction)) end++;
-      const group = onStatementPath(first) ? null : await a.procedure.encode(txns.slice(i, end));
+      const group = onStatementPath(first) || this.deps.replication.apply_procedure_max_changes === 0 ? null : await a.procedure.encode(txns.slice(i, end));
       if (!group || group.txns.length === 0) {
         await this.whole(a, first);
         i++;
@@ -277,7 +277,7 @@ export class ApplyLoop {
       applied: o.applied,
       conflicts: o.conflicts,
       tables: o.tables,
-      batches: o.runs.map((r) => ({ ...r, startedAtMs: startedAt, endedAtMs: committedAt })),
+      batches: this.deps.observer ? o.runs.map((r) => ({ ...r, startedAtMs: startedAt, endedAtMs: committedAt })) : [],
       heartbeat: t.heartbeat,
       traceparent: t.traceparent,
       startedAt,

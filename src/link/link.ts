@@ -82,13 +82,6 @@ export interface LinkDeps {
   readonly clock?: () => number;
 }
 
-/**
- * A transaction with more changes than this is streamed to the statement path in batches; up to it,
- * it is received whole and goes through the apply procedure (a row at a time, statements planned
- * once), which is cheaper for small transactions and costlier than multi-row statements for large ones.
- */
-const SMALL_TRANSACTION_CHANGES = 100;
-
 /** Most steps (changes and key locks) in one CALL of the apply procedure. */
 const MAX_PROCEDURE_STEPS = 5000;
 
@@ -151,7 +144,10 @@ export class Link {
     });
     this.assembler = new TransactionAssembler(this.sink(), deps.metrics, {
       batchSize: deps.config.replication.apply_batch_size,
-      smallTransactionChanges: Math.min(SMALL_TRANSACTION_CHANGES, deps.config.replication.apply_batch_size),
+      // Up to apply_procedure_max_changes a transaction is received whole and goes through the apply
+      // procedure (a row at a time, statements planned once: cheaper for small transactions); larger
+      // ones stream to multi-row statements in batches. 0: every transaction takes the statements.
+      smallTransactionChanges: deps.config.replication.apply_procedure_max_changes,
     });
   }
 

@@ -119,7 +119,7 @@ export class TransactionAssembler {
         open.changes.push(msg);
         if (open.streaming) {
           if (open.changes.length >= this.options.batchSize) this.flush(open);
-        } else if (open.changes.length > this.options.smallTransactionChanges) {
+        } else if (open.changes.length > this.options.smallTransactionChanges || open.changes.length > this.options.batchSize) {
           this.stream(open);
         }
         return;

@@ -36,6 +36,14 @@ export function formatPgTimestamp(ts: PgMicros): string {
     micros += 1_000_000n;
     seconds -= 1n;
   }
-  const iso = new Date(Number(seconds) * 1000).toISOString(); // YYYY-MM-DDTHH:MM:SS.000Z
-  return `${iso.slice(0, 10)} ${iso.slice(11, 19)}.${micros.toString().padStart(6, '0')}+00`;
+  // Consecutive transactions mostly commit within the same second: its text is made once.
+  if (seconds !== lastSecond) {
+    const iso = new Date(Number(seconds) * 1000).toISOString(); // YYYY-MM-DDTHH:MM:SS.000Z
+    lastSecond = seconds;
+    lastSecondText = `${iso.slice(0, 10)} ${iso.slice(11, 19)}.`;
+  }
+  return `${lastSecondText}${micros.toString().padStart(6, '0')}+00`;
 }
+
+let lastSecond = -1n;
+let lastSecondText = '';
