@@ -60,6 +60,14 @@ function formatWorkload(spec: WorkloadSpec, summary: WorkloadSummary): string {
   if (summary.figures.some((f) => !f.baseline.applies || !f.subject.applies)) {
     lines.push("  '-': the figure does not exist for that engine (native has no agent process, and pg_stat_statements does not see its apply worker)");
   }
+  const sizes = summary.figures.find((f) => f.spec.key === 'backlog.transactions');
+  const sizeRatio = sizes ? ratioOf(sizes.subject.median, sizes.baseline.median) : null;
+  if (sizes && sizeRatio !== null && Math.abs(sizeRatio - 1) > BACKLOG_SIZE_TOLERANCE) {
+    lines.push(
+      `  note: the backlogs differ in size (${b} ${value(sizes.baseline.median ?? 0, 'txn')}, ${s} ${value(sizes.subject.median ?? 0, 'txn')} transactions: ` +
+        'pgbench ran for the same time at different speeds), so the catch-up time ratio is not like for like; transactions/s applied is',
+    );
+  }
   lines.push(`  ${statusLine(b, summary.baseline)}; ${statusLine(s, summary.subject)}`);
   for (const [label, side] of [
     [b, summary.baseline],
@@ -69,6 +77,13 @@ function formatWorkload(spec: WorkloadSpec, summary: WorkloadSummary): string {
   }
   if (spec.profile) lines.push(formatProfiles(spec, summary));
   return `${lines.join('\n')}\n`;
+}
+
+/** Backlogs whose sizes differ by more than this fraction get a note beside their catch-up ratio. */
+const BACKLOG_SIZE_TOLERANCE = 0.1;
+
+function ratioOf(a: number | null, b: number | null): number | null {
+  return a === null || b === null || b === 0 ? null : a / b;
 }
 
 function statusLine(label: string, side: SideRuns): string {
@@ -114,6 +129,12 @@ export function profileLines(label: string, rep: number, native: boolean, p: Sta
       `${fixed(per.statements, 2)} statements, ${fixed(per.calls, 2)} calls, ${fixed(per.plans, 3)} plans, ${fixed(per.serverUs, 1)} server µs (exec+plan); ` +
       `in total ${integer(p.total.statements)} statements, ${integer(p.total.calls)} calls, ${integer(p.total.plans)} plans, ${integer(p.total.serverUs)} µs`,
   ];
+  if (p.total.nestedUs > p.total.topLevelUs) {
+    lines.push(
+      `      nested statements took longer (${integer(p.total.nestedUs)} µs) than the top-level ones that ran them (${integer(p.total.topLevelUs)} µs): ` +
+        'pg_stat_statements records a statement only when it completes, so top-level statements that ended in an error are missing; server µs counts the nested sum',
+    );
+  }
   if (native) {
     lines.push(
       `      native shows only what is visible: its apply worker calls the executor directly, which pg_stat_statements does not see` +
@@ -166,7 +187,8 @@ const NOTES = `What the figures mean:
     20 ms: lag = source's commit ack -> first poll that sees it (an upper bound with 20 ms resolution).
   per txn: divided by the transactions pgbench committed on the source. CPU of all that applies on B: pgbidi = agent process (from the
     moment it answers /healthz) + its backends on B; native = its apply worker(s). Server µs = pg_stat_statements total exec+plan time
-    of the applier's top-level statements (nested calls counted in "calls", their time is inside their caller's).
+    of the applier's top-level statements (nested calls counted in "calls", their time is inside their caller's), or of the nested
+    ones when that is larger (a top-level statement that ended in an error is not recorded, the statements it ran are).
   ratio: the median over repetitions of the per-repetition ratio (both runs of a repetition are back to back; the engine that goes
     first alternates). 'failed': not measured (timeout or error, see FAILED lines); 'n/a': that run cannot be made.`;
 

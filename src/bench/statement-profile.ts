@@ -4,10 +4,14 @@
  * it when the fence row is visible, filtered to the role the applier connects as (the bench's own
  * probes connect as DRIVER_ROLE, so they stay out of it).
  *
- * With pg_stat_statements.track = all, statements run inside functions are counted too (toplevel =
- * false). Their time is already part of the top-level statement that ran them, so server time sums
- * top-level entries only; "statements" counts top-level calls (round trips' worth of statements),
- * "calls" every call including nested ones.
+ * With pg_stat_statements.track = all, statements run inside functions and procedures are counted
+ * too (toplevel = false). "statements" counts top-level calls (round trips' worth of statements),
+ * "calls" every call including nested ones. A nested statement's time is part of the top-level
+ * statement that ran it, but only if that statement finished: pg_stat_statements records a statement
+ * when it completes, so a CALL that ends in an error (after committing some of its transactions)
+ * is missing while the statements it ran are there. Server time is therefore the larger of the two
+ * sums, top-level and nested: the top-level sum when every caller was recorded, a lower bound
+ * otherwise.
  *
  * Native logical replication's apply worker calls the executor directly, not through the hooks
  * pg_stat_statements uses, so for native the profile shows only what is visible: normally nothing.
@@ -39,7 +43,15 @@ export interface StatementProfile {
   readonly distinct: number;
   /** The TOP_STATEMENTS statements with the most server time, most first. */
   readonly top: readonly StatementLine[];
-  readonly total: { readonly statements: number; readonly calls: number; readonly plans: number; readonly serverUs: number };
+  readonly total: {
+    readonly statements: number;
+    readonly calls: number;
+    readonly plans: number;
+    /** max(topLevelUs, nestedUs). */
+    readonly serverUs: number;
+    readonly topLevelUs: number;
+    readonly nestedUs: number;
+  };
   readonly perTransaction: { readonly statements: number; readonly calls: number; readonly plans: number; readonly serverUs: number };
 }
 
@@ -55,11 +67,15 @@ export function profileStatements(rows: readonly StatementRow[], transactions: n
     serverUs: (r.execMs + r.planMs) * 1000,
   }));
   const top = lines.filter((l) => l.toplevel);
+  const topLevelUs = top.reduce((s, l) => s + l.serverUs, 0);
+  const nestedUs = lines.filter((l) => !l.toplevel).reduce((s, l) => s + l.serverUs, 0);
   const total = {
     statements: top.reduce((s, l) => s + l.calls, 0),
     calls: lines.reduce((s, l) => s + l.calls, 0),
     plans: lines.reduce((s, l) => s + l.plans, 0),
-    serverUs: top.reduce((s, l) => s + l.serverUs, 0),
+    serverUs: Math.max(topLevelUs, nestedUs),
+    topLevelUs,
+    nestedUs,
   };
   const per = (n: number): number => (transactions > 0 ? n / transactions : Number.NaN);
   return {

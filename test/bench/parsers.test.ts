@@ -52,7 +52,7 @@ describe('statement profile', () => {
 
   it('sums top-level time only (nested time is inside its caller) and counts every call and plan', () => {
     const p = profileStatements(rows, 10);
-    expect(p.total).toEqual({ statements: 40, calls: 140, plans: 32, serverUs: 5300 });
+    expect(p.total).toEqual({ statements: 40, calls: 140, plans: 32, serverUs: 5300, topLevelUs: 5300, nestedUs: 3500 });
     expect(p.perTransaction).toEqual({ statements: 4, calls: 14, plans: 3.2, serverUs: 530 });
     expect(p.distinct).toBe(3);
   });
@@ -63,6 +63,16 @@ describe('statement profile', () => {
     expect(p.top[1]).toEqual({ query: 'UPDATE t SET v = $1', toplevel: false, calls: 100, plans: 2, serverUs: 3500 });
     const many = Array.from({ length: 15 }, (_, i): StatementRow => ({ query: `q${i}`, toplevel: true, calls: 1, plans: 1, execMs: i, planMs: 0 }));
     expect(profileStatements(many, 1).top.map((l) => l.query)).toEqual(['q14', 'q13', 'q12', 'q11', 'q10', 'q9', 'q8', 'q7', 'q6', 'q5']);
+  });
+
+  it('counts the nested time when top-level statements that ran it are missing (they ended in an error)', () => {
+    const missingCaller: StatementRow[] = [
+      { query: 'CALL apply($1)', toplevel: true, calls: 2, plans: 0, execMs: 1, planMs: 0 },
+      { query: 'UPDATE t SET v = $1', toplevel: false, calls: 100, plans: 1, execMs: 4, planMs: 0 },
+    ];
+    const p = profileStatements(missingCaller, 100);
+    expect(p.total).toMatchObject({ serverUs: 4000, topLevelUs: 1000, nestedUs: 4000 });
+    expect(p.perTransaction.serverUs).toBe(40);
   });
 
   it('shows nothing visible as zeros, and per-transaction figures need transactions', () => {
