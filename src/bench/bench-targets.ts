@@ -34,7 +34,8 @@ export const TARGETS: readonly TargetSpec[] = [
   { id: 'w2-agent-cpu', label: 'W2 agent CPU µs per transaction, pgbidi', workload: 'w2', figure: 'backlog.agentCpuUsPerTxn', measure: 'subject', op: '<=', threshold: 100, unit: 'µs' },
   { id: 'w4-peak-rss', label: 'W4 agent peak RSS, pgbidi', workload: 'w4', figure: 'peakRssMiB', measure: 'subject', op: '<', threshold: 300, unit: 'MiB' },
   { id: 'w4-apply-time', label: 'W4 backlog apply time, pgbidi/native', workload: 'w4', figure: 'backlog.seconds', measure: 'ratio', op: '<=', threshold: 1.0, unit: 'x' },
-  { id: 'obs-overhead', label: 'Observability overhead on W2 backlog catch-up time', workload: 'obs', figure: 'backlog.catchUpSeconds', measure: 'overhead', op: '<=', threshold: 5, unit: '%' },
+  // On the apply rate, not the catch-up time: both runs' pgbench ran equally long but not equally fast.
+  { id: 'obs-overhead', label: 'Observability overhead on the W2 backlog apply rate', workload: 'obs', figure: 'backlog.txnPerSecond', measure: 'overhead', op: '<=', threshold: 5, unit: '%' },
 ];
 
 export interface TargetResult {

@@ -128,8 +128,8 @@ describe('targets', () => {
     const summaries = summarize([
       run('w2', 'native', 1, { 'backlog.catchUpSeconds': 3, 'live.sourceTps': 2000, 'live.lagP99': 0.02 }),
       run('w2', 'pgbidi', 1, { 'backlog.catchUpSeconds': 2.5, 'live.sourceTps': 1700, 'live.lagP99': 1.5, 'backlog.serverUsPerTxn': 120, 'backlog.agentCpuUsPerTxn': 101 }),
-      run('obs', 'pgbidi', 1, { 'backlog.catchUpSeconds': 10 }, { variant: 'observability-off' }),
-      run('obs', 'pgbidi', 1, { 'backlog.catchUpSeconds': 10.4 }, { variant: 'observability-on' }),
+      run('obs', 'pgbidi', 1, { 'backlog.txnPerSecond': 1000 }, { variant: 'observability-off' }),
+      run('obs', 'pgbidi', 1, { 'backlog.txnPerSecond': 960 }, { variant: 'observability-on' }),
     ]);
     const results = evaluateTargets(summaries, ['w2', 'obs'], [18, 15]);
     const at = (id: string, major: number) => results.find((r) => r.target.id === id && r.major === major);
@@ -171,6 +171,17 @@ describe('text report', () => {
     expect(text).toMatch(/W2 server exec\+plan µs per transaction, pgbidi\s+18\.4\s+20\.0 µs\s+<= 150\.0 µs\s+met/);
     expect(text).toContain('targets: 2 of 5 met');
     expect(text).toMatch(/W2 live heartbeat lag p99, pgbidi\s+18\.4\s+0\.040 s\s+< 1\.000 s\s+met/);
+  });
+
+  it('warns when the two backlogs differ in size by more than 10 %', () => {
+    const report = (nativeTxns: number, pgbidiTxns: number): string =>
+      formatReport(
+        { reps: 1, quick: false, cpus: 2, loadavg: [0, 0, 0], sizes: FULL_SIZES },
+        summarize([run('w2', 'native', 1, { 'backlog.transactions': nativeTxns }), run('w2', 'pgbidi', 1, { 'backlog.transactions': pgbidiTxns })]),
+        null,
+      );
+    expect(report(46_051, 21_044)).toContain('note: the backlogs differ in size (native 46,051, pgbidi 21,044 transactions');
+    expect(report(46_051, 44_000)).not.toContain('the backlogs differ');
   });
 
   it('has no targets table with --quick', () => {
