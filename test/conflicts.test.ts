@@ -14,6 +14,9 @@ const SCHEMA = [
   `CREATE TABLE tallies (id int PRIMARY KEY, n bigint NOT NULL, label text)`,
   `ALTER TABLE tallies REPLICA IDENTITY FULL`,
   `CREATE TABLE marker (id int PRIMARY KEY)`,
+  // Loaded on both nodes before the group exists (as from one dump).
+  `CREATE TABLE preloaded (id int PRIMARY KEY, v text)`,
+  `INSERT INTO preloaded SELECT g, 'loaded' FROM generate_series(1, 3) g`,
 ];
 
 async function rows(c: LocalCluster, node: string, sql: string): Promise<unknown[]> {
@@ -149,6 +152,28 @@ describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v,
     // The resurrected row 3 has a tombstone history; row 4 stays deleted on both nodes.
     const [tomb] = await c.query<{ n: number }>('b', `SELECT count(*)::int AS n FROM pgbidi.tombstones WHERE table_name = 'public.t' AND key = '[4]'`);
     expect(tomb?.n).toBe(1);
+  });
+
+  it('does not count a remote change to a row from before the group as a conflict, and still orders it by version', async () => {
+    const c = cluster.get();
+    await ensureGroup(c);
+    await c.query('a', `UPDATE preloaded SET v = 'a1' WHERE id = 1`);
+    await c.query('b', `DELETE FROM preloaded WHERE id = 2`);
+    await caughtUp(c);
+    // Last-update-wins still decides: a newer write made during the group beats an older one.
+    await whileDisconnected(c, async () => {
+      await c.query('b', `UPDATE preloaded SET v = 'b3' WHERE id = 3`);
+      await c.query('a', `UPDATE preloaded SET v = 'a3' WHERE id = 3`);
+    });
+    await caughtUp(c);
+    const expected = [{ id: 1, v: 'a1' }, { id: 3, v: 'a3' }];
+    expect(await rows(c, 'a', 'SELECT * FROM preloaded ORDER BY id')).toEqual(expected);
+    expect(await rows(c, 'b', 'SELECT * FROM preloaded ORDER BY id')).toEqual(expected);
+    // Rows 1 and 2 were last written by the load on each node: not conflicts. Row 3 was written on
+    // both nodes during the group: b's older update lost to a's (b logs an update_origin_differs it
+    // applied, a one it kept out).
+    expect(await conflictRows(c, 'b', 'preloaded')).toEqual(['update_origin_differs/apply_remote ["3"]']);
+    expect(await conflictRows(c, 'a', 'preloaded')).toEqual(['update_origin_differs/keep_local ["3"]']);
   });
 
   it('adds up counters incremented on both nodes at once (delta policy)', async () => {

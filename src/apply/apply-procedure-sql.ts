@@ -197,7 +197,7 @@ class ShapeSql {
   /** PostgreSQL 18's *_origin_differs for a remote change that won over the selected row. */
   originDiffers(type: ConflictType, remote: string): Code {
     return [
-      `IF ${V}.r.cts IS NOT NULL AND ${V}.r.ro IS DISTINCT FROM ${V}.peer_ro AND ${V}.r.x IS DISTINCT FROM ${OWN_IF_ASSIGNED} THEN`,
+      `IF ${V}.r.cts >= ${V}.epoch AND ${V}.r.ro IS DISTINCT FROM ${V}.peer_ro AND ${V}.r.x IS DISTINCT FROM ${OWN_IF_ASSIGNED} THEN`,
       body(this.conflict(type, 'apply_remote', `${V}.r.loc`, remote)),
       'END IF;',
     ];
@@ -205,7 +205,7 @@ class ShapeSql {
 
   /** The same, for a row version that RETURNING old.* gave (PostgreSQL 18). */
   oldOriginDiffers(): string {
-    return `(${CTS('old.xmin')} IS NOT NULL AND ${ROIDENT('old.xmin')} IS DISTINCT FROM ${V}.peer_ro AND old.xmin IS DISTINCT FROM ${OWN_IF_ASSIGNED})`;
+    return `(${CTS('old.xmin')} >= ${V}.epoch AND ${ROIDENT('old.xmin')} IS DISTINCT FROM ${V}.peer_ro AND old.xmin IS DISTINCT FROM ${OWN_IF_ASSIGNED})`;
   }
 
   /**
@@ -278,21 +278,22 @@ class ShapeSql {
   }
 
   /**
-   * The rule where it holds without a conflict to log: the row was last written by the peer itself
-   * (or this transaction, or carries no commit timestamp). The usual case once a group runs, and the
-   * one a single statement can decide without reading the row first.
+   * The rule where it holds without a conflict to log: the row was last written by the peer itself,
+   * or before the group existed (or by this transaction, or carries no commit timestamp). The usual
+   * case once a group runs, and the one a single statement can decide without reading the row first.
    */
   quiet(rule: OverwriteRule): string {
     const own = `t.xmin = ${OWN_IF_ASSIGNED}`;
     const cts = CTS('t.xmin');
     const same = `${ROIDENT('t.xmin')} = ${V}.peer_ro`;
+    const silent = `(${same} OR ${cts} < ${V}.epoch)`;
     switch (rule) {
       case 'remote_newer':
-        return `(${own} OR ${cts} IS NULL OR (${same} AND ${cts} < ${V}.ts))`;
+        return `(${own} OR ${cts} IS NULL OR (${silent} AND ${cts} < ${V}.ts))`;
       case 'remote_older':
-        return `(${own} OR (${same} AND ${V}.ts < ${cts}))`;
+        return `(${own} OR (${silent} AND ${V}.ts < ${cts}))`;
       case 'always':
-        return `(${own} OR ${cts} IS NULL OR ${same})`;
+        return `(${own} OR ${cts} IS NULL OR ${silent})`;
       case 'same_origin':
         return `(${own} OR ${same})`;
       default:
@@ -355,7 +356,17 @@ function insertBlock(sql: ShapeSql): Code {
 function missingRow(sql: ShapeSql, kind: 'update' | 'delete', remote: string, tombstone: string): Code {
   const { shape } = sql;
   if (kind === 'delete') return [tombstone, sql.conflict('delete_missing', 'skip', 'NULL', remote), 'EXIT;'];
-  const recreate = !shape.complete ? 'false' : shape.rules.recreate === 'always' ? 'true' : shape.rules.recreate === 'never' ? 'false' : `NOT ${V}.dl`;
+  const skipped: Code = [
+    `IF ${V}.dl THEN`,
+    body(sql.conflict('update_deleted', 'skip', 'NULL', remote)),
+    'ELSE',
+    body(sql.conflict('update_missing', 'skip', 'NULL', remote)),
+    'END IF;',
+    'EXIT;',
+  ];
+  // Without the whole row (unchanged TOAST values, no REPLICA IDENTITY FULL) a missing row cannot be re-created.
+  if (!shape.complete || shape.rules.recreate === 'never') return [`${V}.dl := ${sql.newerTombstone()};`, skipped];
+  const recreate = shape.rules.recreate === 'always' ? 'true' : `NOT ${V}.dl`;
   return [
     `${V}.dl := ${sql.newerTombstone()};`,
     `IF ${recreate} THEN`,
@@ -373,10 +384,8 @@ function missingRow(sql: ShapeSql, kind: 'update' | 'delete', remote: string, to
       ),
       'END IF;',
     ),
-    `ELSIF ${V}.dl THEN`,
-    body(sql.conflict('update_deleted', 'skip', 'NULL', remote), 'EXIT;'),
     'ELSE',
-    body(sql.conflict('update_missing', 'skip', 'NULL', remote), 'EXIT;'),
+    body(skipped),
     'END IF;',
   ];
 }
@@ -464,6 +473,7 @@ DECLARE
   ts timestamptz;
   clsn pg_lsn;
   peer_ro oid;
+  epoch timestamptz;
   dl boolean;
   r record;
   w record;
@@ -473,6 +483,8 @@ BEGIN
       coalesce(pg_catalog.pg_replication_origin_session_progress(false), '0/0'), ${P}.expected USING ERRCODE = '${OUT_OF_ORDER}';
   END IF;
   SELECT o.roident INTO ${V}.peer_ro FROM pg_catalog.pg_replication_origin AS o WHERE o.roname = ${P}.origin_name;
+  -- Rows last written before the group existed are not conflicts (statements.ts overwritten).
+  SELECT n.created_at INTO ${V}.epoch FROM ${S}.node AS n;
   ${P}.done := 0;
   ${P}.stop_step := 0;
   ${P}.events := '{}';

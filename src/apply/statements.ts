@@ -160,16 +160,16 @@ function localRow(m: TableMapping, aliases: readonly string[]): string {
 /**
  * PostgreSQL 18's *_origin_differs where the remote change wins: the rows of `written` (a CTE of
  * ords) whose local version came from another origin than the remote change, with that local row.
- * Frozen rows and rows written before commit timestamps were on carry no origin and are not
- * conflicts (the noise research/baselines.md saw after an initial load); nor is a row this
- * transaction wrote itself.
+ * Rows last written before the group existed (before `pgbidi setup` first ran on this node: loaded
+ * from the same dump on every node, say) are not conflicts, nor are rows without a commit timestamp
+ * (the noise research/baselines.md saw after an initial load), nor a row this transaction wrote.
  */
 function overwritten(m: TableMapping, aliases: readonly string[], written: string, remoteNode: string): string {
   return (
     `SELECT x.ord, true AS present, to_jsonb(pgbidi_local) AS local, false AS resurrected, false AS deleted_later, true AS overwritten ` +
     `FROM x JOIN ${qualifiedName(m.local.schema, m.local.name)} AS pgbidi_local ON ${keyMatchOn(m, aliases, 'pgbidi_local')} ` +
     `CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(pgbidi_local.xmin) AS c ` +
-    `WHERE EXISTS (SELECT 1 FROM ${written} WHERE ${written}.ord = x.ord) AND c.timestamp IS NOT NULL ` +
+    `WHERE EXISTS (SELECT 1 FROM ${written} WHERE ${written}.ord = x.ord) AND c.timestamp >= (SELECT n.created_at FROM ${METADATA_SCHEMA}.node AS n) ` +
     `AND NOT (pgbidi_local.xmin = pg_current_xact_id()::xid) AND ${METADATA_SCHEMA}.node_of_origin(c.roident) IS DISTINCT FROM ${remoteNode}::text`
   );
 }

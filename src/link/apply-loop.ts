@@ -2,7 +2,8 @@ import type { ApplySession } from '../apply/apply-session.js';
 import { conflictLogStatement } from '../apply/conflict-log.js';
 import { sqlState } from '../apply/error-kind.js';
 import { OUT_OF_ORDER } from '../apply/apply-procedure-sql.js';
-import type { ProcedureApplier, TransactionOutcome } from '../apply/procedure-applier.js';
+import type { GroupResult, ProcedureApplier, TransactionOutcome } from '../apply/procedure-applier.js';
+import type { EncodedGroup } from '../apply/step-encoder.js';
 import type { RelationCache } from '../apply/relation-cache.js';
 import type { RemoteVersion } from '../apply/statements.js';
 import { ConflictHaltError } from '../apply/transaction-applier.js';
@@ -37,8 +38,23 @@ import { parseHeartbeat } from './transaction-assembler.js';
  * a CALL checks that the origin's progress is where the transactions before it ended.
  */
 
-/** Most transactions taken from the queue for one round of grouping. */
+/** Most transactions taken from the queue ahead of the CALLs that apply them. */
 const MAX_GROUP_TRANSACTIONS = 1000;
+
+/** CALLs sent before the first one's answer: one executing, one ready behind it. */
+const MAX_CALLS_IN_FLIGHT = 2;
+
+interface InFlight {
+  readonly group: EncodedGroup;
+  readonly result: Promise<GroupResult>;
+  readonly startedAt: number;
+}
+
+/** End of the last transaction of the group that commits under the origin (has changes), if any. */
+function advancedTo(group: EncodedGroup): Lsn | null {
+  for (let i = group.txns.length - 1; i >= 0; i--) if ((group.nsteps[i] ?? 0) > 0) return (group.txns[i] as RemoteTransaction).commit.endLsn;
+  return null;
+}
 
 const OP_OF: Record<ChangeMessage['tag'], ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete', truncate: 'truncate' };
 
@@ -205,68 +221,111 @@ export class ApplyLoop {
 
   // ---- small transactions: the apply procedure ----
 
+  /**
+   * Applies the run of whole transactions at the head of the queue through the apply procedure,
+   * keeping up to MAX_CALLS_IN_FLIGHT CALLs in flight: the next group is encoded and sent while the
+   * server works on the one before, so the server does not wait for the agent. Each CALL checks that
+   * the origin is where the one before it ended; when one stops early, those behind it apply nothing
+   * (PB003), the transaction it stopped at takes the statement path, and the rest is sent again.
+   */
   private async small(a: ApplyAttempt): Promise<void> {
     const { queue, operator } = this.deps;
-    const txns: RemoteTransaction[] = [];
-    for (let item = queue.peek(); item?.kind === 'transaction' && txns.length < MAX_GROUP_TRANSACTIONS; item = queue.peek()) {
-      txns.push(item.txn);
-      queue.shift();
-    }
-    this.deps.drained();
-    const onStatementPath = (t: RemoteTransaction): boolean => this.careful.has(t.begin.finalLsn) || operator.isSkipped(t.begin.finalLsn);
-    let i = 0;
-    while (i < txns.length) {
-      if (this.deps.stopping()) return; // the rest is received again after the restart
-      const first = txns[i] as RemoteTransaction;
-      let end = i + 1;
-      while (end < txns.length && !onStatementPath(txns[end] as RemoteTransaction)) end++;
-      const group = onStatementPath(first) || this.deps.replication.apply_procedure_max_changes === 0 ? null : await a.procedure.encode(txns.slice(i, end));
-      if (!group || group.txns.length === 0) {
-        await this.whole(a, first);
-        i++;
+    const pending: RemoteTransaction[] = [];
+    const take = (): void => {
+      for (let item = queue.peek(); item?.kind === 'transaction' && pending.length < MAX_GROUP_TRANSACTIONS; item = queue.peek()) {
+        pending.push(item.txn);
+        queue.shift();
+      }
+      this.deps.drained();
+    };
+    const onStatementPath = (t: RemoteTransaction): boolean =>
+      this.deps.replication.apply_procedure_max_changes === 0 || this.careful.has(t.begin.finalLsn) || operator.isSkipped(t.begin.finalLsn);
+    let inflight: InFlight[] = [];
+    let predicted = this.expected;
+    for (;;) {
+      take();
+      while (inflight.length < MAX_CALLS_IN_FLIGHT && pending.length > 0 && !this.deps.stopping()) {
+        if (onStatementPath(pending[0] as RemoteTransaction)) break;
+        let end = 1;
+        while (end < pending.length && !onStatementPath(pending[end] as RemoteTransaction)) end++;
+        const group = await a.procedure.encode(pending.slice(0, end));
+        if (group.txns.length === 0) break;
+        if (inflight.length === 0) {
+          await this.settle(); // a COMMIT of the statement path in flight: the origin must be known
+          predicted = this.expected;
+        }
+        pending.splice(0, group.txns.length);
+        inflight.push(this.send(a, group, predicted));
+        predicted = advancedTo(group) ?? predicted;
+        take();
+      }
+      const head = inflight.shift();
+      if (!head) {
+        const next = pending.shift();
+        if (!next || this.deps.stopping()) return; // what is left is received again after a restart
+        await this.whole(a, next);
         continue;
       }
-      i += await this.call(a, group);
+      this.current = { begin: (head.group.txns[0] as RemoteTransaction).begin, startedAt: head.startedAt };
+      const result = await head.result;
+      const stopped = this.committed(head, result);
+      if (stopped === null) continue;
+      // The CALLs behind the one that stopped found the origin elsewhere than they expected and
+      // applied nothing; their transactions are sent again after the one that stopped.
+      const behind = inflight;
+      inflight = [];
+      for (const later of behind) {
+        const r = await later.result;
+        if (r.committed.length > 0) throw new Error('a CALL behind one that stopped early committed transactions');
+      }
+      pending.unshift(...head.group.txns.slice(result.committed.length + 1), ...behind.flatMap((f) => f.group.txns));
+      await this.whole(a, stopped);
+      predicted = this.expected;
     }
   }
 
-  /** One CALL; returns how many of the group's transactions are done (applied here or after a stop). */
-  private async call(a: ApplyAttempt, group: Awaited<ReturnType<ProcedureApplier['encode']>>): Promise<number> {
-    await this.settle();
-    const txns = group.txns;
+  /** Sends one group (a CALL unless it only holds transactions without changes). */
+  private send(a: ApplyAttempt, group: EncodedGroup, expected: Lsn): InFlight {
     const startedAt = this.deps.clock();
-    this.current = { begin: (txns[0] as RemoteTransaction).begin, startedAt };
-    this.deps.progress.resumed();
+    const txns = group.txns;
     // The procedure waits out a peer clock that is ahead; the metric and the warning are made here.
     this.clockSkew((txns[txns.length - 1] as RemoteTransaction).commit.commitTime);
-    if (group.nsteps.every((n) => n === 0)) {
-      for (const t of txns) this.accountSmall(t, NOTHING, startedAt, startedAt, false);
-      return txns.length;
-    }
-    const result = await a.procedure.run(group, this.expected);
-    let previous = startedAt;
+    const result = group.nsteps.every((n) => n === 0)
+      ? Promise.resolve<GroupResult>({ committed: txns.map(() => NOTHING), size: txns.length, stopped: null })
+      : a.procedure.run(group, expected);
+    return { group, result, startedAt };
+  }
+
+  /**
+   * Accounts for the transactions a CALL committed; returns the transaction it stopped at (to apply
+   * on the statement path), or null.
+   */
+  private committed(f: InFlight, result: GroupResult): RemoteTransaction | null {
+    const { group } = f;
+    this.deps.progress.resumed();
+    let previous = f.startedAt;
     result.committed.forEach((outcome, n) => {
-      const t = txns[n] as RemoteTransaction;
+      const t = group.txns[n] as RemoteTransaction;
       const advanced = (group.nsteps[n] ?? 0) > 0;
       if (advanced) this.expected = t.commit.endLsn;
       const committedAt = outcome.committedAtMs ?? this.deps.clock();
       this.accountSmall(t, outcome, Math.min(previous, committedAt), committedAt, advanced);
       previous = committedAt;
     });
-    let done = result.committed.length;
-    if (result.stopped) {
-      const stopped = txns[done] as RemoteTransaction;
-      if (result.stopped.kind === 'error') {
-        const err = result.stopped.error;
-        // The order guard: a bug if it fires here (one CALL at a time); restart from the origin.
-        if (sqlState(err) === OUT_OF_ORDER) throw err;
-        if (sqlState(err) === '23505') this.careful.add(stopped.begin.finalLsn);
-        this.deps.log.debug({ commitLsn: formatLsn(stopped.begin.finalLsn), err: { message: (err as Error).message, code: sqlState(err) } }, 'transaction taken from the apply procedure to the statement path');
-      }
-      await this.whole(a, stopped);
-      done++;
+    if (!result.stopped) return null;
+    const stopped = group.txns[result.committed.length] as RemoteTransaction;
+    if (result.stopped.kind === 'error') {
+      const err = result.stopped.error;
+      // The order guard firing for the first CALL in flight means the agent lost track: restart
+      // from the origin's progress.
+      if (sqlState(err) === OUT_OF_ORDER) throw err;
+      if (sqlState(err) === '23505') this.careful.add(stopped.begin.finalLsn);
+      this.deps.log.debug(
+        { commitLsn: formatLsn(stopped.begin.finalLsn), err: { message: (err as Error).message, code: sqlState(err) } },
+        'transaction taken from the apply procedure to the statement path',
+      );
     }
-    return done;
+    return stopped;
   }
 
   private accountSmall(t: RemoteTransaction, o: TransactionOutcome, startedAt: number, committedAt: number, advanced: boolean): void {

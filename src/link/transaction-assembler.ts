@@ -159,9 +159,12 @@ export class TransactionAssembler {
     this.sink.begin(open.begin);
     for (const m of open.messages) this.sink.message(m);
     open.messages = [];
+    // Full batches now; the rest stays held and fills up with what comes next.
+    const size = this.options.batchSize;
     const held = open.changes;
-    open.changes = [];
-    for (let i = 0; i < held.length; i += this.options.batchSize) this.sink.changes(held.slice(i, i + this.options.batchSize));
+    const full = held.length - (held.length % size);
+    for (let i = 0; i < full; i += size) this.sink.changes(held.slice(i, i + size));
+    open.changes = held.slice(full);
   }
 
   private flush(open: Open): void {

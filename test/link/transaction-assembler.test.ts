@@ -54,13 +54,19 @@ describe('TransactionAssembler', () => {
   });
 
   it('streams a transaction that grows beyond the small size, in batches, messages included', () => {
-    const { out, feed } = assembler();
-    feed(begin(2), heartbeat, insert(1), insert(2), insert(3));
+    const { out, feed } = assembler({ batchSize: 2, smallTransactionChanges: 2 });
+    feed(begin(2), heartbeat, insert(1), insert(2));
     expect(out).toEqual([]);
-    feed(insert(4)); // the fourth change: no longer small
-    expect(out).toEqual(['begin 2', 'message pgbidi.heartbeat', 'changes 1,2', 'changes 3,4']);
-    feed(insert(5), traceparent, insert(6), insert(7), commit(2));
-    expect(out.slice(4)).toEqual(['message traceparent', 'changes 5,6', 'changes 7', `commit ${2 * 100 + 8}`]);
+    feed(insert(3)); // the third change: no longer small
+    expect(out).toEqual(['begin 2', 'message pgbidi.heartbeat', 'changes 1,2']);
+    feed(insert(4), insert(5), traceparent, insert(6), insert(7), commit(2));
+    expect(out.slice(3)).toEqual(['changes 3,4', 'message traceparent', 'changes 5,6', 'changes 7', `commit ${2 * 100 + 8}`]);
+  });
+
+  it('never holds more than a batch of a transaction, whatever the small size', () => {
+    const { out, feed } = assembler({ batchSize: 2, smallTransactionChanges: 100 });
+    feed(begin(6), insert(1), insert(2), insert(3));
+    expect(out).toEqual(['begin 6', 'changes 1,2']);
   });
 
   it('lets changes decoded before a mid-transaction Relation message go first', () => {

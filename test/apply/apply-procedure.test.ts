@@ -1,0 +1,102 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyProcedureSql } from '../../src/apply/apply-procedure-sql.js';
+import type { StepShape } from '../../src/apply/apply-procedure-sql.js';
+import { loadLocalTable } from '../../src/apply/local-catalog.js';
+import { mapRelation } from '../../src/apply/table-mapping.js';
+import type { TableMapping } from '../../src/apply/table-mapping.js';
+import { applyRules } from '../../src/conflict/table-policies.js';
+import { POLICIES } from '../../src/conflict/policy.js';
+import { metadataSchemaSql } from '../../src/node/metadata-schema.js';
+import { PostgresServer } from '../../src/pg-server/postgres-server.js';
+import { availableServerVersions } from '../support/pg-versions.js';
+
+/**
+ * The generated procedure compiles (PL/pgSQL checks its body at CREATE) and runs for every shape
+ * kind, every policy and both server generations, on a table whose names collide with everything
+ * the procedure uses itself: its variables, aliases, the RETURNING old row, a reserved word, and
+ * more columns than one jsonb_build_object call takes.
+ */
+const AWKWARD = ['t', 'c', 'tb', 'r', 'w', 'x', 'p', 'k', 'old', 'select', 'pgbidi_v', 'pgbidi_apply', 'ts', 'vals', 'O"dd'];
+const FILLERS = Array.from({ length: 50 }, (_, i) => `f${i}`);
+
+describe.each(availableServerVersions())('apply procedure SQL on $label', ({ binDir }) => {
+  let server: PostgresServer;
+  let client: pg.Client;
+  let mapping: TableMapping;
+
+  beforeAll(async () => {
+    server = await PostgresServer.start({ binDir, name: 'procedure-sql' });
+    client = new pg.Client({ connectionString: server.connectionString() });
+    await client.connect();
+    for (const q of metadataSchemaSql('b')) await client.query(q);
+    const columns = [...AWKWARD, ...FILLERS].map((n) => `"${n.replace(/"/g, '""')}" text`);
+    await client.query(`CREATE TABLE "we""ird"."ta ble" (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, ${columns.join(', ')})`).catch(async () => {
+      await client.query(`CREATE SCHEMA "we""ird"`);
+      await client.query(`CREATE TABLE "we""ird"."ta ble" (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, ${columns.join(', ')})`);
+    });
+    const local = await loadLocalTable(client, 'we"ird', 'ta ble');
+    const remote = ['id', 'n', ...AWKWARD, ...FILLERS].map((name) => ({ name, isKey: name === 'id', typeOid: 25, typeMod: -1 }));
+    mapping = mapRelation({ tag: 'relation', relationId: 1, namespace: 'we"ird', name: 'ta ble', replicaIdentity: 'default', columns: remote }, local);
+  });
+
+  afterAll(async () => {
+    await client?.end();
+    await server?.destroy();
+  });
+
+  it('compiles for every shape, policy and generation', async () => {
+    const some = mapping.columns.filter((c) => c.name !== 'vals'); // an update whose 'vals' was unchanged TOAST
+    let id = 0;
+    const shapes: StepShape[] = [];
+    for (const policy of POLICIES.filter((p) => p !== 'delta' && p !== 'error')) {
+      const rules = applyRules({ policy, deltaColumns: [], unique: 'dead_letter' });
+      const losing = policy === 'skip' ? 'skip' : 'keep_local';
+      const base = { mapping, table: 'we"ird.ta ble', rules, losing } as const;
+      shapes.push({ ...base, id: ++id, kind: 'insert', carried: mapping.columns, sent: mapping.columns, complete: true });
+      shapes.push({ ...base, id: ++id, kind: 'delete', carried: mapping.columns, sent: mapping.columns, complete: true });
+      shapes.push({ ...base, id: ++id, kind: 'update', carried: mapping.columns, sent: mapping.columns, complete: true });
+      shapes.push({ ...base, id: ++id, kind: 'update', carried: some, sent: some, complete: false });
+    }
+    for (const returningOld of [false, true]) {
+      if (returningOld && server.versionNum < 180_000) continue;
+      await client.query('SET check_function_bodies = on');
+      await client.query(applyProcedureSql(shapes, { returningOld }));
+      const r = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply' AND pronamespace = pg_my_temp_schema()`);
+      expect(r.rows[0]?.n).toBe(1);
+    }
+  });
+
+  it('runs each kind of step: insert, update, a missing row, delete', async () => {
+    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
+    const base = { mapping, table: 'we"ird.ta ble', rules, losing: 'keep_local' as const, carried: mapping.columns, sent: mapping.columns, complete: true };
+    const shapes: StepShape[] = [
+      { ...base, id: 1, kind: 'insert' },
+      { ...base, id: 2, kind: 'update' },
+      { ...base, id: 3, kind: 'delete' },
+    ];
+    await client.query(applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000 }));
+    await client.query(`SELECT pg_replication_origin_create('pgbidi_a')`);
+    await client.query(`SELECT pg_replication_origin_session_setup('pgbidi_a')`);
+    await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
+    const row = (id: number, v: string): (string | null)[] => mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
+    const vals = [...row(1, 'one'), ...row(1, 'uno'), ...row(2, 'two'), ...row(1, 'x')];
+    const lsns = ['0/10', '0/20', '0/30', '0/40'];
+    // Each remote transaction newer than the one before (the peer's commit order).
+    const times = [4, 3, 2, 1].map((s) => new Date(Date.now() - s * 1000).toISOString());
+    const r = await client.query<{ done: number; events: number[]; stop_step: number }>(
+      `CALL pg_temp.pgbidi_apply('0/0', 'a', 'pgbidi_a', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1,1,1}', '{1,2,2,3}', $3::text[], NULL, NULL, NULL, NULL)`,
+      [lsns, times, vals],
+    );
+    expect(r.rows[0]).toMatchObject({ done: 4, stop_step: 0 });
+    // Step 3 updated a row that is not there: re-created, and logged as update_missing.
+    const logged = await client.query<{ t: string; k: unknown }>(`SELECT conflict_type || '/' || resolution AS t, key AS k FROM pgbidi.conflicts ORDER BY id`);
+    expect(logged.rows).toEqual([{ t: 'update_missing/apply_remote', k: ['2'] }]);
+    const rows = await client.query(`SELECT id, n, "old" FROM "we""ird"."ta ble" ORDER BY id`);
+    expect(rows.rows).toEqual([{ id: 2, n: 7, old: 'two' }]);
+    const tomb = await client.query(`SELECT key FROM pgbidi.tombstones`);
+    expect(tomb.rows).toEqual([{ key: [1] }]);
+    const progress = await client.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
+    expect(progress.rows[0]?.lsn).toBe('0/40');
+  });
+});
