@@ -23,7 +23,7 @@ import type { MappedColumn, TableMapping } from './table-mapping.js';
  * at that step, rolls back that transaction and returns how far it got (stop_step).
  *
  * Parameters: the origin progress expected at the start (a CALL sent behind one that stopped early
- * must not apply anything: it raises PB003); per transaction its end LSN, commit LSN, commit time and
+ * must not apply anything: it raises PB003); the peer's name; per transaction its end LSN, commit LSN, commit time and
  * number of steps; per step its shape (0 = advisory key lock); and every step's values, flat, as
  * text, cast to the local column types. Returns: transactions committed, one event per conflict
  * (step * 64 + type * 8 + resolution, see decodeEvent), each commit's server time (epoch ms) and the
@@ -84,6 +84,10 @@ const V = 'pgbidi_v';
 const P = PROCEDURE_NAME;
 const S = METADATA_SCHEMA;
 const OWN_XID = 'pg_catalog.pg_current_xact_id()::xid';
+// The peer's origin id on this node and the group's start here: constants of the session, written
+// into the procedure (applyProcedureSql replaces these markers) instead of read at every CALL.
+const PEER_RO = '<<peer_ro>>';
+const EPOCH = '<<epoch>>';
 
 function value(pos: number): string {
   return `${P}.vals[${V}.p + ${pos}]`;
@@ -161,7 +165,7 @@ class ShapeSql {
   selectRow(): string {
     return (
       `SELECT t.ctid AS tid, t.xmin AS x, c.timestamp AS cts, c.roident AS ro, ` +
-      `CASE WHEN c.roident IS DISTINCT FROM ${V}.peer_ro THEN to_jsonb(t) END AS loc INTO ${V}.r ` +
+      `CASE WHEN c.roident IS DISTINCT FROM ${PEER_RO} THEN to_jsonb(t) END AS loc INTO ${V}.r ` +
       `FROM ${this.table} AS t LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) AS c ON true ` +
       `WHERE ${this.keyMatch('t')};`
     );
@@ -197,7 +201,7 @@ class ShapeSql {
   /** PostgreSQL 18's *_origin_differs for a remote change that won over the selected row. */
   originDiffers(type: ConflictType, remote: string): Code {
     return [
-      `IF ${V}.r.cts >= ${V}.epoch AND ${V}.r.ro IS DISTINCT FROM ${V}.peer_ro AND ${V}.r.x IS DISTINCT FROM ${OWN_IF_ASSIGNED} THEN`,
+      `IF ${V}.r.cts >= ${EPOCH} AND ${V}.r.ro IS DISTINCT FROM ${PEER_RO} AND ${V}.r.x IS DISTINCT FROM ${OWN_IF_ASSIGNED} THEN`,
       body(this.conflict(type, 'apply_remote', `${V}.r.loc`, remote)),
       'END IF;',
     ];
@@ -205,7 +209,7 @@ class ShapeSql {
 
   /** The same, for a row version that RETURNING old.* gave (PostgreSQL 18). */
   oldOriginDiffers(): string {
-    return `(${CTS('old.xmin')} >= ${V}.epoch AND ${ROIDENT('old.xmin')} IS DISTINCT FROM ${V}.peer_ro AND old.xmin IS DISTINCT FROM ${OWN_IF_ASSIGNED})`;
+    return `(${CTS('old.xmin')} >= ${EPOCH} AND ${ROIDENT('old.xmin')} IS DISTINCT FROM ${PEER_RO} AND old.xmin IS DISTINCT FROM ${OWN_IF_ASSIGNED})`;
   }
 
   /**
@@ -252,7 +256,7 @@ class ShapeSql {
       case 'always':
         return 'true';
       case 'same_origin':
-        return `(${own} OR ${r}.ro = ${V}.peer_ro)`;
+        return `(${own} OR ${r}.ro = ${PEER_RO})`;
       default:
         return assertNever(rule);
     }
@@ -271,7 +275,7 @@ class ShapeSql {
       case 'always':
         return 'true';
       case 'same_origin':
-        return `(${own} OR ${ROIDENT('t.xmin')} = ${V}.peer_ro)`;
+        return `(${own} OR ${ROIDENT('t.xmin')} = ${PEER_RO})`;
       default:
         return assertNever(rule);
     }
@@ -285,8 +289,8 @@ class ShapeSql {
   quiet(rule: OverwriteRule): string {
     const own = `t.xmin = ${OWN_IF_ASSIGNED}`;
     const cts = CTS('t.xmin');
-    const same = `${ROIDENT('t.xmin')} = ${V}.peer_ro`;
-    const silent = `(${same} OR ${cts} < ${V}.epoch)`;
+    const same = `${ROIDENT('t.xmin')} = ${PEER_RO}`;
+    const silent = `(${same} OR ${cts} < ${EPOCH})`;
     switch (rule) {
       case 'remote_newer':
         return `(${own} OR ${cts} IS NULL OR (${silent} AND ${cts} < ${V}.ts))`;
@@ -309,6 +313,13 @@ function retryGuard(): Code {
 export interface ProcedureOptions {
   /** RETURNING old.* exists (PostgreSQL 18): one statement decides, writes and reports a write. */
   readonly returningOld: boolean;
+  /** roident of the peer's replication origin on this node (pg_replication_origin). */
+  readonly peerOrigin: number;
+  /**
+   * When the group began on this node (pgbidi.node.created_at, timestamptz text): rows last written
+   * before it are not conflicts (statements.ts overwritten).
+   */
+  readonly epoch: string;
 }
 
 function insertBlock(sql: ShapeSql): Code {
@@ -461,7 +472,7 @@ export function applyProcedureSql(shapes: readonly StepShape[], options: Procedu
     shapes.map((s) => [`ELSIF ${V}.sh = ${s.id} THEN`, body(`${V}.tries := 0;`, shapeBlock(s, options), `${V}.p := ${V}.p + ${s.carried.length};`)]),
     3,
   );
-  const text = `#variable_conflict use_column
+  const template = `#variable_conflict use_column
 <<${V}>>
 DECLARE
   i int;
@@ -472,8 +483,6 @@ DECLARE
   tries int;
   ts timestamptz;
   clsn pg_lsn;
-  peer_ro oid;
-  epoch timestamptz;
   dl boolean;
   r record;
   w record;
@@ -482,9 +491,6 @@ BEGIN
     RAISE EXCEPTION 'pgbidi: apply out of order: origin progress is %, expected %',
       coalesce(pg_catalog.pg_replication_origin_session_progress(false), '0/0'), ${P}.expected USING ERRCODE = '${OUT_OF_ORDER}';
   END IF;
-  SELECT o.roident INTO ${V}.peer_ro FROM pg_catalog.pg_replication_origin AS o WHERE o.roname = ${P}.origin_name;
-  -- Rows last written before the group existed are not conflicts (statements.ts overwritten).
-  SELECT n.created_at INTO ${V}.epoch FROM ${S}.node AS n;
   ${P}.done := 0;
   ${P}.stop_step := 0;
   ${P}.events := '{}';
@@ -493,7 +499,7 @@ BEGIN
     IF ${P}.nsteps[i] = 0 THEN
       -- Nothing to write (a heartbeat): no commit, the origin stays (the agent accounts for it).
       ${P}.done := i;
-      ${P}.commits := array_append(${P}.commits, extract(epoch FROM clock_timestamp())::float8 * 1000);
+      ${P}.commits := array_append(${P}.commits, pg_catalog.date_part('epoch', clock_timestamp()) * 1000);
       CONTINUE;
     END IF;
     ${V}.ts := ${P}.tss[i];
@@ -524,13 +530,14 @@ ${dispatch}
     PERFORM pg_catalog.pg_current_xact_id(), pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts);
     COMMIT;
     ${P}.done := i;
-    ${P}.commits := array_append(${P}.commits, extract(epoch FROM clock_timestamp())::float8 * 1000);
+    ${P}.commits := array_append(${P}.commits, pg_catalog.date_part('epoch', clock_timestamp()) * 1000);
   END LOOP;
 END`;
+  const text = template.replaceAll(PEER_RO, `${Math.trunc(options.peerOrigin)}::oid`).replaceAll(EPOCH, `${quoteLiteral(options.epoch)}::timestamptz`);
   let tag = '$pgbidi$';
   for (let n = 1; text.includes(tag); n++) tag = `$pgbidi${n}$`;
   return (
-    `CREATE OR REPLACE PROCEDURE pg_temp.${P}(expected pg_lsn, peer text, origin_name text, lsns pg_lsn[], clsns pg_lsn[], ` +
+    `CREATE OR REPLACE PROCEDURE pg_temp.${P}(expected pg_lsn, peer text, lsns pg_lsn[], clsns pg_lsn[], ` +
     `tss timestamptz[], nsteps int[], shapes int[], vals text[], ` +
     `INOUT done int, INOUT events int[], INOUT commits float8[], INOUT stop_step int) LANGUAGE plpgsql AS ${tag}\n${text}\n${tag}`
   );

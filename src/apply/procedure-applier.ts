@@ -50,8 +50,16 @@ export interface ProcedureApplierOptions {
   readonly maxSteps: number;
 }
 
+export class NodeNotSetUpError extends Error {
+  readonly code = 'PGBIDI_NOT_SET_UP';
+  constructor(peer: string) {
+    super(`this node has no pgbidi schema or no replication origin for peer ${peer}: run pgbidi setup on it`);
+    this.name = 'NodeNotSetUpError';
+  }
+}
+
 const CALL_SQL =
-  `CALL pg_temp.${PROCEDURE_NAME}($1::pg_lsn, $2::text, $3::text, $4::pg_lsn[], $5::pg_lsn[], $6::timestamptz[], $7::int[], $8::int[], $9::text[], ` +
+  `CALL pg_temp.${PROCEDURE_NAME}($1::pg_lsn, $2::text, $3::pg_lsn[], $4::pg_lsn[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], ` +
   `NULL, NULL, NULL, NULL)`;
 
 interface CallRow {
@@ -116,7 +124,6 @@ export class ProcedureApplier {
     const params = [
       formatLsn(expected),
       this.options.peer,
-      this.options.origin,
       arrayLiteral(txns.map((t) => formatLsn(t.commit.endLsn))),
       arrayLiteral(txns.map((t) => formatLsn(t.commit.commitLsn))),
       arrayLiteral(txns.map((t) => formatPgTimestamp(t.commit.commitTime))),
@@ -140,9 +147,23 @@ export class ProcedureApplier {
     if (this.definedGeneration === this.registry.generation) return;
     const generation = this.registry.generation;
     const shapes = this.registry.current((m) => this.relations.get(m.relationId) === m);
+    this.constants ??= await this.readConstants();
     // RETURNING old.* is new in PostgreSQL 18.
-    await this.session.define(applyProcedureSql(shapes, { returningOld: this.session.serverVersionNum >= 180_000 }));
+    await this.session.define(applyProcedureSql(shapes, { returningOld: this.session.serverVersionNum >= 180_000, ...this.constants }));
     this.definedGeneration = generation;
+  }
+
+  private constants: { peerOrigin: number; epoch: string } | null = null;
+
+  private async readConstants(): Promise<{ peerOrigin: number; epoch: string }> {
+    const r = await this.session.pg.query<{ ro: number | null; epoch: string | null }>(
+      `SELECT (SELECT roident::int FROM pg_catalog.pg_replication_origin WHERE roname = $1) AS ro,
+              (SELECT created_at::text FROM ${METADATA_SCHEMA}.node) AS epoch`,
+      [this.options.origin],
+    );
+    const row = r.rows[0];
+    if (row?.ro == null || row.epoch == null) throw new NodeNotSetUpError(this.options.peer);
+    return { peerOrigin: row.ro, epoch: row.epoch };
   }
 
   private outcomes(group: EncodedGroup, done: number, events: readonly number[], commits: readonly number[]): TransactionOutcome[] {

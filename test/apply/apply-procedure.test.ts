@@ -61,7 +61,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     for (const returningOld of [false, true]) {
       if (returningOld && server.versionNum < 180_000) continue;
       await client.query('SET check_function_bodies = on');
-      await client.query(applyProcedureSql(shapes, { returningOld }));
+      await client.query(applyProcedureSql(shapes, { returningOld, peerOrigin: 1, epoch: '2000-01-01 00:00:00+00' }));
       const r = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply' AND pronamespace = pg_my_temp_schema()`);
       expect(r.rows[0]?.n).toBe(1);
     }
@@ -75,8 +75,8 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       { ...base, id: 2, kind: 'update' },
       { ...base, id: 3, kind: 'delete' },
     ];
-    await client.query(applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000 }));
-    await client.query(`SELECT pg_replication_origin_create('pgbidi_a')`);
+    const [origin] = (await client.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_a')::int AS ro`)).rows;
+    await client.query(applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000, peerOrigin: origin?.ro ?? 0, epoch: '2000-01-01 00:00:00+00' }));
     await client.query(`SELECT pg_replication_origin_session_setup('pgbidi_a')`);
     await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
     const row = (id: number, v: string): (string | null)[] => mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
@@ -85,7 +85,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     // Each remote transaction newer than the one before (the peer's commit order).
     const times = [4, 3, 2, 1].map((s) => new Date(Date.now() - s * 1000).toISOString());
     const r = await client.query<{ done: number; events: number[]; stop_step: number }>(
-      `CALL pg_temp.pgbidi_apply('0/0', 'a', 'pgbidi_a', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1,1,1}', '{1,2,2,3}', $3::text[], NULL, NULL, NULL, NULL)`,
+      `CALL pg_temp.pgbidi_apply('0/0', 'a', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1,1,1}', '{1,2,2,3}', $3::text[], NULL, NULL, NULL, NULL)`,
       [lsns, times, vals],
     );
     expect(r.rows[0]).toMatchObject({ done: 4, stop_step: 0 });
