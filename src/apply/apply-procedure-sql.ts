@@ -346,20 +346,39 @@ function insertBlock(sql: ShapeSql): Code {
           'END IF;',
         ];
   return [
-    'LOOP',
+    sql.insertRow(m.columns),
+    'IF FOUND THEN',
+    body(sql.undoDeletedLater()),
+    'ELSE',
     body(
-      retryGuard(),
-      sql.insertRow(m.columns),
-      'IF FOUND THEN',
-      body(sql.undoDeletedLater(), 'EXIT;'),
-      'END IF;',
-      '-- The key exists (or a concurrent insert of it committed while this one waited).',
-      sql.selectRow(),
-      'IF FOUND THEN',
-      body(`IF ${newer} THEN`, body(keep), 'END IF;', overwrite),
-      'END IF;',
+      slowPath([
+        '-- The key exists (or a concurrent insert of it committed while this one waited).',
+        sql.selectRow(),
+        'IF FOUND THEN',
+        body(`IF ${newer} THEN`, body(keep), 'END IF;', overwrite),
+        'ELSE',
+        body('-- It is gone again: insert once more.', sql.insertRow(m.columns), 'IF FOUND THEN', body(sql.undoDeletedLater(), 'EXIT;'), 'END IF;'),
+        'END IF;',
+      ]),
     ),
+    'END IF;',
+  ];
+}
+
+/**
+ * The decision taken when the first statement did not do it, in a loop: an iteration that finds the
+ * row changed under it (its write by ctid and xmin finds nothing) decides again on a fresh snapshot.
+ * After MAX_ATTEMPTS the step is handed back: the transaction rolls back and the CALL returns.
+ */
+function slowPath(decide: Code): Code {
+  return [
+    `${V}.tries := 0;`,
+    'LOOP',
+    body(retryGuard(), decide),
     'END LOOP;',
+    `IF ${P}.stop_step <> 0 THEN`,
+    body('ROLLBACK;', 'RETURN;'),
+    'END IF;',
   ];
 }
 
@@ -418,38 +437,32 @@ function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: Procedure
     `INSERT INTO ${S}.tombstones AS tb (table_name, key) VALUES (${sql.tableText}, ${sql.tombstoneKey()}) ` +
     `ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now() WHERE tb.xmin = ${OWN_XID} OR ${S}.remote_wins(tb.xmin, ${V}.ts, ${P}.peer);`;
   // A delete leaves its tombstone right after the row is gone.
-  const wrote = (...then: Code[]): Code => (kind === 'delete' ? [tombstone, ...then] : then);
+  const wrote = (...then: Code[]): Code => (kind === 'delete' ? [tombstone, ...then] : then.length ? then : ['NULL;']);
   // Nothing to assign (every sent column is part of the key): the row is already as sent.
   const canWrite = kind === 'delete' || assigned.length > 0;
   const write = (where: string): string =>
     kind === 'delete' ? `DELETE FROM ${sql.table} AS t WHERE ${where}` : `UPDATE ${sql.table} AS t SET ${sql.assignments(assigned)} WHERE ${where}`;
-  const first: Code = !canWrite
-    ? []
-    : options.returningOld
-      ? [
-          `${write(`${sql.keyMatch('t')} AND ${sql.guard(rule)}`)} RETURNING ${sql.oldOriginDiffers()} AS od, ` +
-            `CASE WHEN ${sql.oldOriginDiffers()} THEN to_jsonb(old) END AS loc INTO ${V}.w;`,
-          'IF FOUND THEN',
-          body(wrote(`IF ${V}.w.od THEN`, body(sql.conflict(differs, 'apply_remote', `${V}.w.loc`, remote)), 'END IF;', 'EXIT;')),
-          'END IF;',
-        ]
-      : [`${write(`${sql.keyMatch('t')} AND ${sql.quiet(rule)}`)};`, 'IF FOUND THEN', body(wrote('EXIT;')), 'END IF;'];
   const decided: Code = !canWrite
     ? [sql.originDiffers(differs, remote), 'EXIT;']
     : [`${write(`t.ctid = ${V}.r.tid AND t.xmin = ${V}.r.x`)};`, 'IF FOUND THEN', body(wrote(sql.originDiffers(differs, remote), 'EXIT;')), 'END IF;'];
+  const slow = slowPath([
+    sql.selectRow(),
+    'IF FOUND THEN',
+    body(`IF ${sql.overwrites(rule)} THEN`, body(decided), 'ELSE', body(sql.conflict(differs, shape.losing, sql.localForLog(), remote), 'EXIT;'), 'END IF;'),
+    'ELSE',
+    body(missingRow(sql, kind, remote, tombstone)),
+    'END IF;',
+  ]);
+  if (!canWrite) return slow;
+  const where = `${sql.keyMatch('t')} AND ${options.returningOld ? sql.guard(rule) : sql.quiet(rule)}`;
+  if (!options.returningOld) return [`${write(where)};`, 'IF FOUND THEN', body(wrote()), 'ELSE', body(slow), 'END IF;'];
   return [
-    'LOOP',
-    body(
-      retryGuard(),
-      first,
-      sql.selectRow(),
-      'IF FOUND THEN',
-      body(`IF ${sql.overwrites(rule)} THEN`, body(decided), 'ELSE', body(sql.conflict(differs, shape.losing, sql.localForLog(), remote), 'EXIT;'), 'END IF;'),
-      'ELSE',
-      body(missingRow(sql, kind, remote, tombstone)),
-      'END IF;',
-    ),
-    'END LOOP;',
+    `${write(where)} RETURNING ${sql.oldOriginDiffers()} AS od, CASE WHEN ${sql.oldOriginDiffers()} THEN to_jsonb(old) END AS loc INTO ${V}.w;`,
+    'IF FOUND THEN',
+    body(wrote(`IF ${V}.w.od THEN`, body(sql.conflict(differs, 'apply_remote', `${V}.w.loc`, remote)), 'END IF;')),
+    'ELSE',
+    body(slow),
+    'END IF;',
   ];
 }
 
@@ -469,7 +482,7 @@ function shapeBlock(shape: StepShape, options: ProcedureOptions): Code {
 /** CREATE OR REPLACE PROCEDURE pg_temp.pgbidi_apply for the given shapes. */
 export function applyProcedureSql(shapes: readonly StepShape[], options: ProcedureOptions): string {
   const dispatch = render(
-    shapes.map((s) => [`ELSIF ${V}.sh = ${s.id} THEN`, body(`${V}.tries := 0;`, shapeBlock(s, options), `${V}.p := ${V}.p + ${s.carried.length};`)]),
+    shapes.map((s, n) => [`${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${s.id} THEN`, body(shapeBlock(s, options), `${V}.p := ${V}.p + ${s.carried.length};`)]),
     3,
   );
   const template = `#variable_conflict use_column
@@ -507,16 +520,12 @@ BEGIN
     FOR s IN 1 .. ${P}.nsteps[i] LOOP
       ${V}.k := ${V}.k + 1;
       ${V}.sh := ${P}.shapes[${V}.k];
-      IF ${V}.sh = 0 THEN
+${dispatch}
+      ${shapes.length ? 'ELSIF' : 'IF'} ${V}.sh = 0 THEN
         PERFORM pg_catalog.pg_advisory_xact_lock(${value(1)}::int, ${value(2)}::int);
         ${V}.p := ${V}.p + 2;
-${dispatch}
       ELSE
         RAISE EXCEPTION 'pgbidi: unknown step shape %', ${V}.sh USING ERRCODE = 'PB004';
-      END IF;
-      IF ${P}.stop_step <> 0 THEN
-        ROLLBACK;
-        RETURN;
       END IF;
     END LOOP;
     -- The clock-skew rule (PGD's WAIT): no commit before the local clock has passed the remote one.
