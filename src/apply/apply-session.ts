@@ -14,6 +14,9 @@ import type { Statement } from './statements.js';
  * §7.3) and is checked.
  */
 
+/** A type parser that leaves every value as the text the server sent. */
+const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;
+
 export class CommitFailedError extends Error {
   readonly code = 'PGBIDI_COMMIT_FAILED';
   constructor(command: string) {
@@ -98,14 +101,17 @@ export class ApplySession {
     }
   }
 
-  /** Runs a statement as a named prepared statement (parsed once per session and SQL text). */
-  run<R extends pg.QueryResultRow>(s: Statement): Promise<pg.QueryResult<R>> {
+  /**
+   * Runs a statement as a named prepared statement (parsed once per session and SQL text). `raw`:
+   * every column comes back as the server's text, unparsed (for values the caller reads itself).
+   */
+  run<R extends pg.QueryResultRow>(s: Statement, options: { raw?: boolean } = {}): Promise<pg.QueryResult<R>> {
     let name = this.prepared.get(s.text);
     if (name === undefined) {
       name = `pgbidi_${this.prepared.size}`;
       this.prepared.set(s.text, name);
     }
-    return this.pg.query<R>({ name, text: s.text, values: s.values });
+    return this.pg.query<R>(options.raw ? { name, text: s.text, values: s.values, types: RAW_TEXT } : { name, text: s.text, values: s.values });
   }
 
   /**

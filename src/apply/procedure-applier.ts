@@ -62,11 +62,18 @@ const CALL_SQL =
   `CALL pg_temp.${PROCEDURE_NAME}($1::pg_lsn, $2::text, $3::pg_lsn[], $4::pg_lsn[], $5::timestamptz[], $6::int[], $7::int[], $8::text[], ` +
   `NULL, NULL, NULL, NULL)`;
 
+/** The CALL's INOUT values, as text (parsed here: the driver's array parser showed in profiles). */
 interface CallRow {
-  done: number;
-  events: number[] | null;
-  commits: number[] | null;
-  stop_step: number;
+  done: string;
+  events: string | null;
+  commits: string | null;
+  stop_step: string;
+}
+
+/** A one-dimensional array of numbers in PostgreSQL's text form ("{1,2.5,3}"). */
+function numbers(text: string | null): number[] {
+  if (text === null || text.length <= 2) return [];
+  return text.slice(1, -1).split(',').map(Number);
 }
 
 const OPS: Record<string, ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete' };
@@ -133,13 +140,14 @@ export class ProcedureApplier {
     ];
     let row: CallRow;
     try {
-      const r = await this.session.run<CallRow>({ text: CALL_SQL, values: params });
+      const r = await this.session.run<CallRow>({ text: CALL_SQL, values: params }, { raw: true });
       row = r.rows[0] as CallRow;
     } catch (error) {
       return { committed: await this.readBack(group), size: txns.length, stopped: { kind: 'error', error } };
     }
-    const outcomes = this.outcomes(group, row.done, row.events ?? [], row.commits ?? []);
-    const stopped = row.done < txns.length ? { kind: 'handed_back' as const } : null;
+    const done = Number(row.done);
+    const outcomes = this.outcomes(group, done, numbers(row.events), numbers(row.commits));
+    const stopped = done < txns.length ? { kind: 'handed_back' as const } : null;
     return { committed: outcomes, size: txns.length, stopped };
   }
 

@@ -470,9 +470,10 @@ export class ApplyLoop {
       traceparent: x.traceparent,
       batches: x.batches,
     });
+    const commitMs = pgMicrosToUnixMs(x.commit.commitTime);
     metrics.transactionApplied({
-      commitUnixSeconds: pgMicrosToUnixSeconds(x.commit.commitTime),
-      delaySeconds: (x.committedAt - pgMicrosToUnixMs(x.commit.commitTime)) / 1000,
+      commitUnixSeconds: commitMs / 1000,
+      delaySeconds: (x.committedAt - commitMs) / 1000,
       durationSeconds: (x.committedAt - x.startedAt) / 1000,
       changes: x.changes,
       ...(traceId ? { traceId } : {}),
@@ -493,7 +494,7 @@ export class ApplyLoop {
         'conflict',
       );
     }
-    metrics.positions({ applied: progress.applied });
+    metrics.appliedPosition(progress.applied);
     this.deps.advanced();
     if (this.current?.begin === x.begin) this.current = null;
   }

@@ -1,7 +1,8 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Metric, OpenMetricsContentType } from 'prom-client';
 import { CONFLICT_TYPES, RESOLUTIONS } from '../conflict/conflict-types.js';
 import type { ConflictType, Resolution } from '../conflict/conflict-types.js';
+import { PeerHistogram } from './peer-histogram.js';
 
 /**
  * The metric catalogue: one explicit registry per agent (no global registry), prefix pgbidi_, base
@@ -67,9 +68,9 @@ export class Metrics {
   readonly lag = new Gauge({ name: 'pgbidi_replication_lag_seconds', help: 'Now minus the commit time of the oldest received but not yet applied peer transaction; 0 when caught up.', labelNames: ['peer'], registers: this.registries });
   readonly lastAppliedCommit = new Gauge({ name: 'pgbidi_last_applied_commit_timestamp_seconds', help: 'Peer commit time of the last applied transaction (Unix seconds).', labelNames: ['peer'], registers: this.registries, collect: this.flush });
   readonly heartbeat = new Gauge({ name: 'pgbidi_heartbeat_timestamp_seconds', help: 'Peer clock time carried by the last heartbeat message applied from the peer (Unix seconds).', labelNames: ['peer'], registers: this.registries });
-  readonly replicationDelay = new ExemplarHistogram(this.registry, this.openMetrics, { name: 'pgbidi_transaction_replication_delay_seconds', help: 'Per transaction: local commit time minus peer commit time.', labelNames: ['peer'], buckets: DELAY_BUCKETS });
-  readonly applyDuration = new ExemplarHistogram(this.registry, this.openMetrics, { name: 'pgbidi_transaction_apply_duration_seconds', help: 'Per transaction: time from local BEGIN to COMMIT.', labelNames: ['peer'], buckets: DURATION_BUCKETS });
-  readonly transactionChanges = new Histogram({ name: 'pgbidi_transaction_changes', help: 'Row changes per applied transaction.', labelNames: ['peer'], buckets: SIZE_BUCKETS, registers: this.registries });
+  readonly replicationDelay = new PeerHistogram('pgbidi_transaction_replication_delay_seconds', 'Per transaction: local commit time minus peer commit time.', DELAY_BUCKETS, { text: this.registry, openMetrics: this.openMetrics, exemplars: true });
+  readonly applyDuration = new PeerHistogram('pgbidi_transaction_apply_duration_seconds', 'Per transaction: time from local BEGIN to COMMIT.', DURATION_BUCKETS, { text: this.registry, openMetrics: this.openMetrics, exemplars: true });
+  readonly transactionChanges = new PeerHistogram('pgbidi_transaction_changes', 'Row changes per applied transaction.', SIZE_BUCKETS, { text: this.registry, openMetrics: this.openMetrics, exemplars: false });
   readonly conflicts = new Counter({ name: 'pgbidi_conflicts_total', help: 'Conflicts detected while applying peer changes, by type and resolution.', labelNames: ['peer', 'table', 'type', 'resolution'], registers: this.registries, collect: this.flush });
   readonly applyErrors = new Counter({ name: 'pgbidi_apply_errors_total', help: 'Failed apply attempts, by kind.', labelNames: ['peer', 'kind'], registers: this.registries });
   readonly deadLetters = new Counter({ name: 'pgbidi_dead_letters_total', help: 'Remote changes diverted to pgbidi.dead_letters, by table and reason (the conflict type).', labelNames: ['peer', 'table', 'reason'], registers: this.registries, collect: this.flush });
@@ -139,9 +140,9 @@ export class LinkMetrics {
     m.lag.set(p, 0);
     m.lastAppliedCommit.set(p, 0);
     m.heartbeat.set(p, 0);
-    m.replicationDelay.zero(p);
-    m.applyDuration.zero(p);
-    m.transactionChanges.zero(p);
+    m.replicationDelay.zero(peer);
+    m.applyDuration.zero(peer);
+    m.transactionChanges.zero(peer);
     for (const kind of APPLY_ERROR_KINDS) m.applyErrors.inc({ peer, kind }, 0);
     m.clockSkew.set(p, 0);
     m.clockSkewExceeded.inc(p, 0);
@@ -195,6 +196,10 @@ export class LinkMetrics {
     if (p.confirmed !== undefined) this.lsn.confirmed = Number(p.confirmed);
   }
 
+  appliedPosition(lsn: bigint): void {
+    this.lsn.applied = Number(lsn);
+  }
+
   received(op: ChangeOp): void {
     this.receivedPending.set(op, (this.receivedPending.get(op) ?? 0) + 1);
   }
@@ -218,9 +223,9 @@ export class LinkMetrics {
   transactionApplied(t: { commitUnixSeconds: number; delaySeconds: number; durationSeconds: number; changes: number; traceId?: string }): void {
     this.transactionsPending++;
     this.lastCommit = t.commitUnixSeconds;
-    this.m.replicationDelay.observe(this.labels, Math.max(0, t.delaySeconds), t.traceId);
-    this.m.applyDuration.observe(this.labels, t.durationSeconds, t.traceId);
-    this.m.transactionChanges.observe(this.labels, t.changes);
+    this.m.replicationDelay.observe(this.peer, Math.max(0, t.delaySeconds), t.traceId);
+    this.m.applyDuration.observe(this.peer, t.durationSeconds, t.traceId);
+    this.m.transactionChanges.observe(this.peer, t.changes);
   }
 
   lag(seconds: number): void {
@@ -291,29 +296,4 @@ function counterView<T extends string>(counter: Counter<T>): Metric<T> {
     reset: () => counter.reset(),
   };
   return view as unknown as Metric<T>;
-}
-
-/**
- * prom-client only allows exemplars on an OpenMetrics registry, so the histograms that carry trace
- * ids exist twice under one name: plain in the text registry, with exemplars in the OpenMetrics one.
- */
-class ExemplarHistogram {
-  private readonly plain: Histogram<string>;
-  private readonly withExemplars: Histogram<string>;
-
-  constructor(text: Registry, openMetrics: Registry, config: { name: string; help: string; labelNames: string[]; buckets: number[] }) {
-    this.plain = new Histogram<string>({ ...config, registers: [text] });
-    this.withExemplars = new Histogram<string>({ ...config, registers: [openMetrics], enableExemplars: true });
-  }
-
-  zero(labels: Record<string, string>): void {
-    this.plain.zero(labels);
-    this.withExemplars.zero(labels);
-  }
-
-  observe(labels: Record<string, string>, value: number, traceId?: string): void {
-    this.plain.observe(labels, value);
-    // An exemplar-enabled histogram only takes the object form of observe().
-    this.withExemplars.observe(traceId ? { labels, value, exemplarLabels: { trace_id: traceId } } : { labels, value });
-  }
 }
