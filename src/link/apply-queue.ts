@@ -27,7 +27,7 @@ function changesOf(item: ApplyItem): number {
  * transaction can still finish).
  */
 export class ApplyQueue {
-  private items: ApplyItem[] = [];
+  private items: (ApplyItem | undefined)[] = [];
   private head = 0;
   private waiter: (() => void) | null = null;
   changes = 0;
@@ -51,8 +51,15 @@ export class ApplyQueue {
 
   shift(): ApplyItem | undefined {
     if (this.head >= this.items.length) return undefined;
-    const item = this.items[this.head++] as ApplyItem;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
+    const item = this.items[this.head] as ApplyItem;
+    // The slot lets go of the item at once: a large transaction passes through here as a thousand
+    // batches, and slots kept until the next compaction held every one of them (617 MiB for
+    // 1,000,000 rows, issue measurement).
+    this.items[this.head++] = undefined;
+    if (this.head >= this.items.length) {
+      this.items = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
