@@ -98,6 +98,32 @@ export interface PreparedBatch {
   readonly tables: ReadonlyMap<TableMapping, TableKeys>;
   readonly statements: readonly { readonly role: Pending['role']; readonly run?: Run; readonly mapping: TableMapping; readonly statement: Statement }[];
   readonly firstInTransaction: boolean;
+  readonly fastAllowed: boolean;
+}
+
+/** Where a batch stands in its transaction, and whether its inserts may take the fast path. */
+export interface BatchOptions {
+  /** Nothing was written in the transaction yet. */
+  readonly firstInTransaction?: boolean;
+  /** Plain INSERTs may be tried (default: only in the first batch). */
+  readonly fast?: boolean;
+}
+
+function fastAllowed(options: BatchOptions): boolean {
+  return options.fast ?? options.firstInTransaction === true;
+}
+
+/**
+ * The fast path failed in a batch after the first of a large transaction: what the batches before
+ * it wrote cannot be taken back alone, so the transaction is applied again from its start (received
+ * again after a reconnect) without the fast path.
+ */
+export class FastPathFailedError extends Error {
+  readonly code = 'PGBIDI_FAST_PATH_FAILED';
+  constructor(table: string, sqlstate: string) {
+    super(`a plain INSERT into ${table} did not apply (SQLSTATE ${sqlstate}); the transaction is applied again without the fast path`);
+    this.name = 'FastPathFailedError';
+  }
 }
 
 interface Pending {
@@ -132,38 +158,36 @@ export class TransactionApplier {
    * receive side, so that building the next batch overlaps with the server executing the current
    * one. Null when a table of the batch has no mapping yet (it needs a catalog query).
    */
-  prepare(changes: readonly ChangeMessage[], version: RemoteVersion, options: { firstInTransaction?: boolean } = {}): PreparedBatch | null {
+  prepare(changes: readonly ChangeMessage[], version: RemoteVersion, options: BatchOptions = {}): PreparedBatch | null {
     try {
       const runs = this.planWith(changes, (id) => this.relations.get(id));
       if (!runs) return null;
       const first = options.firstInTransaction === true;
-      return this.build(runs, version, first, first && this.fastPathKnown === true);
+      return this.build(runs, version, first, fastAllowed(options) && this.fastPathKnown === true);
     } catch {
       return null; // the same error comes again from apply(), in the apply loop, where it is handled
     }
   }
 
   /**
-   * Applies one batch of a transaction. `firstInTransaction`: nothing was written in the transaction
-   * yet, so an insert run may take the fast path (insertRowsFast): if it does not apply, the
-   * transaction is rolled back, begun again, and the batch runs the usual way. `prepared` comes from
-   * prepare() for the same changes and position in the transaction.
+   * Applies one batch of a transaction. An insert run may take the fast path (insertRowsFast) when
+   * `fast` allows it (by default only in the first batch). If it does not apply: in the first batch
+   * (nothing written yet) the transaction is rolled back, begun again and the batch runs the usual
+   * way; in a later one the rows before it cannot be taken back, so FastPathFailedError asks for the
+   * whole transaction again without the fast path. `prepared` comes from prepare() for the same
+   * changes and options.
    */
-  async apply(
-    changes: readonly ChangeMessage[],
-    version: RemoteVersion,
-    options: { firstInTransaction?: boolean } = {},
-    prepared: PreparedBatch | null = null,
-  ): Promise<BatchOutcome> {
+  async apply(changes: readonly ChangeMessage[], version: RemoteVersion, options: BatchOptions = {}, prepared: PreparedBatch | null = null): Promise<BatchOutcome> {
     const first = options.firstInTransaction === true;
-    let batch = prepared !== null && prepared.firstInTransaction === first ? prepared : null;
+    const allowed = fastAllowed(options);
+    let batch = prepared !== null && prepared.firstInTransaction === first && prepared.fastAllowed === (allowed && this.fastPathKnown === true) ? prepared : null;
     // Built before a fast-path attempt on one of its tables failed: not again for now.
     if (batch && [...batch.fast].some((r) => !this.fastPathOpen(r.mapping))) {
       batch = this.build(batch.runs, version, first, false);
     }
     if (!batch) {
       const runs = await this.plan(changes);
-      batch = this.build(runs, version, first, first && runs.some((r) => r.kind === 'insert') && (await this.fastPathAvailable()));
+      batch = this.build(runs, version, first, allowed && runs.some((r) => r.kind === 'insert') && (await this.fastPathAvailable()));
     }
     const { runs, fast, tables } = batch;
     const statements = batch.statements;
@@ -179,9 +203,10 @@ export class TransactionApplier {
       const code = sqlState(reason);
       if (run && fast.has(run) && (code === UNIQUE_VIOLATION || code === FAST_PATH_CLOSED)) {
         this.fastPathPaused.set(tableName(run.mapping), Date.now() + FAST_PATH_PAUSE_MS);
+        if (!first) throw new FastPathFailedError(tableName(run.mapping), code);
         await this.session.pg.query('ROLLBACK');
         await this.session.begin();
-        return this.apply(changes, version);
+        return this.apply(changes, version, { firstInTransaction: true, fast: false });
       }
       throw reason;
     }
@@ -263,7 +288,7 @@ export class TransactionApplier {
     for (const [m, t] of tables) {
       if (t.written.length) statements.push({ role: 'undo', mapping: m, statement: undoDeletedLater(m, t.written, t.version) });
     }
-    return { runs, fast, tables, statements, firstInTransaction: first };
+    return { runs, fast, tables, statements, firstInTransaction: first, fastAllowed: fastPath };
   }
 
   /**

@@ -6,7 +6,7 @@ import type { GroupResult, ProcedureApplier, TransactionOutcome } from '../apply
 import type { EncodedGroup } from '../apply/step-encoder.js';
 import type { RelationCache } from '../apply/relation-cache.js';
 import type { RemoteVersion } from '../apply/statements.js';
-import { ConflictHaltError } from '../apply/transaction-applier.js';
+import { ConflictHaltError, FastPathFailedError } from '../apply/transaction-applier.js';
 import type { PreparedBatch, TransactionApplier } from '../apply/transaction-applier.js';
 import type { Config } from '../config/config-schema.js';
 import type { ConflictRecord } from '../conflict/conflict-types.js';
@@ -132,6 +132,8 @@ export class ApplyLoop {
 
   /** Transactions (by commit LSN) to apply change by change after a unique violation. */
   private readonly careful = new Set<bigint>();
+  /** Large transactions (by commit LSN) whose plain INSERTs failed in a later batch: no fast path. */
+  private readonly slow = new Set<bigint>();
   /** The transaction being applied, to attribute a failure to. */
   private current: { readonly begin: BeginMessage; readonly startedAt: number } | null = null;
   private open: OpenTransaction | null = null;
@@ -201,6 +203,9 @@ export class ApplyLoop {
     let again = false;
     if (current && err instanceof ConflictHaltError) {
       this.deps.operator.halt({ finalLsn: current.begin.finalLsn, message: err.message, conflicts: err.conflicts });
+    } else if (current && err instanceof FastPathFailedError) {
+      this.slow.add(current.begin.finalLsn);
+      again = true;
     } else if (current && sqlState(err) === '23505' && !this.careful.has(current.begin.finalLsn)) {
       this.careful.add(current.begin.finalLsn);
       again = true;
@@ -398,7 +403,7 @@ export class ApplyLoop {
       await this.settle();
       outcome = await a.statements.applyCarefully(changes, open.version, { peer: this.deps.peer, commitLsn: formatLsn(finalLsn) });
     } else {
-      outcome = await a.statements.apply(changes, open.version, { firstInTransaction: open.changes === 0 }, prepared);
+      outcome = await a.statements.apply(changes, open.version, { firstInTransaction: open.changes === 0, fast: !this.slow.has(finalLsn) }, prepared);
     }
     const ended = this.deps.clock();
     for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: started, endedAtMs: ended });
@@ -446,6 +451,7 @@ export class ApplyLoop {
     if (wrote) this.expected = commit.endLsn;
     this.account({ ...txn, commit, committedAt: this.deps.clock(), advanced: wrote });
     this.careful.delete(txn.begin.finalLsn);
+    this.slow.delete(txn.begin.finalLsn);
     this.deps.operator.skipDone(txn.begin.finalLsn);
   }
 

@@ -439,7 +439,7 @@ export class Link {
     const commitTime = this.receivingCommitTime;
     const prepared =
       this.queue.relations === 0 && commitTime !== null && this.statements
-        ? this.statements.prepare(batch, { commitTimestamp: formatPgTimestamp(commitTime), node: this.peer }, { firstInTransaction: this.batchesInTransaction === 0 })
+        ? this.statements.prepare(batch, { commitTimestamp: formatPgTimestamp(commitTime), node: this.peer }, { firstInTransaction: this.batchesInTransaction === 0, fast: true })
         : null;
     this.batchesInTransaction++;
     this.queue.push({ kind: 'changes', changes: batch, prepared });
