@@ -44,6 +44,10 @@ const MAX_GROUP_TRANSACTIONS = 1000;
 /** CALLs sent before the first one's answer: one executing, one ready behind it. */
 const MAX_CALLS_IN_FLIGHT = 2;
 
+/** Fewer transactions than this wait GATHER_MS for others before a CALL takes them. */
+const GATHER_TRANSACTIONS = 50;
+const GATHER_MS = 10;
+
 interface InFlight {
   readonly group: EncodedGroup;
   readonly result: Promise<GroupResult>;
@@ -249,7 +253,21 @@ export class ApplyLoop {
     let predicted = this.expected;
     for (;;) {
       take();
-      while (inflight.length < MAX_CALLS_IN_FLIGHT && pending.length > 0 && !this.deps.stopping()) {
+      // Caught up, a few transactions at a time: let them gather for a moment, since each CALL costs
+      // the agent and the server about as much as several small transactions (a CALL with one
+      // transaction took ~300 µs of agent CPU and ~200 µs of server CPU more than in a large group).
+      if (inflight.length === 0 && pending.length > 0 && pending.length < GATHER_TRANSACTIONS && !this.deps.stopping()) {
+        await new Promise((resolve) => setTimeout(resolve, GATHER_MS));
+        take();
+      }
+      // A second CALL behind the running one only when it has enough to do; else the transactions
+      // wait for the running one and go together.
+      while (
+        inflight.length < MAX_CALLS_IN_FLIGHT &&
+        pending.length > 0 &&
+        (inflight.length === 0 || pending.length >= GATHER_TRANSACTIONS) &&
+        !this.deps.stopping()
+      ) {
         if (onStatementPath(pending[0] as RemoteTransaction)) break;
         let end = 1;
         while (end < pending.length && !onStatementPath(pending[end] as RemoteTransaction)) end++;
