@@ -1,5 +1,3 @@
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +5,7 @@ import pg from 'pg';
 import { stringify } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
+import { AgentProcess } from './support/agent-process.js';
 import { availableServerVersions } from './support/pg-versions.js';
 import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
 
@@ -43,11 +42,10 @@ import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
  *   a's commit order at that position.
  */
 
-const BIN = join(import.meta.dirname, '..', 'bin', 'pgbidi.js');
 const WRITERS = 4;
 /**
- * Transactions per second over all writers (throttled). The current apply (300-1000/s, stopped for
- * much of the kill schedule) falls behind by thousands, and catches up within CATCH_UP_TIMEOUT_MS.
+ * Transactions per second over all writers (throttled). The apply, stopped for much of the kill
+ * schedule, falls behind by thousands, and catches up within CATCH_UP_TIMEOUT_MS.
  */
 const WRITE_RATE = 400;
 const COUNTERS = 300;
@@ -60,62 +58,9 @@ const MIN_TRANSACTIONS = 3000;
 const PROBE = 'eo_order_probe';
 const ID_STRIDE = 1_000_000_000;
 
-type Exit = { code: number | null; signal: NodeJS.Signals | null };
 type KillKind = 'streaming' | 'catching-up' | 'starting';
 type Kill = { kind: KillKind; msAfterStart: number; backlogEvents: number };
 
-/** One agent as a child process (bin/pgbidi.js runs dist/), so that it can be SIGKILLed at any moment. */
-class AgentProcess {
-  private child: ChildProcess | null = null;
-  private startedAt = 0;
-  readonly exits: Exit[] = [];
-  /** The last lines the agent wrote (log level warn), shown when a wait fails. */
-  readonly output: string[] = [];
-
-  constructor(private readonly configPath: string) {}
-
-  start(): void {
-    const child = spawn(process.execPath, [BIN, 'run', '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const keep = (chunk: Buffer): void => {
-      this.output.push(...chunk.toString('utf8').split('\n').filter((l) => l.length > 0));
-      this.output.splice(0, Math.max(0, this.output.length - 40));
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
-    child.once('exit', (code, signal) => this.exits.push({ code, signal }));
-    this.child = child;
-    this.startedAt = Date.now();
-  }
-
-  get msSinceStart(): number {
-    return Date.now() - this.startedAt;
-  }
-
-  /** SIGKILL; resolves once the process is gone (its PostgreSQL backends may linger a moment). */
-  async kill9(): Promise<void> {
-    const child = this.child;
-    this.child = null;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGKILL');
-    await exited;
-  }
-
-  async terminate(timeoutMs = 20_000): Promise<Exit> {
-    const child = this.child;
-    if (!child) throw new Error('agent is not running');
-    if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
-    const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    child.kill('SIGTERM');
-    const result = await Promise.race([exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
-    if (result === 'timeout') {
-      child.kill('SIGKILL');
-      throw new Error('agent did not exit after SIGTERM');
-    }
-    this.child = null;
-    return result;
-  }
-}
 
 type EventRow = { id: string; xid: string; ts: string };
 

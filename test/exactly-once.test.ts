@@ -1,47 +1,12 @@
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { stringify } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
+import { AgentProcess } from './support/agent-process.js';
 import { availableServerVersions } from './support/pg-versions.js';
 import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
-
-const BIN = join(import.meta.dirname, '..', 'bin', 'pgbidi.js');
-
-/** Agents as real processes, so that they can be killed with SIGKILL at arbitrary moments. */
-class AgentProcess {
-  child: ChildProcess | null = null;
-  exits: (number | null)[] = [];
-  constructor(readonly configPath: string) {}
-
-  start(): void {
-    const child = spawn(process.execPath, [BIN, 'run', '--config', this.configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.once('exit', (code) => this.exits.push(code));
-    this.child = child;
-  }
-
-  kill9(): void {
-    this.child?.kill('SIGKILL');
-    this.child = null;
-  }
-
-  async terminate(timeoutMs = 20_000): Promise<number | null> {
-    const child = this.child;
-    if (!child || child.exitCode !== null) return child?.exitCode ?? null;
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    child.kill('SIGTERM');
-    const code = await Promise.race([exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
-    if (code === 'timeout') {
-      child.kill('SIGKILL');
-      throw new Error('agent did not exit after SIGTERM');
-    }
-    this.child = null;
-    return code;
-  }
-}
 
 describe.each(availableServerVersions())('exactly-once apply across agent crashes on $label', ({ binDir }) => {
   const cluster = useCluster(() => ({
@@ -58,7 +23,7 @@ describe.each(availableServerVersions())('exactly-once apply across agent crashe
   const dir = mkdtempSync(join(tmpdir(), 'pgbidi-eo-'));
   const agents: AgentProcess[] = [];
   afterAll(() => {
-    for (const a of agents) a.kill9();
+    for (const a of agents) void a.kill9();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -98,7 +63,7 @@ describe.each(availableServerVersions())('exactly-once apply across agent crashe
 
     for (let i = 0; i < 5; i++) {
       await sleep(800 + Math.random() * 1500);
-      agentB.kill9();
+      await agentB.kill9();
       await sleep(200 + Math.random() * 400);
       agentB.start();
     }
@@ -121,10 +86,10 @@ describe.each(availableServerVersions())('exactly-once apply across agent crashe
       'SELECT count(*)::int AS n, count(DISTINCT seq)::int AS distinct FROM events',
     );
     expect(count).toEqual({ n: written, distinct: written });
-    expect(agentB.exits.filter((code) => code === null).length).toBeGreaterThanOrEqual(5); // killed by signal
+    expect(agentB.exits.filter((e) => e.signal === 'SIGKILL').length).toBeGreaterThanOrEqual(5);
 
     // SIGTERM drains and exits 0.
-    for (const a of agents) expect(await a.terminate()).toBe(0);
+    for (const a of agents) expect((await a.terminate()).code).toBe(0);
     // b's final feedback confirmed everything it applied: the slot on a retains nothing written before.
     const [slot] = await c.query<{ covered: boolean }>(
       'a',

@@ -11,9 +11,9 @@
 import type { PostgresServer } from '../pg-server/postgres-server.js';
 import { BenchError } from './bench-error.js';
 import type { RunRecorder } from './bench-results.js';
-import { BENCH_DATABASE, driverClient, now } from './bench-settings.js';
+import { driverClient, now } from './bench-settings.js';
 import { RowArrivalProbe, watchDuring } from './row-arrival-probe.js';
-import { allEqual, withReplication } from './workload-runner.js';
+import { allEqual, oneTableTopology, tableFingerprint, withReplication } from './workload-runner.js';
 import type { RunContext } from './workload-runner.js';
 
 const TABLE = 'bench';
@@ -45,26 +45,10 @@ async function insertRows(server: PostgresServer, first: number, last: number, t
   }
 }
 
-async function fingerprint(server: PostgresServer): Promise<string> {
-  const rows = await server.query<{ n: number; md5: string | null }>(
-    `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t.id), '')) AS md5 FROM public.${TABLE} t`,
-    [],
-    BENCH_DATABASE,
-  );
-  return `${rows[0]?.n ?? 0}:${rows[0]?.md5 ?? ''}`;
-}
 
 export async function runBulk(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const { w1Rows: rows, w1TxnRows: txnRows, w1Modes: modes } = ctx.sizes;
-  const topology = {
-    nodes: ['a', 'b'],
-    links: [{ source: 'a', target: 'b' }],
-    tables: [TABLE],
-    statementStats: false,
-    prepare: async (server: PostgresServer) => {
-      await server.query(TABLE_SQL, [], BENCH_DATABASE);
-    },
-  };
+  const topology = oneTableTopology(TABLE, TABLE_SQL);
   await withReplication(ctx, rec, topology, async (repl) => {
     const a = repl.server('a');
     const b = repl.server('b');
@@ -105,6 +89,6 @@ export async function runBulk(ctx: RunContext, rec: RunRecorder): Promise<void> 
         await probe.close();
       }
     }
-    rec.converged(await allEqual([a, b], fingerprint));
+    rec.converged(await allEqual([a, b], (server) => tableFingerprint(server, TABLE)));
   });
 }

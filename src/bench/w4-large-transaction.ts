@@ -10,9 +10,9 @@
 import type { PostgresServer } from '../pg-server/postgres-server.js';
 import { BenchError } from './bench-error.js';
 import type { RunRecorder } from './bench-results.js';
-import { BENCH_DATABASE, driverClient, now } from './bench-settings.js';
+import { driverClient, now } from './bench-settings.js';
 import { RowArrivalProbe, watchDuring } from './row-arrival-probe.js';
-import { allEqual, withReplication } from './workload-runner.js';
+import { allEqual, oneTableTopology, tableFingerprint, withReplication } from './workload-runner.js';
 import type { RunContext } from './workload-runner.js';
 
 const TABLE = 'bench_large';
@@ -31,26 +31,10 @@ async function insertOneTransaction(server: PostgresServer, first: number, last:
   }
 }
 
-async function fingerprint(server: PostgresServer): Promise<string> {
-  const rows = await server.query<{ n: number; md5: string | null }>(
-    `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) AS md5 FROM public.${TABLE} t`,
-    [],
-    BENCH_DATABASE,
-  );
-  return `${rows[0]?.n ?? 0}:${rows[0]?.md5 ?? ''}`;
-}
 
 export async function runLargeTransaction(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const rows = ctx.sizes.w4Rows;
-  const topology = {
-    nodes: ['a', 'b'],
-    links: [{ source: 'a', target: 'b' }],
-    tables: [TABLE],
-    statementStats: false,
-    prepare: async (server: PostgresServer) => {
-      await server.query(TABLE_SQL, [], BENCH_DATABASE);
-    },
-  };
+  const topology = oneTableTopology(TABLE, TABLE_SQL);
   await withReplication(ctx, rec, topology, async (repl) => {
     const a = repl.server('a');
     const b = repl.server('b');
@@ -81,6 +65,6 @@ export async function runLargeTransaction(ctx: RunContext, rec: RunRecorder): Pr
       const peak = (await repl.usage('b')).agentPeakRssBytes;
       rec.set('peakRssMiB', peak === null ? null : peak / MIB);
     }
-    rec.converged(await allEqual([a, b], fingerprint));
+    rec.converged(await allEqual([a, b], (server) => tableFingerprint(server, TABLE)));
   });
 }

@@ -9,9 +9,9 @@
 import type { PostgresServer } from '../pg-server/postgres-server.js';
 import { BenchError } from './bench-error.js';
 import type { RunRecorder } from './bench-results.js';
-import { BENCH_DATABASE, driverClient, now } from './bench-settings.js';
+import { driverClient, now } from './bench-settings.js';
 import { RowArrivalProbe, watchDuring } from './row-arrival-probe.js';
-import { allEqual, withReplication } from './workload-runner.js';
+import { allEqual, oneTableTopology, tableFingerprint, withReplication } from './workload-runner.js';
 import type { RunContext } from './workload-runner.js';
 
 const TABLE = 'bench_single';
@@ -30,26 +30,10 @@ async function commitRows(server: PostgresServer, transactions: number): Promise
   }
 }
 
-async function fingerprint(server: PostgresServer): Promise<string> {
-  const rows = await server.query<{ n: number; md5: string | null }>(
-    `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) AS md5 FROM public.${TABLE} t`,
-    [],
-    BENCH_DATABASE,
-  );
-  return `${rows[0]?.n ?? 0}:${rows[0]?.md5 ?? ''}`;
-}
 
 export async function runSingleRow(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const n = ctx.sizes.w5Transactions;
-  const topology = {
-    nodes: ['a', 'b'],
-    links: [{ source: 'a', target: 'b' }],
-    tables: [TABLE],
-    statementStats: false,
-    prepare: async (server: PostgresServer) => {
-      await server.query(TABLE_SQL, [], BENCH_DATABASE);
-    },
-  };
+  const topology = oneTableTopology(TABLE, TABLE_SQL);
   await withReplication(ctx, rec, topology, async (repl) => {
     const a = repl.server('a');
     const b = repl.server('b');
@@ -67,6 +51,6 @@ export async function runSingleRow(ctx: RunContext, rec: RunRecorder): Promise<v
     } finally {
       await probe.close();
     }
-    rec.converged(await allEqual([a, b], fingerprint));
+    rec.converged(await allEqual([a, b], (server) => tableFingerprint(server, TABLE)));
   });
 }

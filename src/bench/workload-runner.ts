@@ -3,6 +3,7 @@
  * always destroyed, with the appliers' state added to the message of anything that went wrong.
  */
 import type { PostgresServer } from '../pg-server/postgres-server.js';
+import { BENCH_DATABASE } from './bench-settings.js';
 import { BenchError, describeError } from './bench-error.js';
 import type { RunRecorder, Side } from './bench-results.js';
 import { openReplication } from './open-replication.js';
@@ -34,6 +35,29 @@ export async function withReplication(ctx: RunContext, rec: RunRecorder, topolog
   } finally {
     await repl.destroy();
   }
+}
+
+/** Two nodes, A applied on B, one table created on both with `tableSql`: the W1, W4 and W5 layout. */
+export function oneTableTopology(table: string, tableSql: string): Topology {
+  return {
+    nodes: ['a', 'b'],
+    links: [{ source: 'a', target: 'b' }],
+    tables: [table],
+    statementStats: false,
+    prepare: async (server: PostgresServer) => {
+      await server.query(tableSql, [], BENCH_DATABASE);
+    },
+  };
+}
+
+/** Row count and a content hash (rows in id order) of one table: equal on every node once converged. */
+export async function tableFingerprint(server: PostgresServer, table: string): Promise<string> {
+  const rows = await server.query<{ n: number; md5: string | null }>(
+    `SELECT count(*)::int AS n, md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t.id), '')) AS md5 FROM public.${table} t`,
+    [],
+    BENCH_DATABASE,
+  );
+  return `${rows[0]?.n ?? 0}:${rows[0]?.md5 ?? ''}`;
 }
 
 /** Whether every node holds what the first one holds, by `fingerprint`. */
