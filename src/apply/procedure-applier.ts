@@ -25,8 +25,6 @@ export interface TransactionOutcome {
   readonly applied: Record<ChangeOp, number>;
   readonly conflicts: ConflictRecord[];
   readonly tables: readonly string[];
-  /** Rows per table and operation, for the transaction's child spans. */
-  readonly runs: readonly { readonly table: string; readonly op: ChangeOp; readonly rows: number }[];
   /** Server clock (Unix ms) right after its COMMIT; null when unknown (read back after a failure). */
   readonly committedAtMs: number | null;
 }
@@ -199,7 +197,7 @@ export class ProcedureApplier {
       const txn = group.txns[i] as RemoteTransaction;
       const applied: Record<ChangeOp, number> = { insert: 0, update: 0, delete: 0, truncate: 0 };
       let conflicts: ConflictRecord[] | null = null;
-      const runs: { table: string; op: ChangeOp; rows: number }[] = [];
+      const tables: string[] = [];
       for (let s = 0; s < (group.nsteps[i] ?? 0); s++) {
         step++;
         const encoded = group.steps[step - 1];
@@ -216,12 +214,9 @@ export class ProcedureApplier {
             conflicts.push({ type: e.type, resolution: e.resolution, schema: shape.mapping.local.schema, table: shape.mapping.local.name, key: encoded.key, remoteCommitTimestamp, remoteNode: this.options.peer });
           }
         }
-        const table = shape.table;
-        const run = runs.find((r) => r.table === table && r.op === op);
-        if (run) run.rows++;
-        else runs.push({ table, op, rows: 1 });
+        if (!tables.includes(shape.table)) tables.push(shape.table);
       }
-      out.push({ applied, conflicts: conflicts ?? [], tables: runs.map((r) => r.table), runs, committedAtMs: committedAt(i) });
+      out.push({ applied, conflicts: conflicts ?? [], tables, committedAtMs: committedAt(i) });
     }
     return out;
   }

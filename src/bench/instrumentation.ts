@@ -21,14 +21,16 @@ export class Instrumentation {
   static async start(): Promise<Instrumentation> {
     const sink = createServer((req, res) => {
       req.resume();
-      req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+      // An empty body is an empty ExportTraceServiceResponse: everything accepted.
+      req.on('end', () => res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end());
     });
     await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
     const address = sink.address();
     const port = typeof address === 'object' && address ? address.port : 0;
     return new Instrumentation(sink, {
       OTEL_TRACES_EXPORTER: 'otlp',
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+      // The SDK's default protocol, and what collectors are usually fed.
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
       OTEL_TRACES_SAMPLER: 'always_on',
     });
