@@ -62,6 +62,18 @@ function advancedTo(group: EncodedGroup): Lsn | null {
 
 const OP_OF: Record<ChangeMessage['tag'], ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete', truncate: 'truncate' };
 
+/**
+ * The apply loop lost track of where it is (a bug, never expected): the attempt ends, and the next one
+ * resumes from the origin's progress, which is always right.
+ */
+export class ApplyOrderError extends Error {
+  readonly code = 'PGBIDI_APPLY_ORDER';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ApplyOrderError';
+  }
+}
+
 export interface ApplyLoopDeps {
   readonly peer: string;
   readonly replication: Config['replication'];
@@ -299,7 +311,7 @@ export class ApplyLoop {
       inflight = [];
       for (const later of behind) {
         const r = await later.result;
-        if (r.committed.length > 0) throw new Error('a CALL behind one that stopped early committed transactions');
+        if (r.committed.length > 0) throw new ApplyOrderError('a CALL behind one that stopped early committed transactions');
       }
       pending.unshift(...head.group.txns.slice(result.committed.length + 1), ...behind.flatMap((f) => f.group.txns));
       await this.whole(a, stopped);
@@ -411,7 +423,7 @@ export class ApplyLoop {
 
   private async changes(a: ApplyAttempt, changes: readonly ChangeMessage[], prepared: PreparedBatch | null): Promise<void> {
     const open = this.open;
-    if (!open) throw new Error('changes outside a transaction');
+    if (!open) throw new ApplyOrderError('changes outside a transaction');
     const finalLsn = open.begin.finalLsn;
     if (this.deps.operator.isSkipped(finalLsn)) {
       for (const c of changes) this.deps.metrics.filtered(OP_OF[c.tag], 'operator_skip');
@@ -435,7 +447,7 @@ export class ApplyLoop {
 
   private async commit(a: ApplyAttempt, commit: CommitMessage): Promise<void> {
     const open = this.open;
-    if (!open) throw new Error('commit outside a transaction');
+    if (!open) throw new ApplyOrderError('commit outside a transaction');
     // One COMMIT at a time in flight: the one before settles before this one is sent.
     await this.settle();
     if (open.conflicts.length) await a.session.run(conflictLogStatement(this.deps.peer, open.conflicts, commit.commitLsn));
