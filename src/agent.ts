@@ -87,7 +87,7 @@ export class Agent {
         node: config.node.name,
         links: () => links.map((l) => l.status()),
         maxReadyLagSeconds: config.readiness.max_lag_ms / 1000,
-        extraStatus: async () => ({ tombstones: janitor.current(), deadLetters: janitor.current().deadLettersPending }),
+        extraStatus: () => Promise.resolve({ tombstones: janitor.current(), deadLetters: janitor.current().deadLettersPending }),
         admin: {
           resolve: (peer, action) => {
             const link = links.find((l) => l.peer === peer);

@@ -175,6 +175,20 @@ async function resolve(config: Config, values: Values, io: Io): Promise<number> 
   return r.status === 200 ? 0 : 1;
 }
 
+interface DeadLetterRow {
+  readonly id: string;
+  readonly logged_at: Date;
+  readonly peer: string;
+  readonly conflict_type: string;
+  readonly table: string;
+  readonly op: string;
+  readonly constraint_name: string | null;
+  readonly remote_commit_ts: Date;
+  readonly remote_commit_lsn: string;
+  readonly attempts: number;
+  readonly reason: string;
+}
+
 async function deadLetters(config: Config, values: Values, io: Io): Promise<number> {
   if (values.retry !== undefined) {
     const r = await agentPost(config, `/dead-letters/${encodeURIComponent(values.retry)}/retry`, {}, io);
@@ -185,14 +199,14 @@ async function deadLetters(config: Config, values: Values, io: Io): Promise<numb
   const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
   await client.connect();
   try {
-    const r = await client.query<Record<string, unknown>>(
+    const r = await client.query<DeadLetterRow>(
       `SELECT id, logged_at, peer, conflict_type, table_schema || '.' || table_name AS "table", op, constraint_name,
               remote_commit_ts, remote_commit_lsn::text, attempts, reason
          FROM pgbidi.dead_letters WHERE status = 'pending' ORDER BY id`,
     );
     if (values.json) io.out(`${JSON.stringify(r.rows, null, 2)}\n`);
     else if (r.rows.length === 0) io.out('no pending dead letters\n');
-    else for (const d of r.rows) io.out(`#${String(d.id)}  ${String(d.peer)}  ${String(d.conflict_type)}  ${String(d.table)}  ${String(d.op)}  ${String(d.constraint_name ?? '')}  attempts=${String(d.attempts)}  ${String(d.reason)}\n`);
+    else for (const d of r.rows) io.out(`#${d.id}  ${d.peer}  ${d.conflict_type}  ${d.table}  ${d.op}  ${d.constraint_name ?? ''}  attempts=${d.attempts}  ${d.reason}\n`);
     return 0;
   } finally {
     await client.end();

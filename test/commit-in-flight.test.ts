@@ -164,7 +164,7 @@ describe.each(availableServerVersions())('apply against a local commit in flight
     await c.query('b', 'INSERT INTO d VALUES (1, 5)'); // on a, its COMMIT fails
     await c.query('b', `INSERT INTO t VALUES (100, 'behind')`); // b's next transaction
     await c.startAgent('a');
-    await eventually('the link from b reports the failed COMMIT', async () => {
+    await eventually('the link from b reports the failed COMMIT', () => {
       const s = c.agents.get('a')?.status().find((l) => l.peer === 'b');
       return s?.lastError?.code === 'P0001';
     });

@@ -1,4 +1,8 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { availableServerVersions } from './support/pg-versions.js';
 import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
@@ -114,21 +118,21 @@ describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v,
 
     expect(await conflictRows(c, 'a', 't')).toEqual(
       expect.arrayContaining([
-        'insert_exists/apply_remote [\"1\"]',
-        'delete_origin_differs/keep_local [\"3\"]',
-        'delete_missing/skip [\"5\"]',
+        'insert_exists/apply_remote ["1"]',
+        'delete_origin_differs/keep_local ["3"]',
+        'delete_missing/skip ["5"]',
         // a's own newer rows overwritten by b's newer change: logged like PostgreSQL 18 does.
-        'update_origin_differs/apply_remote [\"2\"]',
-        'delete_origin_differs/apply_remote [\"4\"]',
+        'update_origin_differs/apply_remote ["2"]',
+        'delete_origin_differs/apply_remote ["4"]',
       ]),
     );
     expect(await conflictRows(c, 'b', 't')).toEqual(
       expect.arrayContaining([
-        'insert_exists/keep_local [\"1\"]',
-        'update_origin_differs/keep_local [\"2\"]',
-        'update_missing/apply_remote [\"3\"]',
-        'update_deleted/skip [\"4\"]',
-        'delete_missing/skip [\"5\"]',
+        'insert_exists/keep_local ["1"]',
+        'update_origin_differs/keep_local ["2"]',
+        'update_missing/apply_remote ["3"]',
+        'update_deleted/skip ["4"]',
+        'delete_missing/skip ["5"]',
       ]),
     );
     expect(await counter(c, 'b', { table: 'public.t', type: 'update_deleted', resolution: 'skip' })).toBe(1);
@@ -233,7 +237,7 @@ describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v,
     await caughtUp(c);
     const agentA = c.agents.get('a');
     const out: string[] = [];
-    const configFile = await writeConfig(c, 'a', agentA?.httpAddress ?? '');
+    const configFile = writeConfig(c, 'a', agentA?.httpAddress ?? '');
     const code = await main(['dead-letters', '--config', configFile, '--retry', dl?.id ?? '0'], { out: (s) => out.push(s), err: (s) => out.push(s) });
     expect(out.join('')).toContain('"outcome":"applied"');
     expect(code).toBe(0);
@@ -285,22 +289,22 @@ describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v,
       await c.query('a', `UPDATE strict SET v = 'from a' WHERE id = 1`);
       await c.query('b', `UPDATE strict SET v = 'from b' WHERE id = 1`);
     });
-    await eventually('a link halted', async () =>
+    await eventually('a link halted', () =>
       ['a', 'b'].some((n) => c.agents.get(n)?.status()[0]?.state === 'error'),
     );
     // Both nodes see the other's update as a conflict; while halted, nothing else is applied.
-    await eventually('both links halted', async () => ['a', 'b'].every((n) => c.agents.get(n)?.status()[0]?.state === 'error'));
+    await eventually('both links halted', () => ['a', 'b'].every((n) => c.agents.get(n)?.status()[0]?.state === 'error'));
     await c.query('a', 'INSERT INTO marker VALUES (-1)');
     await sleep(1500);
     expect(await rows(c, 'b', 'SELECT id FROM marker WHERE id = -1')).toEqual([]);
     for (const node of ['a', 'b']) {
       const status = c.agents.get(node)?.status()[0];
       expect(status?.haltedAt?.conflict).toContain('update_origin_differs');
-      const configFile = await writeConfig(c, node, c.agents.get(node)?.httpAddress ?? '');
+      const configFile = writeConfig(c, node, c.agents.get(node)?.httpAddress ?? '');
       const sink = { out: () => undefined, err: () => undefined };
       expect(await main(['resolve', '--config', configFile, '--peer', node === 'a' ? 'b' : 'a', '--skip'], sink)).toBe(0);
     }
-    await eventually('links streaming again', async () => ['a', 'b'].every((n) => c.agents.get(n)?.status()[0]?.state === 'streaming'));
+    await eventually('links streaming again', () => ['a', 'b'].every((n) => c.agents.get(n)?.status()[0]?.state === 'streaming'));
     await caughtUp(c);
     expect(await rows(c, 'b', 'SELECT id FROM marker WHERE id = -1')).toEqual([{ id: -1 }]);
     // Skipping is the operator's decision: each node kept its own version.
@@ -309,11 +313,7 @@ describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v,
   });
 });
 
-async function writeConfig(c: LocalCluster, node: string, httpAddress: string): Promise<string> {
-  const { mkdtempSync, writeFileSync } = await import('node:fs');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const { stringify } = await import('yaml');
+function writeConfig(c: LocalCluster, node: string, httpAddress: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'pgbidi-cli-'));
   const file = join(dir, `${node}.yaml`);
   writeFileSync(file, stringify(c.rawConfig(node, httpAddress)));

@@ -4,6 +4,7 @@ import { chmod, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { stripVTControlCharacters } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DemoOptionsError, parseDemoOptions, scrapeConfigYaml } from '../src/demo/demo.js';
 import { allConverged, renderCompactLine, renderFinalHashes, renderLiveView } from '../src/demo/demo-view.js';
@@ -86,7 +87,7 @@ describe('demo view', () => {
     const s = snapshot([link('n2', 'n1', { conflicts: { insert_exists: 4, delete_missing: 2 } })], [equalTable]);
     for (const color of [false, true]) {
       for (const line of renderLiveView(s, { color, width: 30 })) {
-        expect(line.replace(/\u001b\[[0-9;]*m/g, '').length).toBeLessThanOrEqual(30);
+        expect(stripVTControlCharacters(line).length).toBeLessThanOrEqual(30);
       }
     }
     expect(renderLiveView(s, { color: true, width: 200 }).join('\n')).toContain('\u001b[32mstreaming\u001b[0m');

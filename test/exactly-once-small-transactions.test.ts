@@ -212,9 +212,9 @@ describe.each(availableServerVersions())('exactly-once, in-order apply of small 
         }
       }),
     );
-    let writeError: unknown = null;
+    let writeError: Error | null = null;
     writing.catch((err: unknown) => {
-      writeError = err; // rethrown by waitFor, and by `await writing` below
+      writeError = err instanceof Error ? err : new Error(String(err)); // rethrown by waitFor, and by `await writing` below
     });
     const writeStarted = Date.now();
 

@@ -118,7 +118,7 @@ async function readyz(agent: Agent): Promise<{ status: number; body: { ready: bo
 /** promtool's metric linter; null when promtool is not installed (allowed only outside CI). */
 function promtoolCheck(text: string): { status: number | null; output: string } | null {
   const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30_000 });
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+  if (r.error !== undefined && 'code' in r.error && r.error.code === 'ENOENT') {
     if (process.env['CI'] === 'true') throw new Error('CI=true but promtool is not on PATH (Debian package prometheus)');
     return null;
   }
@@ -175,7 +175,8 @@ describe.each(availableServerVersions())('metrics, exemplars and readiness on $l
     const agent = await Agent.start({
       config: c.config(name, '127.0.0.1:0'),
       log: createLogger('silent'),
-      defaultMetrics: false,
+      // The Node.js process metrics too: `promtool check metrics` below covers the whole scrape.
+      defaultMetrics: true,
       tracingEnv: {
         OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
@@ -272,6 +273,8 @@ describe.each(availableServerVersions())('metrics, exemplars and readiness on $l
       await c.query('b', 'SELECT pg_reload_conf()');
     }
 
+    expect(res.text).toMatch(/^nodejs_active_handles\{type="/m);
+    expect(res.text).toMatch(/^process_cpu_seconds_total /m);
     const lint = promtoolCheck(res.text);
     if (lint === null) console.warn('promtool not on PATH: skipped `promtool check metrics`');
     else expect(lint).toEqual({ status: 0, output: '' });
@@ -307,7 +310,7 @@ describe.each(availableServerVersions())('metrics, exemplars and readiness on $l
       ...res.text.matchAll(/^pgbidi_transaction_(?:apply_duration|replication_delay)_seconds_bucket\{[^}]*peer="b"[^}]*\} \S+ # \{trace_id="([0-9a-f]{32})"\} \S+ \S+$/gm),
     ].map((m) => m[1] ?? '');
     expect(exemplars.length).toBeGreaterThan(0);
-    await eventually('the exemplar traces exported', async () => {
+    await eventually('the exemplar traces exported', () => {
       const exported = new Set(receiver.spans().map((s) => s.span.traceId));
       return exemplars.every((id) => exported.has(id));
     });

@@ -268,7 +268,7 @@ describe('traces of replicated transactions (PostgreSQL 18)', () => {
     c.agents.set('b', agent);
     expect(agent.tracing.enabled).toBe(true);
 
-    await eventually('both spans exported', async () => receiver.spans().filter((s) => s.span.name === 'apply a').length >= 2);
+    await eventually('both spans exported', () => receiver.spans().filter((s) => s.span.name === 'apply a').length >= 2);
     const spans = receiver.spans().filter((s) => s.span.name === 'apply a');
     const linked = spans.filter((s) => (s.span.links ?? []).length > 0);
     expect(linked).toHaveLength(1);

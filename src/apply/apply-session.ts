@@ -15,7 +15,7 @@ import type { Statement } from './statements.js';
  */
 
 /** A type parser that leaves every value as the text the server sent. */
-const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;
+const RAW_TEXT: pg.CustomTypesConfig = { getTypeParser: () => (value: string) => value };
 
 export class CommitFailedError extends Error {
   readonly code = 'PGBIDI_COMMIT_FAILED';
@@ -48,7 +48,7 @@ export class ApplySession {
       options: PINNED_GUCS,
       pipeline: true,
       keepAlive: true,
-    } as pg.ClientConfig);
+    });
     client.on('error', onConnectionError);
     await client.connect();
     this.client = client;

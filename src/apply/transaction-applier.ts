@@ -198,7 +198,7 @@ export class TransactionApplier {
     if (failed >= 0) {
       // The first failure in pipeline order is the cause; the statements after it only found the
       // transaction aborted.
-      const reason = (settled[failed] as PromiseRejectedResult).reason;
+      const reason: unknown = (settled[failed] as PromiseRejectedResult).reason;
       const run = pending[failed]?.run;
       const code = sqlState(reason);
       if (run && fast.has(run) && (code === UNIQUE_VIOLATION || code === FAST_PATH_CLOSED)) {

@@ -95,7 +95,7 @@ export class MarkWatcher {
   private lastSeen: number;
   private loop: Promise<void> | null = null;
   private stopping = false;
-  private failure: unknown = null;
+  private failure: Error | null = null;
 
   private constructor(
     private readonly client: pg.Client,
@@ -121,7 +121,7 @@ export class MarkWatcher {
         try {
           await this.poll();
         } catch (err) {
-          this.failure = err;
+          this.failure = err instanceof Error ? err : new Error(String(err));
           return;
         }
         await sleep(Math.max(0, startedAt + tick * POLL_MS - now()));

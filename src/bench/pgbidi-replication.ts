@@ -78,7 +78,7 @@ export class PgbidiReplication implements Replication {
     const agent = this.agents.get(node);
     const agentCpuSeconds = agent?.cpuSeconds() ?? null;
     const client = await driverClient(this.server(node));
-    let backendCpu: number | null = null;
+    let backendCpu: number | null;
     try {
       // The agent's sessions on this node: the only client backends of the applier role in the bench database.
       const r = await client.query<{ pid: number }>(

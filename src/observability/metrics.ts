@@ -27,6 +27,14 @@ const UNIQUE_CONFLICT_TYPES: readonly ConflictType[] = ['insert_exists', 'update
 
 const DELAY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 10];
+/**
+ * prom-client's default process metrics include three gauges with a `_total` suffix, which
+ * `promtool check metrics` rejects (the suffix is reserved for counters in the exposition format's
+ * naming rules). Each repeats the sum of a gauge exported by type next to it: sum(nodejs_active_handles)
+ * and so on.
+ */
+const GAUGES_NAMED_AS_COUNTERS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
 const SIZE_BUCKETS = [1, 2, 5, 10, 50, 100, 500, 1000, 5000, 10000, 100000];
 
 export interface MetricsOptions {
@@ -86,7 +94,10 @@ export class Metrics {
   constructor(readonly options: MetricsOptions) {
     this.buildInfo.set({ version: options.version, node: options.node, nodejs: process.version }, 1);
     if (options.defaultMetrics !== false) {
-      for (const register of this.registries) collectDefaultMetrics({ register });
+      for (const register of this.registries) {
+        collectDefaultMetrics({ register });
+        for (const name of GAUGES_NAMED_AS_COUNTERS) register.removeSingleMetric(name);
+      }
     }
     for (const peer of options.peers) this.link(peer);
     this.tombstones.set(0);
@@ -282,7 +293,7 @@ function openMetricsRegistry(): Registry {
  */
 class OpenMetricsRegistry extends Registry<OpenMetricsContentType> {
   override registerMetric<T extends string>(metric: Metric<T>): void {
-    super.registerMetric(metric instanceof Counter ? (counterView(metric) as Metric<T>) : metric);
+    super.registerMetric(metric instanceof Counter ? counterView<T>(metric) : metric);
   }
 }
 

@@ -37,16 +37,19 @@ export class PeerHistogram {
 
   /** Exports the peer's series at zero before its first observation. */
   zero(peer: string): void {
-    if (!this.series.has(peer)) {
-      this.series.set(peer, { counts: new Float64Array(this.buckets.length + 1), sum: 0, count: 0, exemplars: new Array(this.buckets.length + 1).fill(null) });
-    }
+    if (!this.series.has(peer)) this.series.set(peer, this.emptySeries());
+  }
+
+  private emptySeries(): Series {
+    const n = this.buckets.length + 1;
+    return { counts: new Float64Array(n), sum: 0, count: 0, exemplars: Array.from({ length: n }, () => null) };
   }
 
   observe(peer: string, value: number, traceId?: string): void {
     let s = this.series.get(peer);
     if (!s) {
-      this.zero(peer);
-      s = this.series.get(peer) as Series;
+      s = this.emptySeries();
+      this.series.set(peer, s);
     }
     let i = 0;
     while (i < this.buckets.length && value > (this.buckets[i] as number)) i++;
@@ -83,7 +86,7 @@ export class PeerHistogram {
       type: 'histogram',
       labelNames: ['peer'],
       aggregator: 'sum',
-      get: async () => ({ name: this.name, help: this.help, type: 'histogram', values: this.values(exemplars), aggregator: 'sum' }),
+      get: () => Promise.resolve({ name: this.name, help: this.help, type: 'histogram', values: this.values(exemplars), aggregator: 'sum' }),
       reset: () => this.series.clear(),
     };
     return view as unknown as Metric;

@@ -244,7 +244,7 @@ export class Tracing implements TransactionObserver {
     }
     span.end(t.committedAtMs);
     const ctx = span.spanContext();
-    return (ctx.traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED ? ctx.traceId : undefined;
+    return (ctx.traceFlags & TraceFlags.SAMPLED) !== 0 ? ctx.traceId : undefined;
   }
 
   /** A transaction that failed: its span ends with an ERROR status and the SQLSTATE. */

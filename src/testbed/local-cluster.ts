@@ -136,9 +136,8 @@ export class LocalCluster {
 
   async waitConverged(schema: string, table: string, timeoutMs = 30_000): Promise<Map<string, TableFingerprint>> {
     const deadline = Date.now() + timeoutMs;
-    let last = new Map<string, TableFingerprint>();
     for (;;) {
-      last = new Map();
+      const last = new Map<string, TableFingerprint>();
       for (const n of this.options.nodes) last.set(n, await this.tableHash(n, schema, table));
       if (identical(last) || Date.now() > deadline) return last;
       await new Promise((r) => setTimeout(r, 200));

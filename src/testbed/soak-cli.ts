@@ -36,7 +36,7 @@ async function main(): Promise<number> {
 
   const summary: Record<string, unknown> = { seed, minutes: Number(values.minutes), version: values.version, nodes: nodes.length, keys };
   const cluster = await LocalCluster.start({ binDir, nodes, schema: CONVERGENCE_SCHEMA });
-  let converged = false;
+  let converged: boolean;
   try {
     await cluster.setupAll();
     for (const n of nodes) await cluster.startAgent(n);

@@ -114,7 +114,7 @@ describe(`dashboard queries against a live Prometheus${note}`, { skip }, () => {
             if (!awaited && EMPTY_AT_REST[String(panel['title'])] === undefined) problems.push(`${where}: no series`);
             continue;
           }
-          const legend = String(target['legendFormat'] ?? '');
+          const legend = typeof target['legendFormat'] === 'string' ? target['legendFormat'] : '';
           for (const [, label] of legend.matchAll(/\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g)) {
             if (label && !result.some((r) => label in r.metric)) problems.push(`${where}: legend {{${label}}} but the result has no "${label}" label`);
           }

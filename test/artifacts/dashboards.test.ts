@@ -31,7 +31,7 @@ function metricsOf(d: Obj): Set<string> {
 function overview(): Obj {
   const d = dashboards().find((x) => x.name === 'pgbidi-overview');
   if (!d) throw new Error('no overview dashboard');
-  return structuredClone(d.json) as Obj;
+  return structuredClone(d.json);
 }
 
 function firstTimeseries(d: Obj): Obj {

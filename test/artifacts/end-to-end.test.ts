@@ -59,7 +59,7 @@ function ruleJob(): string {
 class Writer {
   private stopped = false;
   private count = 0;
-  private failure: unknown = null;
+  private failure: Error | null = null;
   private readonly done: Promise<void>;
 
   constructor(dsn: string, key: (n: number) => number, pauseMs: number) {
@@ -78,7 +78,7 @@ class Writer {
       }
     };
     this.done = run().catch((err: unknown) => {
-      this.failure = err;
+      this.failure = err instanceof Error ? err : new Error(String(err));
     });
   }
 
@@ -277,7 +277,8 @@ describe(`end to end: agents, Prometheus, Alertmanager and the shipped artifacts
       const templating = (dashboard['templating'] as { list?: Obj[] } | undefined)?.list ?? [];
       for (const variable of templating.filter((v) => v['type'] === 'query')) {
         const q = variable['query'];
-        const text = typeof q === 'string' ? q : String((q as Obj | undefined)?.['query'] ?? '');
+        const inner = (q as Obj | undefined)?.['query'];
+        const text = typeof q === 'string' ? q : typeof inner === 'string' ? inner : '';
         const selector = labelValuesSelector(text);
         const label = /,\s*([A-Za-z_][A-Za-z0-9_]*)\)\s*$/.exec(text)?.[1];
         if (selector === null || !label) {
@@ -302,7 +303,7 @@ describe(`end to end: agents, Prometheus, Alertmanager and the shipped artifacts
             problems.push(`${where}: no series`);
             continue;
           }
-          const legend = String(target['legendFormat'] ?? '');
+          const legend = typeof target['legendFormat'] === 'string' ? target['legendFormat'] : '';
           for (const [, label] of legend.matchAll(/\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}/g)) {
             if (label && !res.series.some((s) => label in s.metric)) problems.push(`${where}: legend {{${label}}} but the result has no "${label}" label`);
           }

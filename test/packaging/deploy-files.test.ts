@@ -14,6 +14,7 @@ import type { Config } from '../../src/config/config-schema.js';
 import {
   REPO,
   at,
+  stringAt,
   copySources,
   interpolate,
   isRecord,
@@ -90,7 +91,7 @@ function composeServices(env: Env): Map<string, Service> {
     const deps = at(raw, 'depends_on') ?? {};
     const dependsOn: Record<string, string> = Array.isArray(deps)
       ? Object.fromEntries(deps.map((d) => [String(d), 'service_started']))
-      : Object.fromEntries(Object.entries(deps as Record<string, unknown>).map(([k, v]) => [k, String(at(v, 'condition') ?? 'service_started')]));
+      : Object.fromEntries(Object.entries(deps as Record<string, unknown>).map(([k, v]) => [k, stringAt(v, 'condition') ?? 'service_started']));
     const command = at(raw, 'command') ?? [];
     if (!Array.isArray(command)) throw new Error(`${name}: write command as a list (exec form)`);
     out.set(name, {
@@ -186,7 +187,7 @@ describe('deploy/compose', () => {
     for (const { s, m } of mounts) expect(existsSync(m.hostPath ?? ''), `${s}: ${m.source}`).toBe(true);
     for (const s of pgbidi) {
       const context = resolve(COMPOSE_DIR, String(at(s.build, 'context')));
-      expect(existsSync(join(context, String(at(s.build, 'dockerfile') ?? 'Dockerfile'))), s.name).toBe(true);
+      expect(existsSync(join(context, stringAt(s.build, 'dockerfile') ?? 'Dockerfile')), s.name).toBe(true);
       expect(context).toBe(resolve(REPO));
     }
   });

@@ -157,7 +157,7 @@ export type QueryResult = { readonly ok: true; readonly series: readonly Series[
 /** An instant query; `time` in Unix seconds, default now. */
 export async function instantQuery(base: string, expr: string, time?: number): Promise<QueryResult> {
   const params = new URLSearchParams({ query: expr, ...(time === undefined ? {} : { time: String(time) }) });
-  const res = (await (await fetch(`${base}/api/v1/query?${params}`)).json()) as {
+  const res = (await (await fetch(`${base}/api/v1/query?${params.toString()}`)).json()) as {
     status: string;
     error?: string;
     data?: { resultType: string; result: Series[] | [number, string] };
@@ -171,7 +171,7 @@ export async function instantQuery(base: string, expr: string, time?: number): P
 /** Values of `label` on the series matching `selector` (what Grafana's label_values(selector, label) shows). */
 export async function labelValues(base: string, selector: string, label: string): Promise<string[]> {
   const params = new URLSearchParams({ 'match[]': selector });
-  const res = (await (await fetch(`${base}/api/v1/label/${encodeURIComponent(label)}/values?${params}`)).json()) as {
+  const res = (await (await fetch(`${base}/api/v1/label/${encodeURIComponent(label)}/values?${params.toString()}`)).json()) as {
     status: string;
     data?: string[];
   };

@@ -111,6 +111,12 @@ export function at(value: unknown, ...path: (string | number)[]): unknown {
   return v;
 }
 
+/** The string at a path, or undefined when there is none (or it is not a string). */
+export function stringAt(value: unknown, ...path: (string | number)[]): string | undefined {
+  const v = at(value, ...path);
+  return typeof v === 'string' ? v : undefined;
+}
+
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
