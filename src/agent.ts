@@ -113,7 +113,10 @@ export class Agent {
     }
     for (const l of links) l.start();
     janitor.start();
-    log.info({ component: 'agent', node: config.node.name, peers: config.peers.map((p) => p.name), listen: config.http.listen, version: VERSION }, 'agent started');
+    log.info(
+      { component: 'agent', node: config.node.name, peers: config.peers.map((p) => p.name), listen: config.http.listen, version: VERSION },
+      'agent started',
+    );
     return new Agent(config, metrics, links, server, log, peerCollectors, tracing, janitor);
   }
 
@@ -135,7 +138,11 @@ export class Agent {
     this.server.closeAllConnections?.();
     await this.peerCollectors.close();
     // After the links: the spans of the transactions they committed while draining are exported too.
-    await this.tracing.shutdown().catch((err: unknown) => this.log.warn({ component: 'tracing', err: { message: err instanceof Error ? err.message : String(err) } }, 'tracing shutdown failed'));
+    await this.tracing
+      .shutdown()
+      .catch((err: unknown) =>
+        this.log.warn({ component: 'tracing', err: { message: err instanceof Error ? err.message : String(err) } }, 'tracing shutdown failed'),
+      );
     this.log.info({ component: 'agent' }, 'stopped');
   }
 }

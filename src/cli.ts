@@ -206,7 +206,9 @@ async function deadLetters(config: Config, values: Values, io: Io): Promise<numb
     );
     if (values.json) io.out(`${JSON.stringify(r.rows, null, 2)}\n`);
     else if (r.rows.length === 0) io.out('no pending dead letters\n');
-    else for (const d of r.rows) io.out(`#${d.id}  ${d.peer}  ${d.conflict_type}  ${d.table}  ${d.op}  ${d.constraint_name ?? ''}  attempts=${d.attempts}  ${d.reason}\n`);
+    else
+      for (const d of r.rows)
+        io.out(`#${d.id}  ${d.peer}  ${d.conflict_type}  ${d.table}  ${d.op}  ${d.constraint_name ?? ''}  attempts=${d.attempts}  ${d.reason}\n`);
     return 0;
   } finally {
     await client.end();

@@ -15,6 +15,10 @@ export function formatStatusTable(node: string, links: readonly LinkStatus[]): s
     l.lastError ? `${l.lastError.at} ${l.lastError.code ?? ''} ${l.lastError.message}`.trim() : '-',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [`node ${node}`, line(header), ...rows.map(line)].join('\n') + '\n';
 }

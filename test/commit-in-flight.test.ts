@@ -48,7 +48,10 @@ async function commitHeld(c: LocalCluster, node: string, sql: string): Promise<{
   const done = client.query(`BEGIN; ${sql}; COMMIT`);
   done.catch(() => undefined);
   await eventually('the local commit waits for the standby', async () => {
-    const r = await c.query<{ n: number }>(node, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'held_writer' AND wait_event = 'SyncRep'`);
+    const r = await c.query<{ n: number }>(
+      node,
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'held_writer' AND wait_event = 'SyncRep'`,
+    );
     return r[0]?.n === 1;
   });
   return { done, client };
@@ -118,7 +121,10 @@ describe.each(availableServerVersions())('apply against a local commit in flight
       return JSON.stringify(x) === JSON.stringify([{ v: 'newer' }]) && JSON.stringify(y) === JSON.stringify(x);
     });
     // What b did, on the state it found after the wait: the row was gone, so it was re-created.
-    const logged = await c.query<{ k: string }>('b', `SELECT conflict_type || '/' || resolution AS k FROM pgbidi.conflicts WHERE table_name = 't' AND key = '["1"]'`);
+    const logged = await c.query<{ k: string }>(
+      'b',
+      `SELECT conflict_type || '/' || resolution AS k FROM pgbidi.conflicts WHERE table_name = 't' AND key = '["1"]'`,
+    );
     expect(logged.map((r) => r.k)).toEqual(['update_missing/apply_remote']);
   });
 
@@ -165,7 +171,10 @@ describe.each(availableServerVersions())('apply against a local commit in flight
     await c.query('b', `INSERT INTO t VALUES (100, 'behind')`); // b's next transaction
     await c.startAgent('a');
     await eventually('the link from b reports the failed COMMIT', () => {
-      const s = c.agents.get('a')?.status().find((l) => l.peer === 'b');
+      const s = c.agents
+        .get('a')
+        ?.status()
+        .find((l) => l.peer === 'b');
       return s?.lastError?.code === 'P0001';
     });
     // That COMMIT went out with b's next transaction already sent behind it: neither is here.

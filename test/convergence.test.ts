@@ -32,7 +32,13 @@ describe.each(availableServerVersions())('3-node convergence under conflicts on 
     console.log(JSON.stringify({ seed: SEED, operations: result.operations, errors: result.errors, conflicts: report }));
     for (const type of EXPECTED_TYPES) expect([...seen]).toContain(type);
     // Metrics and the conflict table tell the same story.
-    const fromStatus = NODES.map((n) => c.agents.get(n)?.status().reduce((s, l) => s + l.conflicts, 0) ?? 0);
+    const fromStatus = NODES.map(
+      (n) =>
+        c.agents
+          .get(n)
+          ?.status()
+          .reduce((s, l) => s + l.conflicts, 0) ?? 0,
+    );
     const fromTable = NODES.map((n) => Object.values(report[n] ?? {}).reduce((s, v) => s + v, 0));
     expect(fromStatus).toEqual(fromTable);
   });

@@ -26,9 +26,14 @@ describe('demo options', () => {
       prometheus: false,
       keepData: false,
     });
-    expect(
-      parseDemoOptions({ nodes: '2', duration: '7.5', 'write-rate': '0', 'conflict-rate': '10', prometheus: true, 'keep-data': true }),
-    ).toEqual({ nodes: 2, durationSeconds: 7.5, writeRate: 0, conflictRate: 10, prometheus: true, keepData: true });
+    expect(parseDemoOptions({ nodes: '2', duration: '7.5', 'write-rate': '0', 'conflict-rate': '10', prometheus: true, 'keep-data': true })).toEqual({
+      nodes: 2,
+      durationSeconds: 7.5,
+      writeRate: 0,
+      conflictRate: 10,
+      prometheus: true,
+      keepData: true,
+    });
   });
 
   it('reports every invalid option at once', () => {
@@ -62,13 +67,28 @@ function snapshot(links: LinkView[], tables: TableView[]): DemoSnapshot {
   };
 }
 
-const equalTable: TableView = { table: 'counters', nodes: [{ node: 'n1', rows: 5, md5: 'abcdef0123456789' }, { node: 'n2', rows: 5, md5: 'abcdef0123456789' }] };
-const differentTable: TableView = { table: 'events', nodes: [{ node: 'n1', rows: 9, md5: 'aaaa' }, { node: 'n2', rows: 8, md5: 'bbbb' }] };
+const equalTable: TableView = {
+  table: 'counters',
+  nodes: [
+    { node: 'n1', rows: 5, md5: 'abcdef0123456789' },
+    { node: 'n2', rows: 5, md5: 'abcdef0123456789' },
+  ],
+};
+const differentTable: TableView = {
+  table: 'events',
+  nodes: [
+    { node: 'n1', rows: 9, md5: 'aaaa' },
+    { node: 'n2', rows: 8, md5: 'bbbb' },
+  ],
+};
 
 describe('demo view', () => {
   it('renders one row per link with the conflict types seen so far, and convergence per table', () => {
     const s = snapshot(
-      [link('n2', 'n1', { conflicts: { insert_exists: 4, update_missing: 1 } }), link('n1', 'n2', { state: 'backoff', lastError: '57P01 terminating connection' })],
+      [
+        link('n2', 'n1', { conflicts: { insert_exists: 4, update_missing: 1 } }),
+        link('n1', 'n2', { state: 'backoff', lastError: '57P01 terminating connection' }),
+      ],
       [equalTable, differentTable],
     );
     const lines = renderLiveView(s, { color: false, width: 200 });
@@ -104,7 +124,17 @@ describe('demo view', () => {
   it('calls a table converged only when every node was read and agrees', () => {
     expect(allConverged([equalTable])).toBe(true);
     expect(allConverged([equalTable, differentTable])).toBe(false);
-    expect(allConverged([{ table: 't', nodes: [{ node: 'n1', rows: undefined, md5: undefined }, { node: 'n2', rows: undefined, md5: undefined }] }])).toBe(false);
+    expect(
+      allConverged([
+        {
+          table: 't',
+          nodes: [
+            { node: 'n1', rows: undefined, md5: undefined },
+            { node: 'n2', rows: undefined, md5: undefined },
+          ],
+        },
+      ]),
+    ).toBe(false);
     expect(allConverged([])).toBe(false);
     expect(renderFinalHashes([equalTable, differentTable], 2).at(-1)).toBe('converged: NO, the nodes hold different rows');
   });

@@ -61,7 +61,6 @@ const ID_STRIDE = 1_000_000_000;
 type KillKind = 'streaming' | 'catching-up' | 'starting';
 type Kill = { kind: KillKind; msAfterStart: number; backlogEvents: number };
 
-
 type EventRow = { id: string; xid: string; ts: string };
 
 /** Every event row with the xid that wrote it and that transaction's commit time (exact microseconds since the Unix epoch). */
@@ -167,8 +166,7 @@ describe.each(availableServerVersions())('exactly-once, in-order apply of small 
     const bClient = new pg.Client({ connectionString: c.dsn('b') });
     observer = bClient;
     await bClient.connect();
-    const appliedEvents = async (): Promise<number> =>
-      (await bClient.query<{ n: number }>('SELECT count(*)::int AS n FROM events')).rows[0]?.n ?? -1;
+    const appliedEvents = async (): Promise<number> => (await bClient.query<{ n: number }>('SELECT count(*)::int AS n FROM events')).rows[0]?.n ?? -1;
 
     // Made here, not at collection time: a describe block that -t filters out never runs its afterAll.
     dir = mkdtempSync(join(tmpdir(), 'pgbidi-eos-'));
@@ -185,28 +183,32 @@ describe.each(availableServerVersions())('exactly-once, in-order apply of small 
         const client = new pg.Client({ connectionString: c.dsn('a') });
         await client.connect();
         try {
-          await paced(WRITE_RATE / WRITERS, () => stopWriting, async (seq) => {
-            const id = (w + 1) * ID_STRIDE + 2 * seq;
-            switch (seq % 3) {
-              case 0:
-                await client.query('INSERT INTO events VALUES ($1, $2, $3)', [id, w, `event ${id}`]);
-                eventsWritten += 1;
-                break;
-              case 1:
-                await client.query('WITH e AS (INSERT INTO events VALUES ($1, $2, $3)) UPDATE counters SET n = n + 1 WHERE id = $4', [
-                  id,
-                  w,
-                  `event ${id}`,
-                  1 + Math.floor(Math.random() * COUNTERS),
-                ]);
-                eventsWritten += 1;
-                break;
-              default:
-                await client.query('INSERT INTO events VALUES ($1, $2, $3), ($4, $2, $5)', [id, w, `event ${id}`, id + 1, `event ${id + 1}`]);
-                eventsWritten += 2;
-            }
-            transactionsWritten++;
-          });
+          await paced(
+            WRITE_RATE / WRITERS,
+            () => stopWriting,
+            async (seq) => {
+              const id = (w + 1) * ID_STRIDE + 2 * seq;
+              switch (seq % 3) {
+                case 0:
+                  await client.query('INSERT INTO events VALUES ($1, $2, $3)', [id, w, `event ${id}`]);
+                  eventsWritten += 1;
+                  break;
+                case 1:
+                  await client.query('WITH e AS (INSERT INTO events VALUES ($1, $2, $3)) UPDATE counters SET n = n + 1 WHERE id = $4', [
+                    id,
+                    w,
+                    `event ${id}`,
+                    1 + Math.floor(Math.random() * COUNTERS),
+                  ]);
+                  eventsWritten += 1;
+                  break;
+                default:
+                  await client.query('INSERT INTO events VALUES ($1, $2, $3), ($4, $2, $5)', [id, w, `event ${id}`, id + 1, `event ${id + 1}`]);
+                  eventsWritten += 2;
+              }
+              transactionsWritten++;
+            },
+          );
         } finally {
           await client.end();
         }

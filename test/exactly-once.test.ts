@@ -81,10 +81,7 @@ describe.each(availableServerVersions())('exactly-once apply across agent crashe
       const ha = await c.tableHash('a', 'public', table);
       expect(await c.tableHash('b', 'public', table)).toEqual(ha);
     }
-    const [count] = await c.query<{ n: number; distinct: number }>(
-      'b',
-      'SELECT count(*)::int AS n, count(DISTINCT seq)::int AS distinct FROM events',
-    );
+    const [count] = await c.query<{ n: number; distinct: number }>('b', 'SELECT count(*)::int AS n, count(DISTINCT seq)::int AS distinct FROM events');
     expect(count).toEqual({ n: written, distinct: written });
     expect(agentB.exits.filter((e) => e.signal === 'SIGKILL').length).toBeGreaterThanOrEqual(5);
 

@@ -37,7 +37,10 @@ describe.each(availableServerVersions())('large transactions on $label', ({ binD
     const [ha, hb] = await Promise.all([c.tableHash('a', 'public', 'big'), c.tableHash('b', 'public', 'big')]);
     expect(hb).toEqual(ha);
     // The batch with row 550 failed its plain INSERT; the transaction was applied again from its start.
-    const link = c.agents.get('b')?.status().find((l) => l.peer === 'a');
+    const link = c.agents
+      .get('b')
+      ?.status()
+      .find((l) => l.peer === 'a');
     expect(link?.reconnects).toBeGreaterThanOrEqual(1);
     expect(link?.transactionsApplied).toBeGreaterThanOrEqual(1);
     const logged = await c.query<{ t: string }>('b', `SELECT conflict_type || '/' || resolution AS t FROM pgbidi.conflicts WHERE table_name = 'big'`);

@@ -150,7 +150,15 @@ describe('peer slot readings (pure)', () => {
   it('leaves the headroom unknown when unlimited or lost, and a missing slot reads as inactive with no positions', () => {
     const lost = readingFromRow({ ...row, active: false, wal_status: 'lost', safe_wal_size: null, restart_lsn: null });
     expect(lost).toMatchObject({ active: false, walStatus: 'lost', safeWalSizeBytes: null, retainedWalBytes: null });
-    const missing = readingFromRow({ ...row, slot_name: null, active: null, confirmed_flush_lsn: null, restart_lsn: null, wal_status: null, safe_wal_size: null });
+    const missing = readingFromRow({
+      ...row,
+      slot_name: null,
+      active: null,
+      confirmed_flush_lsn: null,
+      restart_lsn: null,
+      wal_status: null,
+      safe_wal_size: null,
+    });
     expect(missing).toEqual({ applyLagBytes: null, active: false, retainedWalBytes: null, safeWalSizeBytes: null, walStatus: null });
   });
 });
@@ -249,7 +257,11 @@ describe.each(availableServerVersions())('metrics, exemplars and readiness on $l
     expect(lagBytes).toBeLessThan(16 * 1024 * 1024);
     expect(one(e, 'pgbidi_slot_active', slot)).toBe(1);
     expect(one(e, 'pgbidi_slot_retained_wal_bytes', slot)).toBeGreaterThanOrEqual(lagBytes);
-    expect(find(e, 'pgbidi_slot_wal_status', slot).map((s) => [s.labels['wal_status'], s.value]).sort()).toEqual([
+    expect(
+      find(e, 'pgbidi_slot_wal_status', slot)
+        .map((s) => [s.labels['wal_status'], s.value])
+        .sort(),
+    ).toEqual([
       ['extended', 0],
       ['lost', 0],
       ['reserved', 1],
@@ -307,7 +319,9 @@ describe.each(availableServerVersions())('metrics, exemplars and readiness on $l
     expect(res.text).toMatch(/^# TYPE pgbidi_transactions_applied counter$/m);
     expect(res.text).toMatch(/^pgbidi_transactions_applied_total\{peer="b"\} \d+/m);
     const exemplars = [
-      ...res.text.matchAll(/^pgbidi_transaction_(?:apply_duration|replication_delay)_seconds_bucket\{[^}]*peer="b"[^}]*\} \S+ # \{trace_id="([0-9a-f]{32})"\} \S+ \S+$/gm),
+      ...res.text.matchAll(
+        /^pgbidi_transaction_(?:apply_duration|replication_delay)_seconds_bucket\{[^}]*peer="b"[^}]*\} \S+ # \{trace_id="([0-9a-f]{32})"\} \S+ \S+$/gm,
+      ),
     ].map((m) => m[1] ?? '');
     expect(exemplars.length).toBeGreaterThan(0);
     await eventually('the exemplar traces exported', () => {

@@ -115,9 +115,7 @@ describe('PostgresServer startup failures', () => {
 
   it('fails fast with the server log when postgres cannot start', async () => {
     const started = Date.now();
-    const error: unknown = await PostgresServer.start({ binDir, settings: { no_such_setting: 1 } }).catch(
-      (e: unknown) => e,
-    );
+    const error: unknown = await PostgresServer.start({ binDir, settings: { no_such_setting: 1 } }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(PostgresServerError);
     expect((error as PostgresServerError).code).toBe('PG_START_FAILED');
     expect((error as PostgresServerError).message).toContain('no_such_setting');

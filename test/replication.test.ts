@@ -156,16 +156,23 @@ describe.each(availableServerVersions())('two-node replication on $label', ({ bi
     expect(applied()).toEqual(before);
     // Idle (only heartbeats flow): every slot is confirmed past what was written after the burst, so
     // no peer retains WAL for an idle link.
-    for (const [source, target] of [['a', 'b'], ['b', 'a']] as const) {
+    for (const [source, target] of [
+      ['a', 'b'],
+      ['b', 'a'],
+    ] as const) {
       const [now] = await c.query<{ lsn: string }>(source, 'SELECT pg_current_wal_lsn()::text AS lsn');
-      await eventually(`slot on ${source} confirmed past ${now?.lsn}`, async () => {
-        const [slot] = await c.query<{ ok: boolean }>(
-          source,
-          `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2`,
-          [now?.lsn, `pgbidi_${source}_to_${target}`],
-        );
-        return slot?.ok === true;
-      }, 15_000);
+      await eventually(
+        `slot on ${source} confirmed past ${now?.lsn}`,
+        async () => {
+          const [slot] = await c.query<{ ok: boolean }>(
+            source,
+            `SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots WHERE slot_name = $2`,
+            [now?.lsn, `pgbidi_${source}_to_${target}`],
+          );
+          return slot?.ok === true;
+        },
+        15_000,
+      );
     }
     for (const n of ['a', 'b']) {
       const s = c.agents.get(n)?.status()[0];

@@ -202,7 +202,13 @@ describe('Tracing with the real NodeSDK and an OTLP/HTTP JSON receiver', () => {
   it('ends the span of a failed transaction with an ERROR status and the SQLSTATE', async () => {
     const tracing = await Tracing.start({ env: receiverEnv(receiver, { OTEL_SERVICE_NAME: 'failing' }), node: 'b', version: 'test' });
     const t = fakeTransaction();
-    tracing.failed({ peer: 'a', begin: t.begin, startedAtMs: t.startedAtMs, failedAtMs: t.startedAtMs + 5, error: { message: 'duplicate key', code: '23505' } });
+    tracing.failed({
+      peer: 'a',
+      begin: t.begin,
+      startedAtMs: t.startedAtMs,
+      failedAtMs: t.startedAtMs + 5,
+      error: { message: 'duplicate key', code: '23505' },
+    });
     await tracing.shutdown();
     const got = receiver.spans().filter((s) => s.resource['service.name'] === 'failing');
     expect(got).toHaveLength(1);
@@ -308,7 +314,9 @@ describe('traces of replicated transactions (PostgreSQL 18)', () => {
     const res = await fetch(`http://${agent.httpAddress}/metrics`, { headers: { accept: 'application/openmetrics-text; version=1.0.0' } });
     expect(res.headers.get('content-type')).toContain('application/openmetrics-text');
     const text = await res.text();
-    const exemplarIds = [...text.matchAll(/^pgbidi_transaction_apply_duration_seconds_bucket\{[^}]*peer="a"[^}]*\} \S+ # \{trace_id="([0-9a-f]{32})"\}/gm)].map((m) => m[1]);
+    const exemplarIds = [...text.matchAll(/^pgbidi_transaction_apply_duration_seconds_bucket\{[^}]*peer="a"[^}]*\} \S+ # \{trace_id="([0-9a-f]{32})"\}/gm)].map(
+      (m) => m[1],
+    );
     expect(exemplarIds.length).toBeGreaterThan(0);
     const exported = new Set(spans.map((s) => s.span.traceId));
     for (const id of exemplarIds) expect(exported.has(id ?? '')).toBe(true);

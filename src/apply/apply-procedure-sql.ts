@@ -104,8 +104,16 @@ function body(...code: Code[]): Body {
 }
 
 function render(code: Code, depth = 0): string {
-  if (typeof code === 'string') return code.split('\n').map((l) => `${'  '.repeat(depth)}${l}`).join('\n');
-  if (Array.isArray(code)) return (code as readonly Code[]).map((c) => render(c, depth)).filter((l) => l !== '').join('\n');
+  if (typeof code === 'string')
+    return code
+      .split('\n')
+      .map((l) => `${'  '.repeat(depth)}${l}`)
+      .join('\n');
+  if (Array.isArray(code))
+    return (code as readonly Code[])
+      .map((c) => render(c, depth))
+      .filter((l) => l !== '')
+      .join('\n');
   return render((code as Body).body, depth + 1);
 }
 
@@ -371,15 +379,7 @@ function insertBlock(sql: ShapeSql): Code {
  * After MAX_ATTEMPTS the step is handed back: the transaction rolls back and the CALL returns.
  */
 function slowPath(decide: Code): Code {
-  return [
-    `${V}.tries := 0;`,
-    'LOOP',
-    body(retryGuard(), decide),
-    'END LOOP;',
-    `IF ${P}.stop_step <> 0 THEN`,
-    body('ROLLBACK;', 'RETURN;'),
-    'END IF;',
-  ];
+  return [`${V}.tries := 0;`, 'LOOP', body(retryGuard(), decide), 'END LOOP;', `IF ${P}.stop_step <> 0 THEN`, body('ROLLBACK;', 'RETURN;'), 'END IF;'];
 }
 
 /** What an update or delete does with a key that is not here (update: re-create it, or not). */

@@ -129,14 +129,17 @@ export class ApplySession {
     // PostgreSQL 18 advances the session's origin also when the transaction aborts after
     // pg_replication_origin_xact_setup (measured: 18.4 moves it, 15.18 does not), so a COMMIT that
     // fails there would count a transaction as applied that was rolled back.
-    const [constraints, setup, commit] = this.corked(() => [
-      this.pg.query('SET CONSTRAINTS ALL IMMEDIATE'),
-      this.pg.query<{ xid: string | null }>(
-        'SELECT pg_current_xact_id_if_assigned()::text AS xid, pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)',
-        [formatLsn(endLsn), commitTimestamp],
-      ),
-      this.pg.query('COMMIT'),
-    ] as const);
+    const [constraints, setup, commit] = this.corked(
+      () =>
+        [
+          this.pg.query('SET CONSTRAINTS ALL IMMEDIATE'),
+          this.pg.query<{ xid: string | null }>(
+            'SELECT pg_current_xact_id_if_assigned()::text AS xid, pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)',
+            [formatLsn(endLsn), commitTimestamp],
+          ),
+          this.pg.query('COMMIT'),
+        ] as const,
+    );
     // Observed below; an earlier failure must not leave the later ones unhandled.
     setup.catch(() => undefined);
     commit.catch(() => undefined);

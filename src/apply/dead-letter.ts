@@ -20,9 +20,7 @@ function store(t: Tuple | null): StoredValue[] | null {
 }
 
 function load(t: readonly StoredValue[] | null): TupleValue[] | null {
-  return t
-    ? t.map((v) => (v === null || typeof v === 'string' ? v : 'unchanged' in v ? UNCHANGED_TOAST : Buffer.from(v.base64, 'base64')))
-    : null;
+  return t ? t.map((v) => (v === null || typeof v === 'string' ? v : 'unchanged' in v ? UNCHANGED_TOAST : Buffer.from(v.base64, 'base64'))) : null;
 }
 
 export function storeChange(relation: RelationMessage, change: Exclude<ChangeMessage, { tag: 'truncate' }>): StoredChange {

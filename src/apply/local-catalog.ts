@@ -23,7 +23,10 @@ export interface LocalTable {
 
 export class UnknownTableError extends Error {
   readonly code = 'PGBIDI_UNKNOWN_TABLE';
-  constructor(readonly schema: string, readonly table: string) {
+  constructor(
+    readonly schema: string,
+    readonly table: string,
+  ) {
     super(`table ${schema}.${table} does not exist on this node`);
     this.name = 'UnknownTableError';
   }
@@ -47,15 +50,10 @@ SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
  ORDER BY a.attnum`;
 
 export async function loadLocalTable(client: ClientBase, schema: string, name: string): Promise<LocalTable> {
-  const t = await client.query<{ oid: number; replident: LocalTable['replicaIdentity']; pk: string[] }>(TABLE_SQL, [
-    schema,
-    name,
-  ]);
+  const t = await client.query<{ oid: number; replident: LocalTable['replicaIdentity']; pk: string[] }>(TABLE_SQL, [schema, name]);
   const row = t.rows[0];
   if (!row) throw new UnknownTableError(schema, name);
-  const cols = await client.query<{ name: string; type: string; identity: string; generated: boolean }>(COLUMNS_SQL, [
-    row.oid,
-  ]);
+  const cols = await client.query<{ name: string; type: string; identity: string; generated: boolean }>(COLUMNS_SQL, [row.oid]);
   const columns = new Map<string, LocalColumn>();
   for (const c of cols.rows) {
     columns.set(c.name, {

@@ -173,7 +173,13 @@ export class ProcedureApplier {
   }
 
   private outcomes(group: EncodedGroup, done: number, events: readonly number[], commits: readonly number[]): TransactionOutcome[] {
-    if (events.length === 0) return this.tally(group, done, () => NO_EVENTS, (i) => commits[i] ?? null);
+    if (events.length === 0)
+      return this.tally(
+        group,
+        done,
+        () => NO_EVENTS,
+        (i) => commits[i] ?? null,
+      );
     const byStep = new Map<number, { type: ConflictRecord['type']; resolution: ConflictRecord['resolution'] }[]>();
     for (const code of events) {
       const e = decodeEvent(code);
@@ -181,7 +187,12 @@ export class ProcedureApplier {
       if (!list) byStep.set(e.step, (list = []));
       list.push(e);
     }
-    return this.tally(group, done, (step) => byStep.get(step) ?? [], (i) => commits[i] ?? null);
+    return this.tally(
+      group,
+      done,
+      (step) => byStep.get(step) ?? [],
+      (i) => commits[i] ?? null,
+    );
   }
 
   /** One outcome per transaction of the first `done`, from the events of each step (1-based). */
@@ -211,7 +222,15 @@ export class ProcedureApplier {
           conflicts ??= [];
           const remoteCommitTimestamp = formatPgTimestamp(txn.commit.commitTime);
           for (const e of evs) {
-            conflicts.push({ type: e.type, resolution: e.resolution, schema: shape.mapping.local.schema, table: shape.mapping.local.name, key: encoded.key, remoteCommitTimestamp, remoteNode: this.options.peer });
+            conflicts.push({
+              type: e.type,
+              resolution: e.resolution,
+              schema: shape.mapping.local.schema,
+              table: shape.mapping.local.name,
+              key: encoded.key,
+              remoteCommitTimestamp,
+              remoteNode: this.options.peer,
+            });
           }
         }
         if (!tables.includes(shape.table)) tables.push(shape.table);
@@ -233,7 +252,13 @@ export class ProcedureApplier {
     while (done < group.txns.length && (group.txns[done] as RemoteTransaction).commit.endLsn <= progress) done++;
     if (done === 0) return [];
     const lsns = group.txns.slice(0, done).map((t) => formatLsn(t.commit.commitLsn));
-    const r = await this.session.pg.query<{ lsn: string; type: ConflictRecord['type']; resolution: ConflictRecord['resolution']; tbl: string; key: (string | null)[] }>(
+    const r = await this.session.pg.query<{
+      lsn: string;
+      type: ConflictRecord['type'];
+      resolution: ConflictRecord['resolution'];
+      tbl: string;
+      key: (string | null)[];
+    }>(
       `SELECT remote_commit_lsn::text AS lsn, conflict_type AS type, resolution, table_schema || '.' || table_name AS tbl, key
          FROM ${METADATA_SCHEMA}.conflicts
         WHERE logged_at > now() - interval '1 hour' AND peer = $1 AND remote_commit_lsn = ANY($2::pg_lsn[])`,

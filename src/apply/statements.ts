@@ -127,7 +127,8 @@ function rowKey(m: TableMapping, alias: string): string {
 function overwriteGuard(rule: OverwriteRule, alias: string, v: { ts: string; node: string }, merged?: Merged): string {
   switch (rule) {
     case 'remote_newer':
-      if (merged) return `${METADATA_SCHEMA}.row_remote_wins(${merged.table}, ${rowKey(merged.m, alias)}, ${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text)`;
+      if (merged)
+        return `${METADATA_SCHEMA}.row_remote_wins(${merged.table}, ${rowKey(merged.m, alias)}, ${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text)`;
       return remoteWins(alias, v);
     case 'remote_older':
       return `(${alias}.xmin = pg_current_xact_id()::xid OR ${METADATA_SCHEMA}.remote_older(${alias}.xmin, ${v.ts}::timestamptz, ${v.node}::text))`;
@@ -143,8 +144,7 @@ function overwriteGuard(rule: OverwriteRule, alias: string, v: { ts: string; nod
 /** A tombstone for the key that is newer than the remote change: the delete wins. */
 function newerTombstone(tableParam: string, keyExpr: string, v: { ts: string; node: string }): string {
   return (
-    `EXISTS (SELECT 1 FROM ${METADATA_SCHEMA}.tombstones tb WHERE tb.table_name = ${tableParam} ` +
-    `AND tb.key = ${keyExpr} AND NOT ${remoteWins('tb', v)})`
+    `EXISTS (SELECT 1 FROM ${METADATA_SCHEMA}.tombstones tb WHERE tb.table_name = ${tableParam} ` + `AND tb.key = ${keyExpr} AND NOT ${remoteWins('tb', v)})`
   );
 }
 
@@ -190,10 +190,16 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   const names = cols.map((c) => quoteIdent(c.name)).join(', ');
   const overriding = cols.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
   const target = qualifiedName(m.local.schema, m.local.name);
-  const x = inputRows(p, cols.map((c) => ({ alias: c.name, values: column(rows, c) })));
+  const x = inputRows(
+    p,
+    cols.map((c) => ({ alias: c.name, values: column(rows, c) })),
+  );
   const select = `SELECT ${cols.map((c) => castAs(c, c.name)).join(', ')} FROM x`;
   if (m.key.length === 0) {
-    return { text: `WITH ${x}, ins AS (INSERT INTO ${target} (${names})${overriding} ${select} RETURNING 1) SELECT count(*)::int AS n FROM ins`, values: p.values };
+    return {
+      text: `WITH ${x}, ins AS (INSERT INTO ${target} (${names})${overriding} ${select} RETURNING 1) SELECT count(*)::int AS n FROM ins`,
+      values: p.values,
+    };
   }
   const rules = version.rules ?? LAST_UPDATE_WINS;
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
@@ -235,7 +241,10 @@ export function insertRowsFast(m: TableMapping, rows: readonly Row[]): Statement
   const cols = m.columns;
   const names = cols.map((c) => quoteIdent(c.name)).join(', ');
   const overriding = cols.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
-  const x = inputRows(p, cols.map((c) => ({ alias: c.name, values: column(rows, c) })));
+  const x = inputRows(
+    p,
+    cols.map((c) => ({ alias: c.name, values: column(rows, c) })),
+  );
   const table = p.add(qualified(m));
   return {
     text:
@@ -306,8 +315,7 @@ export function updateRows(
   const overriding = m.columns.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const newKey = tombstoneKey(m, newKeyAliases);
-  const recreate =
-    rules.recreate === 'never' ? 'false' : rules.recreate === 'always' ? 'true' : `NOT ${newerTombstone(tableParam, newKey, v)}`;
+  const recreate = rules.recreate === 'never' ? 'false' : rules.recreate === 'always' ? 'true' : `NOT ${newerTombstone(tableParam, newKey, v)}`;
   // A merge that kept newer local columns: the row's version stays the local one (row_versions).
   const keep =
     deltas.length > 0

@@ -50,7 +50,14 @@ export class ShapeRegistry {
   private nextShapeId = 1;
   generation = 0;
 
-  shape(mapping: TableMapping, kind: StepKind, carried: readonly MappedColumn[], sent: readonly MappedColumn[], complete: boolean, policy: ShapePolicy): StepShape {
+  shape(
+    mapping: TableMapping,
+    kind: StepKind,
+    carried: readonly MappedColumn[],
+    sent: readonly MappedColumn[],
+    complete: boolean,
+    policy: ShapePolicy,
+  ): StepShape {
     let mid = this.mappingIds.get(mapping);
     if (mid === undefined) {
       mid = this.nextMappingId++;
@@ -63,7 +70,17 @@ export class ShapeRegistry {
       : `${mid}|${kind}|${carried.map((c) => c.index).join(',')}|${sent.map((c) => c.index).join(',')}|${complete}`;
     let s = this.bySignature.get(signature);
     if (!s) {
-      s = { id: this.nextShapeId++, kind, mapping, table: `${mapping.local.schema}.${mapping.local.name}`, carried, sent, complete, rules: policy.rules, losing: policy.losing };
+      s = {
+        id: this.nextShapeId++,
+        kind,
+        mapping,
+        table: `${mapping.local.schema}.${mapping.local.name}`,
+        carried,
+        sent,
+        complete,
+        rules: policy.rules,
+        losing: policy.losing,
+      };
       this.bySignature.set(signature, s);
       this.generation++;
     }
@@ -195,9 +212,7 @@ export function encodeGroup(
       encoded.push(e);
     }
     if (!eligible) break;
-    const locks: KeyLock[] = options.locks
-      ? lockOrder(encoded.map((e) => keyLock(e.shape.table, e.key)))
-      : [];
+    const locks: KeyLock[] = options.locks ? lockOrder(encoded.map((e) => keyLock(e.shape.table, e.key))) : [];
     const count = locks.length + encoded.length;
     if (taken.length > 0 && steps.length + count > options.maxSteps) break;
     const index = taken.length;

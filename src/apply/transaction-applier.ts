@@ -177,10 +177,16 @@ export class TransactionApplier {
    * whole transaction again without the fast path. `prepared` comes from prepare() for the same
    * changes and options.
    */
-  async apply(changes: readonly ChangeMessage[], version: RemoteVersion, options: BatchOptions = {}, prepared: PreparedBatch | null = null): Promise<BatchOutcome> {
+  async apply(
+    changes: readonly ChangeMessage[],
+    version: RemoteVersion,
+    options: BatchOptions = {},
+    prepared: PreparedBatch | null = null,
+  ): Promise<BatchOutcome> {
     const first = options.firstInTransaction === true;
     const allowed = fastAllowed(options);
-    let batch = prepared !== null && prepared.firstInTransaction === first && prepared.fastAllowed === (allowed && this.fastPathKnown === true) ? prepared : null;
+    let batch =
+      prepared !== null && prepared.firstInTransaction === first && prepared.fastAllowed === (allowed && this.fastPathKnown === true) ? prepared : null;
     // Built before a fast-path attempt on one of its tables failed: not again for now.
     if (batch && [...batch.fast].some((r) => !this.fastPathOpen(r.mapping))) {
       batch = this.build(batch.runs, version, first, false);
@@ -484,12 +490,7 @@ export class TransactionApplier {
    * run of the batch also touches are left alone: running them again would reorder the changes.
    * Results replace the first ones in `unwritten`.
    */
-  private async recheck(
-    runs: readonly Run[],
-    unwritten: Map<Run, Record<string, unknown>[]>,
-    version: RemoteVersion,
-    out: BatchOutcome,
-  ): Promise<void> {
+  private async recheck(runs: readonly Run[], unwritten: Map<Run, Record<string, unknown>[]>, version: RemoteVersion, out: BatchOutcome): Promise<void> {
     const candidates = runs.some(
       (run) => (run.kind === 'update' || run.kind === 'delete') && run.signature !== KEY_CHANGE && (unwritten.get(run)?.length ?? 0) > 0,
     );
@@ -503,7 +504,13 @@ export class TransactionApplier {
       for (const k of run.oldKeys) touch(run.mapping, k);
       if (run.kind === 'insert' && run.mapping.key.length) for (const r of run.rows) touch(run.mapping, keyOf(run.mapping, r));
     }
-    const again: { run: Run; ords: number[]; sub: Run; main: Promise<{ rows: Record<string, unknown>[] }>; undo: Promise<{ rows: Record<string, unknown>[] }> | null }[] = [];
+    const again: {
+      run: Run;
+      ords: number[];
+      sub: Run;
+      main: Promise<{ rows: Record<string, unknown>[] }>;
+      undo: Promise<{ rows: Record<string, unknown>[] }> | null;
+    }[] = [];
     for (const run of runs) {
       if ((run.kind !== 'update' && run.kind !== 'delete') || run.signature === KEY_CHANGE) continue;
       const ords = (unwritten.get(run) ?? [])
@@ -527,7 +534,14 @@ export class TransactionApplier {
       unwritten.set(a.run, [...kept, ...second]);
       if (a.undo) {
         const undone = (await a.undo).rows;
-        this.accountUndone(a.sub.mapping, a.sub.oldKeys, a.sub.oldKeys.map(() => 'update'), undone, version, out);
+        this.accountUndone(
+          a.sub.mapping,
+          a.sub.oldKeys,
+          a.sub.oldKeys.map(() => 'update'),
+          undone,
+          version,
+          out,
+        );
       }
     }
   }
@@ -660,13 +674,7 @@ function tableName(m: TableMapping): string {
   return `${m.local.schema}.${m.local.name}`;
 }
 
-function newRun(
-  mapping: TableMapping,
-  kind: Run['kind'],
-  signature: string,
-  setColumns: readonly MappedColumn[],
-  changes: ChangeMessage[],
-): Run {
+function newRun(mapping: TableMapping, kind: Run['kind'], signature: string, setColumns: readonly MappedColumn[], changes: ChangeMessage[]): Run {
   return { mapping, kind, signature, rows: [], fullRows: [], oldRows: [], oldKeys: [], keySet: new Set(), setColumns, changes };
 }
 
@@ -715,9 +723,7 @@ function fullRow(change: UpdateMessage): Row | null {
 function describe(m: TableMapping, change: Exclude<ChangeMessage, { tag: 'truncate' }>): Step {
   const tuple = change.tag === 'delete' ? change.oldTuple : change.newTuple;
   if (tuple.length !== m.remoteColumnCount) {
-    throw new SchemaMismatchError(
-      `${tableName(m)}: tuple has ${tuple.length} columns, the Relation message announced ${m.remoteColumnCount}`,
-    );
+    throw new SchemaMismatchError(`${tableName(m)}: tuple has ${tuple.length} columns, the Relation message announced ${m.remoteColumnCount}`);
   }
   if (m.key.length === 0) {
     // Identified by the full row (REPLICA IDENTITY FULL, no primary key).
@@ -733,9 +739,7 @@ function describe(m: TableMapping, change: Exclude<ChangeMessage, { tag: 'trunca
       const newKey = keyOf(m, change.newTuple);
       const oldKey = change.oldTuple ? keyOf(m, change.oldTuple) : newKey;
       const keyChanged = JSON.stringify(oldKey) !== JSON.stringify(newKey);
-      const setColumns = m.columns.filter(
-        (c) => change.newTuple[c.index] !== UNCHANGED_TOAST && !c.identityAlways && (keyChanged || !c.isKey),
-      );
+      const setColumns = m.columns.filter((c) => change.newTuple[c.index] !== UNCHANGED_TOAST && !c.identityAlways && (keyChanged || !c.isKey));
       // Key changes run one row at a time: the new key may collide with another row of the batch.
       const signature = keyChanged ? KEY_CHANGE : `update:${setColumns.map((c) => c.index).join(',')}`;
       return { kind: 'update', signature, row: change.newTuple, fullRow: fullRow(change), key: oldKey, setColumns };

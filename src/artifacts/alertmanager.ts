@@ -20,7 +20,13 @@ export interface InhibitRule {
 
 /** Alert names each inhibitor silences, from the rule definitions. */
 export function inhibitedAlerts(inhibitor: Inhibitor, config: ArtifactConfig = defaultConfig): string[] {
-  return [...new Set(alertSpecs({ config }).filter((s) => s.inhibitedBy.includes(inhibitor)).map((s) => s.rule.alert))];
+  return [
+    ...new Set(
+      alertSpecs({ config })
+        .filter((s) => s.inhibitedBy.includes(inhibitor))
+        .map((s) => s.rule.alert),
+    ),
+  ];
 }
 
 export function alertmanagerConfig(config: ArtifactConfig = defaultConfig): object {

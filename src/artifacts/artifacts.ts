@@ -45,6 +45,14 @@ export function renderArtifacts(config: ArtifactConfig = defaultConfig): Map<str
     ...boards.map((d): [string, object] => [`grafana-dashboard-${d.name}.yaml`, dashboardConfigMap(d, config)]),
   ];
   for (const [file, obj] of k8s) out.set(`${PATHS.kubernetes}/${file}`, renderYaml(obj));
-  out.set(`${PATHS.kubernetes}/kustomization.yaml`, renderYaml(kustomization(k8s.map(([f]) => f), config)));
+  out.set(
+    `${PATHS.kubernetes}/kustomization.yaml`,
+    renderYaml(
+      kustomization(
+        k8s.map(([f]) => f),
+        config,
+      ),
+    ),
+  );
   return out;
 }

@@ -268,10 +268,13 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'timeseries',
             title: 'Changes filtered by reason',
-            description: 'Row changes received but not applied, per second; reason "origin" means the change came back from the node that made it (loop prevention).',
+            description:
+              'Row changes received but not applied, per second; reason "origin" means the change came back from the node that made it (loop prevention).',
             unit: 'ops',
             links: toLink,
-            targets: [{ expr: withNode(`sum ${by([...LINK, 'reason'])} (rate(${q.m('pgbidi_changes_filtered_total')}${RATE}))`), legend: `${LINK_LEGEND} {{reason}}` }],
+            targets: [
+              { expr: withNode(`sum ${by([...LINK, 'reason'])} (rate(${q.m('pgbidi_changes_filtered_total')}${RATE}))`), legend: `${LINK_LEGEND} {{reason}}` },
+            ],
           },
           {
             kind: 'timeseries',
@@ -314,7 +317,8 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'timeseries',
             title: 'Apply errors by kind',
-            description: 'Failed apply attempts per second, by kind (connection, unique_violation, schema, timeout, serialization, other). Each one rolls back and reconnects.',
+            description:
+              'Failed apply attempts per second, by kind (connection, unique_violation, schema, timeout, serialization, other). Each one rolls back and reconnects.',
             unit: 'cps',
             width: 8,
             targets: [{ expr: `sum by (kind) (rate(${q.m('pgbidi_apply_errors_total')}${RATE}))`, legend: '{{kind}}' }],
@@ -322,7 +326,8 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'timeseries',
             title: 'Dead letters',
-            description: 'Changes diverted to the dead-letter table per second, by reason (the nodes differ for those rows), and rows still pending on each node.',
+            description:
+              'Changes diverted to the dead-letter table per second, by reason (the nodes differ for those rows), and rows still pending on each node.',
             unit: 'short',
             width: 8,
             targets: [
@@ -338,7 +343,8 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'timeseries',
             title: 'WAL retained by our slots',
-            description: "WAL each peer keeps for this node's slot (peer's current WAL position minus the slot's restart_lsn). Dashed line: the alert threshold.",
+            description:
+              "WAL each peer keeps for this node's slot (peer's current WAL position minus the slot's restart_lsn). Dashed line: the alert threshold.",
             unit: 'bytes',
             width: 8,
             thresholds: [{ value: a.slotWalRetention.warningBytes, color: 'orange' }],
@@ -348,7 +354,8 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'timeseries',
             title: 'Safe WAL size',
-            description: 'WAL each peer can still write before max_slot_wal_keep_size invalidates our slot; no series when the limit is unlimited. Dashed line: the alert threshold.',
+            description:
+              'WAL each peer can still write before max_slot_wal_keep_size invalidates our slot; no series when the limit is unlimited. Dashed line: the alert threshold.',
             unit: 'bytes',
             width: 8,
             thresholds: [{ value: a.slotInvalidationRisk.safeWalBytes, color: 'red' }],
@@ -358,11 +365,14 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'state-timeline',
             title: 'Slot WAL status',
-            description: 'pg_replication_slots.wal_status of each of our slots: reserved, extended (beyond max_wal_size), unreserved (about to lose WAL), lost.',
+            description:
+              'pg_replication_slots.wal_status of each of our slots: reserved, extended (beyond max_wal_size), unreserved (about to lose WAL), lost.',
             unit: 'none',
             width: 8,
             mappings: stateMappings(LABEL_VALUES.walStatus),
-            targets: [{ expr: withNode(stateIndex('pgbidi_slot_wal_status', 'wal_status', LABEL_VALUES.walStatus, [...LINK, 'slot'])), legend: '{{slot}} on {{peer}}' }],
+            targets: [
+              { expr: withNode(stateIndex('pgbidi_slot_wal_status', 'wal_status', LABEL_VALUES.walStatus, [...LINK, 'slot'])), legend: '{{slot}} on {{peer}}' },
+            ],
           },
           {
             kind: 'state-timeline',
@@ -387,7 +397,8 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'timeseries',
             title: 'Failed reads of peer slot state',
-            description: 'Failed reads, per second, of a peer WAL position and slot state at scrape time; while failing, the slot panels show the last values read.',
+            description:
+              'Failed reads, per second, of a peer WAL position and slot state at scrape time; while failing, the slot panels show the last values read.',
             unit: 'cps',
             targets: [{ expr: withNode(`sum ${by(LINK)} (rate(${q.m('pgbidi_scrape_errors_total')}${RATE}))`), legend: '{{peer}} read by {{node}}' }],
           },
@@ -419,7 +430,8 @@ export function overviewDashboard(config: ArtifactConfig = defaultConfig): JsonO
           {
             kind: 'timeseries',
             title: 'Tombstones',
-            description: 'Deleted keys each node keeps for conflict resolution; they are purged once every link has applied past them, so steady growth means a link is not advancing.',
+            description:
+              'Deleted keys each node keeps for conflict resolution; they are purged once every link has applied past them, so steady growth means a link is not advancing.',
             unit: 'short',
             width: 8,
             targets: [{ expr: withNode(q.m('pgbidi_tombstones')), legend: '{{node}}' }],
@@ -482,7 +494,8 @@ export function linkDashboard(config: ArtifactConfig = defaultConfig): JsonObjec
   const spec: DashboardSpec = {
     uid: `${config.dashboards.uidPrefix}-link`,
     title: `${config.dashboards.titlePrefix} / Link`,
-    description: 'One link (the changes of the selected peer, applied by the selected agents): latency with exemplars, backpressure, reconnects, conflicts per table, the slot on the peer.',
+    description:
+      'One link (the changes of the selected peer, applied by the selected agents): latency with exemplars, backpressure, reconnects, conflicts per table, the slot on the peer.',
     tags: config.dashboards.tags,
     refresh: config.dashboards.refresh,
     timeFrom: config.dashboards.timeFrom,
@@ -534,7 +547,8 @@ export function linkDashboard(config: ArtifactConfig = defaultConfig): JsonObjec
           {
             kind: 'stat',
             title: 'Time since last applied commit',
-            description: 'Now minus the peer commit time of the last transaction applied from this peer (grows while the peer is idle; compare with heartbeat age).',
+            description:
+              'Now minus the peer commit time of the last transaction applied from this peer (grows while the peer is idle; compare with heartbeat age).',
             unit: 's',
             width: 6,
             height: 4,
@@ -543,7 +557,8 @@ export function linkDashboard(config: ArtifactConfig = defaultConfig): JsonObjec
           {
             kind: 'timeseries',
             title: 'Reconnects',
-            description: 'Reconnect attempts after a failure, per rate interval. Steady attempts with the link down: the peer is unreachable; bursts between streaming periods: the link is flapping.',
+            description:
+              'Reconnect attempts after a failure, per rate interval. Steady attempts with the link down: the peer is unreachable; bursts between streaming periods: the link is flapping.',
             unit: 'short',
             targets: [{ expr: withNode(`sum ${by(LINK)} (increase(${q.m('pgbidi_link_reconnects_total')}${RATE}))`), legend: LINK_LEGEND }],
           },
@@ -673,7 +688,8 @@ export function linkDashboard(config: ArtifactConfig = defaultConfig): JsonObjec
           {
             kind: 'timeseries',
             title: 'WAL retained and safe WAL size',
-            description: 'WAL the peer keeps for our slot, and how much more it can write before max_slot_wal_keep_size invalidates the slot (absent when unlimited).',
+            description:
+              'WAL the peer keeps for our slot, and how much more it can write before max_slot_wal_keep_size invalidates the slot (absent when unlimited).',
             unit: 'bytes',
             targets: [
               { expr: withNode(q.m('pgbidi_slot_retained_wal_bytes')), legend: 'retained {{slot}}' },

@@ -72,7 +72,9 @@ async function main(argv: readonly string[]): Promise<number> {
     return drift.length ? 1 : 0;
   }
   const written = await writeArtifacts(root, files);
-  process.stdout.write(`${files.size} artifacts under ${relative(process.cwd(), root) || '.'}: ${written.length} written, ${files.size - written.length} unchanged\n`);
+  process.stdout.write(
+    `${files.size} artifacts under ${relative(process.cwd(), root) || '.'}: ${written.length} written, ${files.size - written.length} unchanged\n`,
+  );
   for (const w of written) process.stdout.write(`  ${w}\n`);
   const extra = (await findDrift(root, files)).filter((d) => d.problem === 'not generated');
   for (const d of extra) process.stderr.write(`warning: ${d.path} is not generated any more; delete it if it is stale\n`);

@@ -140,38 +140,67 @@ export function alertSpecs(options: RulesOptions = {}): AlertSpec[] {
   const linkName = 'from {{ $labels.peer }} to {{ $labels.instance }}';
 
   // Agent
-  alert('PgbidiAgentDown', 'critical', `up{${config.ruleSelector}} == 0`, a.agentDown.for, {
-    summary: 'pgbidi agent {{ $labels.instance }} is down.',
-    description: (f) =>
-      `Prometheus has not been able to scrape the pgbidi agent {{ $labels.instance }} (job {{ $labels.job }})${f}. ` +
-      'While it is down no peer changes are applied on its node, and every peer keeps WAL for its slot.',
-  }, []);
-  alert('PgbidiAgentAbsent', 'critical', `absent(up{${config.ruleSelector}})`, a.agentAbsent.for, {
-    summary: 'No pgbidi agent is being scraped.',
-    description: (f) =>
-      `Prometheus has had no scrape target matching ${config.ruleSelector}${f}: the agents were removed, ` +
-      'or the scrape configuration (ServiceMonitor, static_configs) no longer finds them. Nothing about replication is being watched.',
-  }, []);
+  alert(
+    'PgbidiAgentDown',
+    'critical',
+    `up{${config.ruleSelector}} == 0`,
+    a.agentDown.for,
+    {
+      summary: 'pgbidi agent {{ $labels.instance }} is down.',
+      description: (f) =>
+        `Prometheus has not been able to scrape the pgbidi agent {{ $labels.instance }} (job {{ $labels.job }})${f}. ` +
+        'While it is down no peer changes are applied on its node, and every peer keeps WAL for its slot.',
+    },
+    [],
+  );
+  alert(
+    'PgbidiAgentAbsent',
+    'critical',
+    `absent(up{${config.ruleSelector}})`,
+    a.agentAbsent.for,
+    {
+      summary: 'No pgbidi agent is being scraped.',
+      description: (f) =>
+        `Prometheus has had no scrape target matching ${config.ruleSelector}${f}: the agents were removed, ` +
+        'or the scrape configuration (ServiceMonitor, static_configs) no longer finds them. Nothing about replication is being watched.',
+    },
+    [],
+  );
 
   // Link
-  alert('PgbidiLinkDisconnected', 'critical', `${s.m('pgbidi_link_connected')} == 0`, a.linkDisconnected.for, {
-    summary: `The link ${linkName} is not streaming.`,
-    description: (f) =>
-      `The agent {{ $labels.instance }} has not streamed changes from peer {{ $labels.peer }}${f} ` +
-      '(it is connecting, backing off after a failure, or stopped). Changes made on {{ $labels.peer }} do not reach this node meanwhile, ' +
-      'and {{ $labels.peer }} keeps WAL for the slot.',
-  }, ['agent-down']);
+  alert(
+    'PgbidiLinkDisconnected',
+    'critical',
+    `${s.m('pgbidi_link_connected')} == 0`,
+    a.linkDisconnected.for,
+    {
+      summary: `The link ${linkName} is not streaming.`,
+      description: (f) =>
+        `The agent {{ $labels.instance }} has not streamed changes from peer {{ $labels.peer }}${f} ` +
+        '(it is connecting, backing off after a failure, or stopped). Changes made on {{ $labels.peer }} do not reach this node meanwhile, ' +
+        'and {{ $labels.peer }} keeps WAL for the slot.',
+    },
+    ['agent-down'],
+  );
 
   for (const [severity, threshold, forDuration] of [
     ['warning', a.replicationLag.warningSeconds, a.replicationLag.warningFor],
     ['critical', a.replicationLag.criticalSeconds, a.replicationLag.criticalFor],
   ] as const) {
-    alert('PgbidiReplicationLagHigh', severity, `${s.m('pgbidi_replication_lag_seconds')} > ${num(threshold)}`, forDuration, {
-      summary: `Replication ${linkName} is behind.`,
-      description: (f) =>
-        'The oldest change from {{ $labels.peer }} that {{ $labels.instance }} has received but not applied was committed ' +
-        `{{ $value | humanizeDuration }} ago (threshold ${num(threshold)} s${f}). Writes on the two nodes can conflict for that long.`,
-    }, ['agent-down', 'link-disconnected'], a.replicationLag.keepFiringFor);
+    alert(
+      'PgbidiReplicationLagHigh',
+      severity,
+      `${s.m('pgbidi_replication_lag_seconds')} > ${num(threshold)}`,
+      forDuration,
+      {
+        summary: `Replication ${linkName} is behind.`,
+        description: (f) =>
+          'The oldest change from {{ $labels.peer }} that {{ $labels.instance }} has received but not applied was committed ' +
+          `{{ $value | humanizeDuration }} ago (threshold ${num(threshold)} s${f}). Writes on the two nodes can conflict for that long.`,
+      },
+      ['agent-down', 'link-disconnected'],
+      a.replicationLag.keepFiringFor,
+    );
   }
 
   for (const [severity, threshold, forDuration] of [
@@ -218,12 +247,19 @@ export function alertSpecs(options: RulesOptions = {}): AlertSpec[] {
   );
 
   // Slots on the peers
-  alert('PgbidiSlotInactive', 'warning', `${s.m('pgbidi_slot_active')} == 0`, a.slotInactive.for, {
-    summary: 'Replication slot {{ $labels.slot }} on {{ $labels.peer }} is inactive.',
-    description: (f) =>
-      `No walsender has streamed slot {{ $labels.slot }} on {{ $labels.peer }}${f}. ` +
-      '{{ $labels.peer }} keeps all WAL from the slot restart_lsn on; its disk fills until the link from it resumes.',
-  }, ['agent-down', 'link-disconnected']);
+  alert(
+    'PgbidiSlotInactive',
+    'warning',
+    `${s.m('pgbidi_slot_active')} == 0`,
+    a.slotInactive.for,
+    {
+      summary: 'Replication slot {{ $labels.slot }} on {{ $labels.peer }} is inactive.',
+      description: (f) =>
+        `No walsender has streamed slot {{ $labels.slot }} on {{ $labels.peer }}${f}. ` +
+        '{{ $labels.peer }} keeps all WAL from the slot restart_lsn on; its disk fills until the link from it resumes.',
+    },
+    ['agent-down', 'link-disconnected'],
+  );
   alert(
     'PgbidiSlotWalRetentionHigh',
     'warning',
@@ -265,12 +301,19 @@ export function alertSpecs(options: RulesOptions = {}): AlertSpec[] {
     },
     [],
   );
-  alert('PgbidiSlotLost', 'critical', `${s.m('pgbidi_slot_wal_status', 'wal_status="lost"')} == 1`, a.slotLost.for, {
-    summary: 'Slot {{ $labels.slot }} on {{ $labels.peer }} is lost.',
-    description: (f) =>
-      `The WAL that slot {{ $labels.slot }} on {{ $labels.peer }} needs has been removed${f}. ` +
-      'The link from {{ $labels.peer }} to {{ $labels.instance }} cannot continue; changes made on {{ $labels.peer }} since the slot fell behind are missing here.',
-  }, []);
+  alert(
+    'PgbidiSlotLost',
+    'critical',
+    `${s.m('pgbidi_slot_wal_status', 'wal_status="lost"')} == 1`,
+    a.slotLost.for,
+    {
+      summary: 'Slot {{ $labels.slot }} on {{ $labels.peer }} is lost.',
+      description: (f) =>
+        `The WAL that slot {{ $labels.slot }} on {{ $labels.peer }} needs has been removed${f}. ` +
+        'The link from {{ $labels.peer }} to {{ $labels.instance }} cannot continue; changes made on {{ $labels.peer }} since the slot fell behind are missing here.',
+    },
+    [],
+  );
 
   // Conflicts, dead letters, errors
   alert(
@@ -287,12 +330,19 @@ export function alertSpecs(options: RulesOptions = {}): AlertSpec[] {
     },
     [],
   );
-  alert('PgbidiConflictsUnresolved', 'critical', `${s.m('pgbidi_conflicts_unresolved')} > 0`, a.conflictsUnresolved.for, {
-    summary: `An unresolved conflict halts the link ${linkName}.`,
-    description: (f) =>
-      `The link ${linkName} stopped at a conflict under the error policy and has waited for a decision${f}. ` +
-      'It applies nothing more from {{ $labels.peer }} until an operator runs `pgbidi resolve --peer {{ $labels.peer }}` with --retry or --skip.',
-  }, ['agent-down']);
+  alert(
+    'PgbidiConflictsUnresolved',
+    'critical',
+    `${s.m('pgbidi_conflicts_unresolved')} > 0`,
+    a.conflictsUnresolved.for,
+    {
+      summary: `An unresolved conflict halts the link ${linkName}.`,
+      description: (f) =>
+        `The link ${linkName} stopped at a conflict under the error policy and has waited for a decision${f}. ` +
+        'It applies nothing more from {{ $labels.peer }} until an operator runs `pgbidi resolve --peer {{ $labels.peer }}` with --retry or --skip.',
+    },
+    ['agent-down'],
+  );
   alert(
     'PgbidiDeadLettersGrowing',
     'warning',
@@ -340,13 +390,20 @@ export function alertSpecs(options: RulesOptions = {}): AlertSpec[] {
     },
     ['agent-down', 'link-disconnected'],
   );
-  alert('PgbidiClockSkew', 'warning', `abs(${s.m('pgbidi_clock_skew_seconds')}) > ${num(a.clockSkew.seconds)}`, a.clockSkew.for, {
-    summary: 'The clock of {{ $labels.peer }} runs ahead of {{ $labels.instance }}.',
-    description: (f) =>
-      `Transactions from {{ $labels.peer }} carry commit times {{ $value | humanizeDuration }} ahead of the clock of {{ $labels.instance }}'s node ` +
-      `(threshold ${num(a.clockSkew.seconds)} s${f}). Apply waits the skew out before committing, which slows the link, ` +
-      'and last-update-wins conflict resolution compares timestamps of different nodes.',
-  }, []);
+  alert(
+    'PgbidiClockSkew',
+    'warning',
+    `abs(${s.m('pgbidi_clock_skew_seconds')}) > ${num(a.clockSkew.seconds)}`,
+    a.clockSkew.for,
+    {
+      summary: 'The clock of {{ $labels.peer }} runs ahead of {{ $labels.instance }}.',
+      description: (f) =>
+        `Transactions from {{ $labels.peer }} carry commit times {{ $value | humanizeDuration }} ahead of the clock of {{ $labels.instance }}'s node ` +
+        `(threshold ${num(a.clockSkew.seconds)} s${f}). Apply waits the skew out before committing, which slows the link, ` +
+        'and last-update-wins conflict resolution compares timestamps of different nodes.',
+    },
+    [],
+  );
 
   return specs;
 }

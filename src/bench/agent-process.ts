@@ -128,7 +128,10 @@ export class AgentProcess {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     for (;;) {
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
-        throw new BenchError('BENCH_TOOL_FAILED', `agent ${this.name} exited (${this.child.exitCode ?? this.child.signalCode}) before it answered: ${this.stderrTail.slice(-1500)}`);
+        throw new BenchError(
+          'BENCH_TOOL_FAILED',
+          `agent ${this.name} exited (${this.child.exitCode ?? this.child.signalCode}) before it answered: ${this.stderrTail.slice(-1500)}`,
+        );
       }
       const ok = await fetch(`http://${this.httpAddress}/healthz`, { signal: AbortSignal.timeout(1000) }).then(
         (r) => r.ok,

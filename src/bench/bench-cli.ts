@@ -106,7 +106,10 @@ export async function main(argv: readonly string[], io: Io, env?: Environment): 
             if (interrupted) break;
             const label = side.variant === 'default' ? side.engine : `${side.engine} ${side.variant}`;
             io.err(`bench: rep ${rep}/${options.reps} PG ${version.major} ${workload} ${label} ... `);
-            const rec = new RunRecorder({ workload, major: version.major, engine: side.engine, variant: side.variant, rep }, spec.figures.map((f) => f.key));
+            const rec = new RunRecorder(
+              { workload, major: version.major, engine: side.engine, variant: side.variant, rep },
+              spec.figures.map((f) => f.key),
+            );
             try {
               await RUNNERS[workload]({ binDir: version.binDir, major: version.major, rep, side, sizes: options.sizes, timeoutMs: options.timeoutMs }, rec);
             } catch (err) {
@@ -144,13 +147,21 @@ export async function main(argv: readonly string[], io: Io, env?: Environment): 
     },
     runs,
     summaries,
-    targets: options.quick ? null : evaluateTargets(summaries, options.workloads, options.versions.map((v) => v.major)),
+    targets: options.quick
+      ? null
+      : evaluateTargets(
+          summaries,
+          options.workloads,
+          options.versions.map((v) => v.major),
+        ),
   };
   const json = `${JSON.stringify(outcome, null, 2)}\n`;
   if (options.jsonOut !== null) writeFileSync(options.jsonOut, json);
   if (options.json) io.out(json);
   else if (runs.length) {
-    io.out(formatReport({ reps: options.reps, quick: options.quick, cpus: outcome.meta.cpus, loadavg: load, sizes: options.sizes }, summaries, outcome.targets));
+    io.out(
+      formatReport({ reps: options.reps, quick: options.quick, cpus: outcome.meta.cpus, loadavg: load, sizes: options.sizes }, summaries, outcome.targets),
+    );
   }
   // A run cut short by the signal fails with whatever the stopped servers answered: not news.
   if (interrupted) return 130;

@@ -179,5 +179,8 @@ export function parseOptions(argv: readonly string[], env: Environment = DEFAULT
 }
 
 function list(raw: string | undefined): string[] | undefined {
-  return raw?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return raw
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
 }

@@ -152,7 +152,12 @@ export function profileLines(label: string, rep: number, native: boolean, p: Sta
       l.query.length > 110 ? `${l.query.slice(0, 107)}...` : l.query,
     ]);
     lines.push(`      top ${p.top.length} of ${p.distinct} statements by time:`);
-    lines.push(...table(header, body, 0, 4).trimEnd().split('\n').map((l) => `      ${l}`));
+    lines.push(
+      ...table(header, body, 0, 4)
+        .trimEnd()
+        .split('\n')
+        .map((l) => `      ${l}`),
+    );
   }
   return lines;
 }
@@ -241,4 +246,3 @@ function integer(n: number): string {
 function fixed(n: number, digits: number): string {
   return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
 }
-

@@ -47,11 +47,7 @@ export const MARKS_TABLE_SQL = `CREATE TABLE public.${MARKS_TABLE} (id bigint PR
 
 /** Statements every node runs before the engine is wired: the driver role and the marks table. */
 export function commonNodeSql(statementStats: boolean): string[] {
-  return [
-    `CREATE ROLE ${DRIVER_ROLE} LOGIN SUPERUSER`,
-    MARKS_TABLE_SQL,
-    ...(statementStats ? ['CREATE EXTENSION pg_stat_statements'] : []),
-  ];
+  return [`CREATE ROLE ${DRIVER_ROLE} LOGIN SUPERUSER`, MARKS_TABLE_SQL, ...(statementStats ? ['CREATE EXTENSION pg_stat_statements'] : [])];
 }
 
 /** An open connection to the bench database as DRIVER_ROLE; errors after connect are ignored (the caller's query fails instead). */

@@ -63,7 +63,7 @@ export class MarkWriter {
     this.stopping = false;
     this.loop = (async () => {
       const startedAt = now();
-      for (let tick = 0; !this.stopping; ) {
+      for (let tick = 0; !this.stopping;) {
         this.beats.push(await this.write());
         tick = Math.max(tick + 1, Math.ceil((now() - startedAt) / intervalMs));
         await sleep(Math.max(0, startedAt + tick * intervalMs - now()));

@@ -124,7 +124,10 @@ export class NativeReplication implements Replication {
   async destroy(): Promise<void> {
     // Subscribers first, so that no apply worker retries against a stopped publisher.
     const targets = new Set(this.topology.links.map((l) => l.target));
-    for (const node of targets) await this.server(node).stop().catch(() => undefined);
+    for (const node of targets)
+      await this.server(node)
+        .stop()
+        .catch(() => undefined);
     await this.cluster.destroy();
   }
 }

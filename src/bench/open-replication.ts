@@ -34,4 +34,3 @@ export async function openReplication(options: OpenOptions): Promise<Replication
     throw err;
   }
 }
-

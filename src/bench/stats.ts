@@ -46,5 +46,10 @@ export interface LagSummary {
 /** p50, p99 and max of lag samples (seconds); null for no samples. */
 export function summarizeLag(samples: readonly number[]): LagSummary | null {
   if (samples.length === 0) return null;
-  return { p50: percentile(samples, 50), p99: percentile(samples, 99), max: samples.reduce((m, v) => Math.max(m, v), Number.NEGATIVE_INFINITY), samples: samples.length };
+  return {
+    p50: percentile(samples, 50),
+    p99: percentile(samples, 99),
+    max: samples.reduce((m, v) => Math.max(m, v), Number.NEGATIVE_INFINITY),
+    samples: samples.length,
+  };
 }

@@ -45,7 +45,6 @@ async function insertRows(server: PostgresServer, first: number, last: number, t
   }
 }
 
-
 export async function runBulk(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const { w1Rows: rows, w1TxnRows: txnRows, w1Modes: modes } = ctx.sizes;
   const topology = oneTableTopology(TABLE, TABLE_SQL);

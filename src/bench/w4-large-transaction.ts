@@ -31,7 +31,6 @@ async function insertOneTransaction(server: PostgresServer, first: number, last:
   }
 }
 
-
 export async function runLargeTransaction(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const rows = ctx.sizes.w4Rows;
   const topology = oneTableTopology(TABLE, TABLE_SQL);

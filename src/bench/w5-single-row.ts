@@ -30,7 +30,6 @@ async function commitRows(server: PostgresServer, transactions: number): Promise
   }
 }
 
-
 export async function runSingleRow(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const n = ctx.sizes.w5Transactions;
   const topology = oneTableTopology(TABLE, TABLE_SQL);

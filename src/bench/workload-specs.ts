@@ -111,7 +111,8 @@ const W2_FIGURES: readonly FigureSpec[] = [
 export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
   w1: {
     id: 'w1',
-    title: (s) => `W1 bulk: ${s.w1Rows.toLocaleString('en-US')} rows in ${s.w1TxnRows.toLocaleString('en-US')}-row transactions on A, applied on B (${s.w1Modes.join(', ')})`,
+    title: (s) =>
+      `W1 bulk: ${s.w1Rows.toLocaleString('en-US')} rows in ${s.w1TxnRows.toLocaleString('en-US')}-row transactions on A, applied on B (${s.w1Modes.join(', ')})`,
     figures: [
       { key: 'backlog.rowsPerSecond', label: 'backlog rows/s: start -> all rows on B', unit: 'rows/s', better: 'higher' },
       { key: 'backlog.applyRowsPerSecond', label: 'backlog rows/s: first -> last row on B', unit: 'rows/s', better: 'higher' },

@@ -8,9 +8,7 @@ import { POLICIES, UNIQUE_POLICIES } from '../conflict/policy.js';
 
 const NODE_NAME = /^[a-z][a-z0-9_]{0,19}$/;
 
-const nodeName = z
-  .string()
-  .regex(NODE_NAME, 'must be 1-20 characters of a-z, 0-9 and _, starting with a letter (it names slots and origins)');
+const nodeName = z.string().regex(NODE_NAME, 'must be 1-20 characters of a-z, 0-9 and _, starting with a letter (it names slots and origins)');
 
 const dsn = z
   .string()
@@ -25,13 +23,9 @@ const dsn = z
     }
   }, 'is not a valid URL');
 
-const tablePattern = z
-  .string()
-  .regex(/^[A-Za-z_*?][A-Za-z0-9_$*?]*\.[A-Za-z_*?][A-Za-z0-9_$*?]*$/, 'must be schema.table; * and ? are wildcards');
+const tablePattern = z.string().regex(/^[A-Za-z_*?][A-Za-z0-9_$*?]*\.[A-Za-z_*?][A-Za-z0-9_$*?]*$/, 'must be schema.table; * and ? are wildcards');
 
-const listen = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464');
+const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464');
 
 const positiveMs = z.number().int().positive();
 
@@ -41,7 +35,10 @@ export const configSchema = z
     peers: z.array(z.object({ name: nodeName, dsn }).strict()).min(1, 'needs at least one peer'),
     replication: z
       .object({
-        publication: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/).default('pgbidi'),
+        publication: z
+          .string()
+          .regex(/^[a-z_][a-z0-9_]{0,62}$/)
+          .default('pgbidi'),
         tables: z.array(tablePattern).min(1).default(['public.*']),
         exclude_tables: z.array(tablePattern).default([]),
         apply_batch_size: z.number().int().min(1).max(100_000).default(1000),

@@ -15,7 +15,10 @@ export interface ConfigIssue {
 
 export class ConfigError extends Error {
   readonly code = 'PGBIDI_CONFIG_INVALID';
-  constructor(readonly source: string, readonly issues: readonly ConfigIssue[]) {
+  constructor(
+    readonly source: string,
+    readonly issues: readonly ConfigIssue[],
+  ) {
     super(`invalid configuration in ${source}:\n${issues.map((i) => `  - ${i.path}: ${i.message}`).join('\n')}`);
     this.name = 'ConfigError';
   }
@@ -34,7 +37,7 @@ export function loadConfigFile(path: string, env: Env): Config {
   try {
     raw = parseYaml(text);
   } catch (err) {
-    const message = err instanceof YAMLParseError ? err.message.split('\n')[0] ?? err.message : String(err);
+    const message = err instanceof YAMLParseError ? (err.message.split('\n')[0] ?? err.message) : String(err);
     throw new ConfigError(path, [{ path: '(yaml)', message }]);
   }
   return parseConfig(raw, env, path);

@@ -225,9 +225,7 @@ export function renderCompactLine(s: DemoSnapshot): string {
 
 /** Conflicts over the whole run, summed over links, with their full names. */
 export function renderConflictTotals(links: readonly LinkView[]): string {
-  const totals = CONFLICT_TYPES.map((t) => [t, links.reduce((sum, l) => sum + (l.conflicts[t] ?? 0), 0)] as const).filter(
-    ([, n]) => n > 0,
-  );
+  const totals = CONFLICT_TYPES.map((t) => [t, links.reduce((sum, l) => sum + (l.conflicts[t] ?? 0), 0)] as const).filter(([, n]) => n > 0);
   return totals.length ? totals.map(([t, n]) => `${t} ${n}`).join(', ') : 'none';
 }
 

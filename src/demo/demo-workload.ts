@@ -269,9 +269,7 @@ async function connect(dsn: string, applicationName: string): Promise<pg.Client>
 
 function insertEvents(node: string, firstSeq: number, count: number): Statement {
   return {
-    text:
-      'INSERT INTO public.events (node, seq, amount) ' +
-      'SELECT $1, s, (s % 100)::int FROM generate_series($2::bigint, $3::bigint) AS s',
+    text: 'INSERT INTO public.events (node, seq, amount) ' + 'SELECT $1, s, (s % 100)::int FROM generate_series($2::bigint, $3::bigint) AS s',
     values: [node, firstSeq, firstSeq + count - 1],
   };
 }

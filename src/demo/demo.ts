@@ -35,14 +35,7 @@ import { ensureServerUser, SERVER_USER_NAME } from '../pg-server/os-user.js';
 import { embeddedBinDir } from '../pg-server/postgres-binaries.js';
 import { PostgresServer } from '../pg-server/postgres-server.js';
 import { qualifiedName } from '../util/sql.js';
-import {
-  allConverged,
-  renderCompactLine,
-  renderConflictTotals,
-  renderFinalHashes,
-  renderLiveView,
-  tableConverged,
-} from './demo-view.js';
+import { allConverged, renderCompactLine, renderConflictTotals, renderFinalHashes, renderLiveView, tableConverged } from './demo-view.js';
 import type { DemoPhase, DemoSnapshot, LinkView, NodeHash, TableView } from './demo-view.js';
 import { DEMO_DATABASE, DEMO_HOT_KEYS, DEMO_SCHEMA_SQL, DEMO_TABLES, DemoWorkload } from './demo-workload.js';
 import type { DemoTable } from './demo-workload.js';
@@ -127,10 +120,28 @@ export function parseDemoOptions(args: DemoArgs): DemoOptions {
     }
     return n;
   };
-  const nodes = number('nodes', args.nodes, DEFAULT_DEMO_OPTIONS.nodes, (n) => Number.isInteger(n) && n >= 2 && n <= MAX_NODES, `must be an integer from 2 to ${MAX_NODES}`);
+  const nodes = number(
+    'nodes',
+    args.nodes,
+    DEFAULT_DEMO_OPTIONS.nodes,
+    (n) => Number.isInteger(n) && n >= 2 && n <= MAX_NODES,
+    `must be an integer from 2 to ${MAX_NODES}`,
+  );
   const durationSeconds = number('duration', args.duration, undefined, (n) => n > 0 && n <= 7 * 24 * 3600, 'must be a number of seconds above 0');
-  const writeRate = number('write-rate', args['write-rate'], DEFAULT_DEMO_OPTIONS.writeRate, (n) => n >= 0 && n <= 10_000, 'must be rows per second per node, from 0 to 10000');
-  const conflictRate = number('conflict-rate', args['conflict-rate'], DEFAULT_DEMO_OPTIONS.conflictRate, (n) => n >= 0 && n <= 200, 'must be races per second, from 0 to 200');
+  const writeRate = number(
+    'write-rate',
+    args['write-rate'],
+    DEFAULT_DEMO_OPTIONS.writeRate,
+    (n) => n >= 0 && n <= 10_000,
+    'must be rows per second per node, from 0 to 10000',
+  );
+  const conflictRate = number(
+    'conflict-rate',
+    args['conflict-rate'],
+    DEFAULT_DEMO_OPTIONS.conflictRate,
+    (n) => n >= 0 && n <= 200,
+    'must be races per second, from 0 to 200',
+  );
   if (problems.length) throw new DemoOptionsError(problems);
   return {
     nodes: nodes ?? DEFAULT_DEMO_OPTIONS.nodes,
@@ -390,14 +401,7 @@ function openLogs(dir: string): DemoLogs {
   };
 }
 
-async function startServers(
-  group: Group,
-  binDir: string,
-  dir: string,
-  logs: DemoLogs,
-  say: (line: string) => void,
-  stop: StopSignal,
-): Promise<void> {
+async function startServers(group: Group, binDir: string, dir: string, logs: DemoLogs, say: (line: string) => void, stop: StopSignal): Promise<void> {
   say(`starting ${group.names.length} PostgreSQL servers (initdb on first start takes a few seconds each)`);
   const started = Date.now();
   const results = await Promise.allSettled(
@@ -470,12 +474,7 @@ async function stopServers(group: Group): Promise<void> {
   group.servers.clear();
 }
 
-function printEndpoints(
-  group: Group,
-  targets: readonly { node: string; address: string }[],
-  logs: DemoLogs,
-  say: (line: string) => void,
-): void {
+function printEndpoints(group: Group, targets: readonly { node: string; address: string }[], logs: DemoLogs, say: (line: string) => void): void {
   say('');
   say('endpoints:');
   for (const [i, t] of targets.entries()) {
@@ -804,7 +803,9 @@ async function describeDivergence(group: Group, tables: readonly TableView[]): P
     const keys = new Set<string>();
     for (const rows of perNode.values()) for (const k of rows.keys()) keys.add(k);
     const differing = [...keys].filter((k) => new Set(group.names.map((n) => perNode.get(n)?.get(k) ?? '(missing)')).size > 1).sort();
-    lines.push(`${view.table}: ${differing.length} of ${keys.size} rows differ between nodes${differing.length > DIVERGENCE_EXAMPLES ? `, first ${DIVERGENCE_EXAMPLES}` : ''}:`);
+    lines.push(
+      `${view.table}: ${differing.length} of ${keys.size} rows differ between nodes${differing.length > DIVERGENCE_EXAMPLES ? `, first ${DIVERGENCE_EXAMPLES}` : ''}:`,
+    );
     for (const k of differing.slice(0, DIVERGENCE_EXAMPLES)) {
       lines.push(`  ${k}: ${group.names.map((n) => `${n} ${perNode.get(n)?.get(k) ?? '(missing)'}`).join('  ')}`);
     }

@@ -528,7 +528,15 @@ export class ApplyLoop {
       this.conflicts++;
       metrics.conflict(`${c.schema}.${c.table}`, c.type, c.resolution);
       log.warn(
-        { conflict: c.type, resolution: c.resolution, table: `${c.schema}.${c.table}`, key: c.key, remoteCommitTs: c.remoteCommitTimestamp, remoteNode: c.remoteNode, remoteCommitLsn: formatLsn(x.commit.commitLsn) },
+        {
+          conflict: c.type,
+          resolution: c.resolution,
+          table: `${c.schema}.${c.table}`,
+          key: c.key,
+          remoteCommitTs: c.remoteCommitTimestamp,
+          remoteNode: c.remoteNode,
+          remoteCommitLsn: formatLsn(x.commit.commitLsn),
+        },
         'conflict',
       );
     }

@@ -1,12 +1,6 @@
 import type { PreparedBatch } from '../apply/transaction-applier.js';
 import type { RemoteTransaction } from '../protocol/remote-transaction.js';
-import type {
-  BeginMessage,
-  ChangeMessage,
-  CommitMessage,
-  LogicalDecodingMessage,
-  RelationMessage,
-} from '../protocol/pgoutput-messages.js';
+import type { BeginMessage, ChangeMessage, CommitMessage, LogicalDecodingMessage, RelationMessage } from '../protocol/pgoutput-messages.js';
 
 /** What the receiver hands to the applier, in stream order. */
 export type ApplyItem =

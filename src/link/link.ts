@@ -339,12 +339,9 @@ export class Link {
       },
       onError: fail,
     });
-    streaming.then(
-      () => {
-        if (!this.stopping) fail(new Error('the peer ended the replication stream'));
-      },
-      fail,
-    );
+    streaming.then(() => {
+      if (!this.stopping) fail(new Error('the peer ended the replication stream'));
+    }, fail);
     log.info({ startLsn: formatLsn(startLsn), peerVersion: this.peerVersion }, 'streaming');
     this.setState('streaming');
 
@@ -439,7 +436,11 @@ export class Link {
     const commitTime = this.receivingCommitTime;
     const prepared =
       this.queue.relations === 0 && commitTime !== null && this.statements
-        ? this.statements.prepare(batch, { commitTimestamp: formatPgTimestamp(commitTime), node: this.peer }, { firstInTransaction: this.batchesInTransaction === 0, fast: true })
+        ? this.statements.prepare(
+            batch,
+            { commitTimestamp: formatPgTimestamp(commitTime), node: this.peer },
+            { firstInTransaction: this.batchesInTransaction === 0, fast: true },
+          )
         : null;
     this.batchesInTransaction++;
     this.queue.push({ kind: 'changes', changes: batch, prepared });

@@ -1,14 +1,7 @@
 import { HEARTBEAT_PREFIX, TRACEPARENT_PREFIX } from '../node/names.js';
 import type { ChangeOp } from '../observability/metrics.js';
 import type { Lsn } from '../protocol/lsn.js';
-import type {
-  BeginMessage,
-  ChangeMessage,
-  CommitMessage,
-  LogicalDecodingMessage,
-  PgoutputMessage,
-  RelationMessage,
-} from '../protocol/pgoutput-messages.js';
+import type { BeginMessage, ChangeMessage, CommitMessage, LogicalDecodingMessage, PgoutputMessage, RelationMessage } from '../protocol/pgoutput-messages.js';
 import type { RemoteTransaction } from '../protocol/remote-transaction.js';
 import { TransactionSequencer } from '../protocol/transaction-sequencer.js';
 

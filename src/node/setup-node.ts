@@ -75,12 +75,13 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       if (t.policy !== 'delta') continue;
       const noFull = tables.filter((x) => t.match.some((p) => globToRegExp(p).test(`${x.schema}.${x.name}`)) && x.replicaIdentity !== 'f');
       if (noFull.length) {
-        problems.push(
-          `the delta policy needs the old row: ALTER TABLE … REPLICA IDENTITY FULL on ${noFull.map((x) => `${x.schema}.${x.name}`).join(', ')}`,
-        );
+        problems.push(`the delta policy needs the old row: ALTER TABLE … REPLICA IDENTITY FULL on ${noFull.map((x) => `${x.schema}.${x.name}`).join(', ')}`);
       }
     }
-    const toasty = await tablesWithOutOfLineValues(client, tables.filter((t) => t.replicaIdentity !== 'f' && t.primaryKey.length > 0));
+    const toasty = await tablesWithOutOfLineValues(
+      client,
+      tables.filter((t) => t.replicaIdentity !== 'f' && t.primaryKey.length > 0),
+    );
     if (toasty.length) {
       notes.push(
         `${toasty.join(', ')} can hold out-of-line (TOAST) values: an update that must re-create a missing row needs the ` +
@@ -127,10 +128,7 @@ export async function setupNode(config: Config): Promise<SetupReport> {
     const origins: string[] = [];
     for (const peer of config.peers) {
       const name = originName(peer.name);
-      await client.query(
-        'SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)',
-        [name],
-      );
+      await client.query('SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)', [name]);
       origins.push(name);
     }
     await client.query('COMMIT');

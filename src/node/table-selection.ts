@@ -11,16 +11,11 @@ export interface SelectedTable {
   readonly replicaIdentity: 'd' | 'n' | 'f' | 'i';
 }
 
-
 export function matchesAny(qualified: string, patterns: readonly string[]): boolean {
   return patterns.some((p) => globToRegExp(p).test(qualified));
 }
 
-export async function resolveTables(
-  client: ClientBase,
-  include: readonly string[],
-  exclude: readonly string[],
-): Promise<SelectedTable[]> {
+export async function resolveTables(client: ClientBase, include: readonly string[], exclude: readonly string[]): Promise<SelectedTable[]> {
   const r = await client.query<{ schema: string; name: string; pk: string[]; replident: SelectedTable['replicaIdentity'] }>(
     `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident,
             ${PRIMARY_KEY_COLUMNS_SQL} AS pk

@@ -52,7 +52,10 @@ export class TombstoneJanitor {
 
   start(intervalMs = 5000): void {
     this.timer = setInterval(() => {
-      if (!this.running) this.running = this.sweep().then(() => undefined).finally(() => (this.running = null));
+      if (!this.running)
+        this.running = this.sweep()
+          .then(() => undefined)
+          .finally(() => (this.running = null));
     }, intervalMs);
   }
 
@@ -84,9 +87,7 @@ export class TombstoneJanitor {
         watermark = new Date(pgMicrosToUnixMs(cutoff)).toISOString();
       }
       // Bounded retention of the conflict log.
-      await this.client.query(`DELETE FROM ${METADATA_SCHEMA}.conflicts WHERE logged_at < now() - make_interval(days => $1)`, [
-        this.conflictRetentionDays,
-      ]);
+      await this.client.query(`DELETE FROM ${METADATA_SCHEMA}.conflicts WHERE logged_at < now() - make_interval(days => $1)`, [this.conflictRetentionDays]);
       const c = await this.client.query<{ n: number; dl: number }>(
         `SELECT (SELECT count(*)::int FROM ${METADATA_SCHEMA}.tombstones) AS n,
                 (SELECT count(*)::int FROM ${METADATA_SCHEMA}.dead_letters WHERE status = 'pending') AS dl`,

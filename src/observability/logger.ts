@@ -4,16 +4,7 @@ import type { DestinationStream, Logger as PinoLogger } from 'pino';
 export type Logger = PinoLogger;
 
 /** Keys whose values never reach a log line, at any depth we use (config, link context, errors). */
-const REDACT_PATHS = [
-  'dsn',
-  'password',
-  'connectionString',
-  '*.dsn',
-  '*.password',
-  '*.connectionString',
-  'config.node.dsn',
-  'config.peers[*].dsn',
-];
+const REDACT_PATHS = ['dsn', 'password', 'connectionString', '*.dsn', '*.password', '*.connectionString', 'config.node.dsn', 'config.peers[*].dsn'];
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   const options = {

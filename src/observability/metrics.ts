@@ -60,36 +60,194 @@ export class Metrics {
     for (const h of this.handles.values()) h.flush();
   };
 
-  readonly buildInfo = new Gauge({ name: 'pgbidi_build_info', help: 'Agent build information (always 1).', labelNames: ['version', 'node', 'nodejs'], registers: this.registries });
-  readonly linkState = new Gauge({ name: 'pgbidi_link_state', help: 'Current state of the link from a peer to this node (1 for the current state, 0 otherwise).', labelNames: ['peer', 'state'], registers: this.registries });
-  readonly linkConnected = new Gauge({ name: 'pgbidi_link_connected', help: 'Whether the replication connection from the peer is streaming (1) or not (0).', labelNames: ['peer'], registers: this.registries });
-  readonly reconnects = new Counter({ name: 'pgbidi_link_reconnects_total', help: 'Reconnect attempts after a link failure.', labelNames: ['peer'], registers: this.registries });
-  readonly receivedLsn = new Gauge({ name: 'pgbidi_received_lsn_bytes', help: 'Last WAL position received from the peer, as a byte offset.', labelNames: ['peer'], registers: this.registries, collect: this.flush });
-  readonly appliedLsn = new Gauge({ name: 'pgbidi_applied_lsn_bytes', help: 'Commit end position of the last peer transaction committed on this node, as a byte offset.', labelNames: ['peer'], registers: this.registries, collect: this.flush });
-  readonly confirmedLsn = new Gauge({ name: 'pgbidi_confirmed_flush_lsn_bytes', help: 'Position last confirmed to the peer as durably applied, as a byte offset.', labelNames: ['peer'], registers: this.registries, collect: this.flush });
-  readonly changesReceived = new Counter({ name: 'pgbidi_changes_received_total', help: 'Row changes decoded from the peer stream.', labelNames: ['peer', 'op'], registers: this.registries, collect: this.flush });
-  readonly changesApplied = new Counter({ name: 'pgbidi_changes_applied_total', help: 'Row changes written on this node.', labelNames: ['peer', 'op'], registers: this.registries, collect: this.flush });
-  readonly changesFiltered = new Counter({ name: 'pgbidi_changes_filtered_total', help: 'Row changes received but not applied, by reason (origin = loop prevention).', labelNames: ['peer', 'op', 'reason'], registers: this.registries });
-  readonly transactionsApplied = new Counter({ name: 'pgbidi_transactions_applied_total', help: 'Peer transactions committed on this node.', labelNames: ['peer'], registers: this.registries, collect: this.flush });
-  readonly transactionsFiltered = new Counter({ name: 'pgbidi_transactions_filtered_total', help: 'Peer transactions skipped, by reason (origin = it came from another node).', labelNames: ['peer', 'reason'], registers: this.registries });
-  readonly receivedBytes = new Counter({ name: 'pgbidi_received_bytes_total', help: 'Replication payload bytes received from the peer.', labelNames: ['peer'], registers: this.registries, collect: this.flush });
-  readonly lag = new Gauge({ name: 'pgbidi_replication_lag_seconds', help: 'Now minus the commit time of the oldest received but not yet applied peer transaction; 0 when caught up.', labelNames: ['peer'], registers: this.registries });
-  readonly lastAppliedCommit = new Gauge({ name: 'pgbidi_last_applied_commit_timestamp_seconds', help: 'Peer commit time of the last applied transaction (Unix seconds).', labelNames: ['peer'], registers: this.registries, collect: this.flush });
-  readonly heartbeat = new Gauge({ name: 'pgbidi_heartbeat_timestamp_seconds', help: 'Peer clock time carried by the last heartbeat message applied from the peer (Unix seconds).', labelNames: ['peer'], registers: this.registries });
-  readonly replicationDelay = new PeerHistogram('pgbidi_transaction_replication_delay_seconds', 'Per transaction: local commit time minus peer commit time.', DELAY_BUCKETS, { text: this.registry, openMetrics: this.openMetrics, exemplars: true });
-  readonly applyDuration = new PeerHistogram('pgbidi_transaction_apply_duration_seconds', 'Per transaction: time from local BEGIN to COMMIT.', DURATION_BUCKETS, { text: this.registry, openMetrics: this.openMetrics, exemplars: true });
-  readonly transactionChanges = new PeerHistogram('pgbidi_transaction_changes', 'Row changes per applied transaction.', SIZE_BUCKETS, { text: this.registry, openMetrics: this.openMetrics, exemplars: false });
-  readonly conflicts = new Counter({ name: 'pgbidi_conflicts_total', help: 'Conflicts detected while applying peer changes, by type and resolution.', labelNames: ['peer', 'table', 'type', 'resolution'], registers: this.registries, collect: this.flush });
-  readonly applyErrors = new Counter({ name: 'pgbidi_apply_errors_total', help: 'Failed apply attempts, by kind.', labelNames: ['peer', 'kind'], registers: this.registries });
-  readonly deadLetters = new Counter({ name: 'pgbidi_dead_letters_total', help: 'Remote changes diverted to pgbidi.dead_letters, by table and reason (the conflict type).', labelNames: ['peer', 'table', 'reason'], registers: this.registries, collect: this.flush });
-  readonly deadLettersPending = new Gauge({ name: 'pgbidi_dead_letters_pending', help: 'Dead letters (changes that violated a secondary unique constraint) waiting for an operator on this node.', registers: this.registries });
-  readonly conflictsUnresolved = new Gauge({ name: 'pgbidi_conflicts_unresolved', help: 'Whether the link is halted by a conflict under the error policy and waits for `pgbidi resolve` (1) or not (0).', labelNames: ['peer'], registers: this.registries });
-  readonly tombstones = new Gauge({ name: 'pgbidi_tombstones', help: 'Tombstones (deleted keys kept for conflict resolution) on this node.', registers: this.registries });
-  readonly tombstoneWatermark = new Gauge({ name: 'pgbidi_tombstone_purge_watermark_timestamp_seconds', help: 'Tombstones deleted before this time (Unix seconds) have been purged; 0 until every link has applied a transaction.', registers: this.registries });
-  readonly clockSkew = new Gauge({ name: 'pgbidi_clock_skew_seconds', help: 'How far the last peer commit time was ahead of the local clock (0 when behind); apply waits it out before committing.', labelNames: ['peer'], registers: this.registries });
-  readonly clockSkewExceeded = new Counter({ name: 'pgbidi_clock_skew_exceeded_total', help: 'Peer transactions whose commit time was ahead of the local clock by more than replication.max_clock_skew_ms.', labelNames: ['peer'], registers: this.registries });
-  readonly queueChanges = new Gauge({ name: 'pgbidi_queue_changes', help: 'Changes received and waiting to be applied.', labelNames: ['peer'], registers: this.registries, collect: this.flush });
-  readonly queueCapacity = new Gauge({ name: 'pgbidi_queue_capacity_changes', help: 'Queue size at which the link stops reading from the peer (backpressure).', labelNames: ['peer'], registers: this.registries, collect: this.flush });
+  readonly buildInfo = new Gauge({
+    name: 'pgbidi_build_info',
+    help: 'Agent build information (always 1).',
+    labelNames: ['version', 'node', 'nodejs'],
+    registers: this.registries,
+  });
+  readonly linkState = new Gauge({
+    name: 'pgbidi_link_state',
+    help: 'Current state of the link from a peer to this node (1 for the current state, 0 otherwise).',
+    labelNames: ['peer', 'state'],
+    registers: this.registries,
+  });
+  readonly linkConnected = new Gauge({
+    name: 'pgbidi_link_connected',
+    help: 'Whether the replication connection from the peer is streaming (1) or not (0).',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
+  readonly reconnects = new Counter({
+    name: 'pgbidi_link_reconnects_total',
+    help: 'Reconnect attempts after a link failure.',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
+  readonly receivedLsn = new Gauge({
+    name: 'pgbidi_received_lsn_bytes',
+    help: 'Last WAL position received from the peer, as a byte offset.',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly appliedLsn = new Gauge({
+    name: 'pgbidi_applied_lsn_bytes',
+    help: 'Commit end position of the last peer transaction committed on this node, as a byte offset.',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly confirmedLsn = new Gauge({
+    name: 'pgbidi_confirmed_flush_lsn_bytes',
+    help: 'Position last confirmed to the peer as durably applied, as a byte offset.',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly changesReceived = new Counter({
+    name: 'pgbidi_changes_received_total',
+    help: 'Row changes decoded from the peer stream.',
+    labelNames: ['peer', 'op'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly changesApplied = new Counter({
+    name: 'pgbidi_changes_applied_total',
+    help: 'Row changes written on this node.',
+    labelNames: ['peer', 'op'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly changesFiltered = new Counter({
+    name: 'pgbidi_changes_filtered_total',
+    help: 'Row changes received but not applied, by reason (origin = loop prevention).',
+    labelNames: ['peer', 'op', 'reason'],
+    registers: this.registries,
+  });
+  readonly transactionsApplied = new Counter({
+    name: 'pgbidi_transactions_applied_total',
+    help: 'Peer transactions committed on this node.',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly transactionsFiltered = new Counter({
+    name: 'pgbidi_transactions_filtered_total',
+    help: 'Peer transactions skipped, by reason (origin = it came from another node).',
+    labelNames: ['peer', 'reason'],
+    registers: this.registries,
+  });
+  readonly receivedBytes = new Counter({
+    name: 'pgbidi_received_bytes_total',
+    help: 'Replication payload bytes received from the peer.',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly lag = new Gauge({
+    name: 'pgbidi_replication_lag_seconds',
+    help: 'Now minus the commit time of the oldest received but not yet applied peer transaction; 0 when caught up.',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
+  readonly lastAppliedCommit = new Gauge({
+    name: 'pgbidi_last_applied_commit_timestamp_seconds',
+    help: 'Peer commit time of the last applied transaction (Unix seconds).',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly heartbeat = new Gauge({
+    name: 'pgbidi_heartbeat_timestamp_seconds',
+    help: 'Peer clock time carried by the last heartbeat message applied from the peer (Unix seconds).',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
+  readonly replicationDelay = new PeerHistogram(
+    'pgbidi_transaction_replication_delay_seconds',
+    'Per transaction: local commit time minus peer commit time.',
+    DELAY_BUCKETS,
+    { text: this.registry, openMetrics: this.openMetrics, exemplars: true },
+  );
+  readonly applyDuration = new PeerHistogram(
+    'pgbidi_transaction_apply_duration_seconds',
+    'Per transaction: time from local BEGIN to COMMIT.',
+    DURATION_BUCKETS,
+    { text: this.registry, openMetrics: this.openMetrics, exemplars: true },
+  );
+  readonly transactionChanges = new PeerHistogram('pgbidi_transaction_changes', 'Row changes per applied transaction.', SIZE_BUCKETS, {
+    text: this.registry,
+    openMetrics: this.openMetrics,
+    exemplars: false,
+  });
+  readonly conflicts = new Counter({
+    name: 'pgbidi_conflicts_total',
+    help: 'Conflicts detected while applying peer changes, by type and resolution.',
+    labelNames: ['peer', 'table', 'type', 'resolution'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly applyErrors = new Counter({
+    name: 'pgbidi_apply_errors_total',
+    help: 'Failed apply attempts, by kind.',
+    labelNames: ['peer', 'kind'],
+    registers: this.registries,
+  });
+  readonly deadLetters = new Counter({
+    name: 'pgbidi_dead_letters_total',
+    help: 'Remote changes diverted to pgbidi.dead_letters, by table and reason (the conflict type).',
+    labelNames: ['peer', 'table', 'reason'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly deadLettersPending = new Gauge({
+    name: 'pgbidi_dead_letters_pending',
+    help: 'Dead letters (changes that violated a secondary unique constraint) waiting for an operator on this node.',
+    registers: this.registries,
+  });
+  readonly conflictsUnresolved = new Gauge({
+    name: 'pgbidi_conflicts_unresolved',
+    help: 'Whether the link is halted by a conflict under the error policy and waits for `pgbidi resolve` (1) or not (0).',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
+  readonly tombstones = new Gauge({
+    name: 'pgbidi_tombstones',
+    help: 'Tombstones (deleted keys kept for conflict resolution) on this node.',
+    registers: this.registries,
+  });
+  readonly tombstoneWatermark = new Gauge({
+    name: 'pgbidi_tombstone_purge_watermark_timestamp_seconds',
+    help: 'Tombstones deleted before this time (Unix seconds) have been purged; 0 until every link has applied a transaction.',
+    registers: this.registries,
+  });
+  readonly clockSkew = new Gauge({
+    name: 'pgbidi_clock_skew_seconds',
+    help: 'How far the last peer commit time was ahead of the local clock (0 when behind); apply waits it out before committing.',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
+  readonly clockSkewExceeded = new Counter({
+    name: 'pgbidi_clock_skew_exceeded_total',
+    help: 'Peer transactions whose commit time was ahead of the local clock by more than replication.max_clock_skew_ms.',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
+  readonly queueChanges = new Gauge({
+    name: 'pgbidi_queue_changes',
+    help: 'Changes received and waiting to be applied.',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
+  readonly queueCapacity = new Gauge({
+    name: 'pgbidi_queue_capacity_changes',
+    help: 'Queue size at which the link stops reading from the peer (backpressure).',
+    labelNames: ['peer'],
+    registers: this.registries,
+    collect: this.flush,
+  });
 
   constructor(readonly options: MetricsOptions) {
     this.buildInfo.set({ version: options.version, node: options.node, nodejs: process.version }, 1);
@@ -130,7 +288,10 @@ export class LinkMetrics {
   private queueDepth = -1;
   private queueMax = -1;
 
-  constructor(private readonly m: Metrics, readonly peer: string) {
+  constructor(
+    private readonly m: Metrics,
+    readonly peer: string,
+  ) {
     const p = { peer };
     this.labels = p;
     for (const state of LINK_STATES) m.linkState.set({ peer, state }, 0);

@@ -157,7 +157,13 @@ export class PeerCollectors {
       registers,
       collect,
     });
-    this.slotActive = new Gauge({ name: 'pgbidi_slot_active', help: "Whether this node's slot on the peer is being streamed (1) or not (0).", labelNames: ['peer', 'slot'], registers, collect });
+    this.slotActive = new Gauge({
+      name: 'pgbidi_slot_active',
+      help: "Whether this node's slot on the peer is being streamed (1) or not (0).",
+      labelNames: ['peer', 'slot'],
+      registers,
+      collect,
+    });
     this.retainedWal = new Gauge({
       name: 'pgbidi_slot_retained_wal_bytes',
       help: "WAL the peer keeps for this node's slot: peer's current WAL position minus the slot's restart_lsn.",
@@ -188,7 +194,7 @@ export class PeerCollectors {
     });
     this.localSlotActive = new Gauge({
       name: 'pgbidi_local_slot_active',
-      help: "Whether the peer streams its slot on this node (1) or not (0).",
+      help: 'Whether the peer streams its slot on this node (1) or not (0).',
       labelNames: ['peer', 'slot'],
       registers,
       collect,

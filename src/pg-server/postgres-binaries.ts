@@ -83,8 +83,7 @@ export function hydrateSymlinks(packageRoot: string): number {
       if (errnoCode(cause) === 'EEXIST') continue;
       throw new PostgresBinariesError(
         'PG_BINARIES_SYMLINKS_FAILED',
-        `cannot create ${linkPath} (run once with write access to ${root}, or run its ` +
-          `scripts/hydrate-symlinks.js)`,
+        `cannot create ${linkPath} (run once with write access to ${root}, or run its ` + `scripts/hydrate-symlinks.js)`,
         { cause },
       );
     }

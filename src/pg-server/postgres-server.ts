@@ -158,11 +158,7 @@ export class PostgresServer {
   }
 
   /** Runs one statement on a short-lived connection and returns its rows. */
-  async query<R extends QueryResultRow = QueryResultRow>(
-    sql: string,
-    params: unknown[] = [],
-    database = 'postgres',
-  ): Promise<R[]> {
+  async query<R extends QueryResultRow = QueryResultRow>(sql: string, params: unknown[] = [], database = 'postgres'): Promise<R[]> {
     const client = new pg.Client({
       connectionString: this.connectionString(database),
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
@@ -236,8 +232,7 @@ export class PostgresServer {
       } catch (error) {
         // Another process may bind the port between freePort() and postgres; probing the port
         // tells that case apart without parsing (possibly localized) server messages.
-        const lostRace =
-          error instanceof PostgresServerError && error.code === 'PG_START_FAILED' && !(await isPortFree(port));
+        const lostRace = error instanceof PostgresServerError && error.code === 'PG_START_FAILED' && !(await isPortFree(port));
         if (!lostRace || attempt >= PORT_ATTEMPTS) throw error;
       }
     }
@@ -245,8 +240,7 @@ export class PostgresServer {
 
   private async launchAndWait(port: number): Promise<void> {
     this.currentPort = port;
-    const socketDir =
-      Buffer.byteLength(path.join(this.dataDir, `.s.PGSQL.${port}`)) <= MAX_SOCKET_PATH_BYTES ? this.dataDir : '';
+    const socketDir = Buffer.byteLength(path.join(this.dataDir, `.s.PGSQL.${port}`)) <= MAX_SOCKET_PATH_BYTES ? this.dataDir : '';
     const args = ['-D', this.dataDir, '-p', String(port), '-c', `listen_addresses=${HOST}`];
     args.push('-c', `unix_socket_directories=${socketDir}`);
     for (const [key, value] of Object.entries(this.settings)) args.push('-c', `${key}=${formatSetting(value)}`);
@@ -382,10 +376,7 @@ function isAlive(pid: number): boolean {
 async function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
   const timeout = new AbortController();
   try {
-    return await Promise.race([
-      promise.then(() => true),
-      sleep(ms, false, { signal: timeout.signal }),
-    ]);
+    return await Promise.race([promise.then(() => true), sleep(ms, false, { signal: timeout.signal })]);
   } finally {
     timeout.abort();
   }

@@ -1,19 +1,15 @@
 import { ByteReader } from './byte-reader.js';
-import type {
-  PgoutputMessage,
-  RelationColumn,
-  ReplicaIdentity,
-  Tuple,
-  TupleValue,
-  OldTupleKind,
-} from './pgoutput-messages.js';
+import type { PgoutputMessage, RelationColumn, ReplicaIdentity, Tuple, TupleValue, OldTupleKind } from './pgoutput-messages.js';
 import { UNCHANGED_TOAST } from './pgoutput-messages.js';
 
 /** Pure pgoutput decoding: one message's bytes in, one typed message out. No I/O, no state. */
 
 export class UnknownMessageError extends Error {
   readonly code = 'PGBIDI_UNKNOWN_MESSAGE';
-  constructor(readonly messageTag: string, context: string) {
+  constructor(
+    readonly messageTag: string,
+    context: string,
+  ) {
     super(`unknown ${context} ${JSON.stringify(messageTag)} (0x${messageTag.charCodeAt(0).toString(16)})`);
     this.name = 'UnknownMessageError';
   }

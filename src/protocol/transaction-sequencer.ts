@@ -8,7 +8,10 @@ import type { BeginMessage, PgoutputMessage, OriginMessage } from './pgoutput-me
  */
 export class OutOfOrderMessageError extends Error {
   readonly code = 'PGBIDI_OUT_OF_ORDER_MESSAGE';
-  constructor(readonly messageTag: string, detail: string) {
+  constructor(
+    readonly messageTag: string,
+    detail: string,
+  ) {
     super(`${messageTag} message out of order: ${detail}`);
     this.name = 'OutOfOrderMessageError';
   }

@@ -13,8 +13,7 @@ import { quoteIdent, quoteLiteral } from '../util/sql.js';
  */
 
 /** Walsender GUCs pinned so that text values are produced the same way on every peer (§1.1). */
-export const PINNED_GUCS =
-  '-c client_encoding=UTF8 -c datestyle=ISO,MDY -c intervalstyle=postgres -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex';
+export const PINNED_GUCS = '-c client_encoding=UTF8 -c datestyle=ISO,MDY -c intervalstyle=postgres -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex';
 
 interface CopyBothConnection {
   on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
@@ -73,9 +72,7 @@ export class ReplicationConnection {
   /** Creates the slot if it is missing (CREATE_REPLICATION_SLOT … LOGICAL pgoutput, durable). */
   async ensureSlot(): Promise<'created' | 'exists'> {
     const client = this.requireClient();
-    const found = await client.query(
-      `SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quoteLiteral(this.options.slot)}`,
-    );
+    const found = await client.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quoteLiteral(this.options.slot)}`);
     if (found.rowCount) return 'exists';
     await client.query(`CREATE_REPLICATION_SLOT ${quoteIdent(this.options.slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
     return 'created';
@@ -88,11 +85,7 @@ export class ReplicationConnection {
    */
   start(opts: StartOptions): Promise<unknown> {
     const client = this.requireClient();
-    const options = [
-      `proto_version '1'`,
-      `publication_names ${quoteLiteral(quoteIdent(this.options.publication))}`,
-      `messages 'true'`,
-    ];
+    const options = [`proto_version '1'`, `publication_names ${quoteLiteral(quoteIdent(this.options.publication))}`, `messages 'true'`];
     if (this.serverVersionNum >= 160000) options.push(`origin 'none'`);
     const conn = this.connection;
     conn.on('copyData', ({ chunk }) => {
@@ -105,9 +98,7 @@ export class ReplicationConnection {
       }
       opts.onMessage(message);
     });
-    this.streaming = client.query(
-      `START_REPLICATION SLOT ${quoteIdent(this.options.slot)} LOGICAL ${formatLsn(opts.startLsn)} (${options.join(', ')})`,
-    );
+    this.streaming = client.query(`START_REPLICATION SLOT ${quoteIdent(this.options.slot)} LOGICAL ${formatLsn(opts.startLsn)} (${options.join(', ')})`);
     return this.streaming;
   }
 

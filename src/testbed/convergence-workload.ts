@@ -7,9 +7,7 @@ import type { LocalCluster } from './local-cluster.js';
  * primary keys alone can cause happens often. The same seed gives the same per-node sequence of
  * operations (timing still varies).
  */
-export const CONVERGENCE_SCHEMA = [
-  `CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL, n bigint NOT NULL DEFAULT 0, written_by text NOT NULL)`,
-];
+export const CONVERGENCE_SCHEMA = [`CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL, n bigint NOT NULL DEFAULT 0, written_by text NOT NULL)`];
 
 export interface WorkloadOptions {
   readonly seed: number;
@@ -37,11 +35,7 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-export async function runConvergenceWorkload(
-  cluster: LocalCluster,
-  nodes: readonly string[],
-  options: WorkloadOptions,
-): Promise<WorkloadResult> {
+export async function runConvergenceWorkload(cluster: LocalCluster, nodes: readonly string[], options: WorkloadOptions): Promise<WorkloadResult> {
   const stopAt = Date.now() + options.durationMs;
   const byNode: Record<string, number> = {};
   let errors = 0;

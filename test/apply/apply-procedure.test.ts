@@ -62,7 +62,9 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       if (returningOld && server.versionNum < 180_000) continue;
       await client.query('SET check_function_bodies = on');
       await client.query(applyProcedureSql(shapes, { returningOld, peerOrigin: 1, epoch: '2000-01-01 00:00:00+00' }));
-      const r = await client.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply' AND pronamespace = pg_my_temp_schema()`);
+      const r = await client.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply' AND pronamespace = pg_my_temp_schema()`,
+      );
       expect(r.rows[0]?.n).toBe(1);
     }
   });
@@ -79,7 +81,8 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     await client.query(applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000, peerOrigin: origin?.ro ?? 0, epoch: '2000-01-01 00:00:00+00' }));
     await client.query(`SELECT pg_replication_origin_session_setup('pgbidi_a')`);
     await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
-    const row = (id: number, v: string): (string | null)[] => mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
+    const row = (id: number, v: string): (string | null)[] =>
+      mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
     const vals = [...row(1, 'one'), ...row(1, 'uno'), ...row(2, 'two'), ...row(1, 'x')];
     const lsns = ['0/10', '0/20', '0/30', '0/40'];
     // Each remote transaction newer than the one before (the peer's commit order).

@@ -39,13 +39,22 @@ const mappings = new Map([
   [8, noKey],
 ]);
 function encode(txns: RemoteTransaction[], options = { locks: false, maxSteps: 100 }, policy: ShapePolicy = lww, registry = new ShapeRegistry()) {
-  return encodeGroup(txns, (id) => mappings.get(id), () => policy, registry, options);
+  return encodeGroup(
+    txns,
+    (id) => mappings.get(id),
+    () => policy,
+    registry,
+    options,
+  );
 }
 
 describe('encodeGroup', () => {
   it('carries every column of inserts and deletes, and of updates whose row is complete', () => {
     const g = encode([
-      txn({ tag: 'insert', relationId: 7, newTuple: ['1', 'x', null] }, { tag: 'update', relationId: 7, oldKind: null, oldTuple: null, newTuple: ['1', 'y', 'z'] }),
+      txn(
+        { tag: 'insert', relationId: 7, newTuple: ['1', 'x', null] },
+        { tag: 'update', relationId: 7, oldKind: null, oldTuple: null, newTuple: ['1', 'y', 'z'] },
+      ),
       txn({ tag: 'delete', relationId: 7, oldKind: 'key', oldTuple: ['1', null, null] }),
     ]);
     expect(g.txns).toHaveLength(2);
@@ -93,10 +102,19 @@ describe('encodeGroup', () => {
   });
 
   it('takes sorted, distinct key locks first when other sessions apply concurrently', () => {
-    const g = encode([txn({ tag: 'insert', relationId: 7, newTuple: ['2', 'x', 'y'] }, { tag: 'update', relationId: 7, oldKind: null, oldTuple: null, newTuple: ['1', 'x', 'y'] }, { tag: 'delete', relationId: 7, oldKind: 'key', oldTuple: ['2', null, null] })], {
-      locks: true,
-      maxSteps: 100,
-    });
+    const g = encode(
+      [
+        txn(
+          { tag: 'insert', relationId: 7, newTuple: ['2', 'x', 'y'] },
+          { tag: 'update', relationId: 7, oldKind: null, oldTuple: null, newTuple: ['1', 'x', 'y'] },
+          { tag: 'delete', relationId: 7, oldKind: 'key', oldTuple: ['2', null, null] },
+        ),
+      ],
+      {
+        locks: true,
+        maxSteps: 100,
+      },
+    );
     const locks = lockOrder([keyLock('public.t', ['2']), keyLock('public.t', ['1'])]);
     expect(g.nsteps).toEqual([locks.length + 3]);
     expect(g.shapeIds.slice(0, locks.length)).toEqual(locks.map(() => 0));
@@ -128,7 +146,18 @@ describe('key locks', () => {
     expect(l[1]).toBeGreaterThanOrEqual(0);
     expect(l[1]).toBeLessThan(LOCK_BUCKETS);
     expect(keyLock('public.u', ['42'])[0]).not.toBe(l[0]);
-    expect(lockOrder([[2, 1], [1, 5], [2, 1], [1, 3]])).toEqual([[1, 3], [1, 5], [2, 1]]);
+    expect(
+      lockOrder([
+        [2, 1],
+        [1, 5],
+        [2, 1],
+        [1, 3],
+      ]),
+    ).toEqual([
+      [1, 3],
+      [1, 5],
+      [2, 1],
+    ]);
   });
 });
 

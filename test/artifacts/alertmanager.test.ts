@@ -111,7 +111,15 @@ describe('Alertmanager example', () => {
   });
 
   it(`the routing test can fail: a critical alert does not go to chat${amtool.note}`, { skip: amtool.skip }, () => {
-    const r = run(amtool, ['config', 'routes', 'test', `--config.file=${CONFIG}`, `--verify.receivers=${receivers.chat}`, 'alertname=PgbidiAgentDown', 'severity=critical']);
+    const r = run(amtool, [
+      'config',
+      'routes',
+      'test',
+      `--config.file=${CONFIG}`,
+      `--verify.receivers=${receivers.chat}`,
+      'alertname=PgbidiAgentDown',
+      'severity=critical',
+    ]);
     expect(r.status).not.toBe(0);
     expect(r.output).toContain(receivers.pager);
   });

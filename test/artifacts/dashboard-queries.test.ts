@@ -60,12 +60,20 @@ describe(`dashboard queries against a live Prometheus${note}`, { skip }, () => {
     if (prometheus.path === null) throw new Error('prometheus is required when CI=true');
     child = spawn(
       prometheus.path,
-      [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`, '--storage.tsdb.retention.time=30d'],
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'tsdb')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--storage.tsdb.retention.time=30d',
+      ],
       { stdio: 'ignore' },
     );
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const ready = await fetch(`${base}/-/ready`).then((r) => r.ok, () => false);
+      const ready = await fetch(`${base}/-/ready`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (ready) break;
       if (Date.now() > deadline) throw new Error('prometheus did not become ready within 30 s');
       await new Promise((r) => setTimeout(r, 200));

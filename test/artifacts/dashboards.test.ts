@@ -18,9 +18,7 @@ async function committedDashboards(): Promise<{ file: string; json: Obj }[]> {
 }
 
 function targetsOf(d: Obj): { panel: Obj; target: Obj; expr: string }[] {
-  return panelsOf(d).flatMap((panel) =>
-    ((panel['targets'] as Obj[] | undefined) ?? []).map((target) => ({ panel, target, expr: String(target['expr']) })),
-  );
+  return panelsOf(d).flatMap((panel) => ((panel['targets'] as Obj[] | undefined) ?? []).map((target) => ({ panel, target, expr: String(target['expr']) })));
 }
 
 function metricsOf(d: Obj): Set<string> {
@@ -115,15 +113,44 @@ describe('dashboards', () => {
 
   describe('the linter catches each broken rule', () => {
     const cases: [string, (d: Obj) => void, string][] = [
-      ['a hard-coded rate range', (d) => setExpr(firstTimeseries(d), 'sum(rate(pgbidi_received_bytes_total{job=~"$job",instance=~"$instance",peer=~"$peer"}[5m]))'), 'target-rate-interval-rule'],
-      ['a raw counter', (d) => setExpr(firstTimeseries(d), 'pgbidi_conflicts_total{job=~"$job",instance=~"$instance",peer=~"$peer"}'), 'target-counter-agg-rule'],
-      ['a histogram bucket outside rate', (d) => setExpr(firstTimeseries(d), 'histogram_quantile(0.9, pgbidi_transaction_changes_bucket{job=~"$job",instance=~"$instance",peer=~"$peer"})'), 'target-counter-agg-rule'],
-      ['a metric the agent does not export', (d) => setExpr(firstTimeseries(d), 'pgbidi_replication_lag_ms{job=~"$job",instance=~"$instance",peer=~"$peer"}'), 'target-catalogue-rule'],
-      ['a label the metric does not have', (d) => setExpr(firstTimeseries(d), 'sum(rate(pgbidi_conflicts_total{job=~"$job",instance=~"$instance",peer=~"$peer",conflict_type="x"}[$__rate_interval]))'), 'target-label-rule'],
+      [
+        'a hard-coded rate range',
+        (d) => setExpr(firstTimeseries(d), 'sum(rate(pgbidi_received_bytes_total{job=~"$job",instance=~"$instance",peer=~"$peer"}[5m]))'),
+        'target-rate-interval-rule',
+      ],
+      [
+        'a raw counter',
+        (d) => setExpr(firstTimeseries(d), 'pgbidi_conflicts_total{job=~"$job",instance=~"$instance",peer=~"$peer"}'),
+        'target-counter-agg-rule',
+      ],
+      [
+        'a histogram bucket outside rate',
+        (d) => setExpr(firstTimeseries(d), 'histogram_quantile(0.9, pgbidi_transaction_changes_bucket{job=~"$job",instance=~"$instance",peer=~"$peer"})'),
+        'target-counter-agg-rule',
+      ],
+      [
+        'a metric the agent does not export',
+        (d) => setExpr(firstTimeseries(d), 'pgbidi_replication_lag_ms{job=~"$job",instance=~"$instance",peer=~"$peer"}'),
+        'target-catalogue-rule',
+      ],
+      [
+        'a label the metric does not have',
+        (d) =>
+          setExpr(firstTimeseries(d), 'sum(rate(pgbidi_conflicts_total{job=~"$job",instance=~"$instance",peer=~"$peer",conflict_type="x"}[$__rate_interval]))'),
+        'target-label-rule',
+      ],
       ['a query without the job matcher', (d) => setExpr(firstTimeseries(d), 'pgbidi_queue_changes{instance=~"$instance",peer=~"$peer"}'), 'target-job-rule'],
       ['a query without the instance matcher', (d) => setExpr(firstTimeseries(d), 'pgbidi_queue_changes{job=~"$job",peer=~"$peer"}'), 'target-instance-rule'],
-      ['a per-link query that ignores $peer', (d) => setExpr(firstTimeseries(d), 'pgbidi_queue_changes{job=~"$job",instance=~"$instance"}'), 'target-peer-rule'],
-      ['a query that does not parse', (d) => setExpr(firstTimeseries(d), 'sum(rate(pgbidi_received_bytes_total{job=~"$job",instance=~"$instance",peer=~"$peer"}[$__rate_interval])'), 'target-promql-rule'],
+      [
+        'a per-link query that ignores $peer',
+        (d) => setExpr(firstTimeseries(d), 'pgbidi_queue_changes{job=~"$job",instance=~"$instance"}'),
+        'target-peer-rule',
+      ],
+      [
+        'a query that does not parse',
+        (d) => setExpr(firstTimeseries(d), 'sum(rate(pgbidi_received_bytes_total{job=~"$job",instance=~"$instance",peer=~"$peer"}[$__rate_interval])'),
+        'target-promql-rule',
+      ],
       ['a panel without description', (d) => delete firstTimeseries(d)['description'], 'panel-title-description-rule'],
       ['a panel without unit', (d) => delete ((firstTimeseries(d)['fieldConfig'] as Obj)['defaults'] as Obj)['unit'], 'panel-units-rule'],
       ['a made-up unit', (d) => (((firstTimeseries(d)['fieldConfig'] as Obj)['defaults'] as Obj)['unit'] = 'changes'), 'panel-units-rule'],
@@ -132,9 +159,21 @@ describe('dashboards', () => {
       ['overlapping panels', (d) => ((firstTimeseries(d)['gridPos'] as Obj)['y'] = 0), 'panel-layout-rule'],
       ['an editable dashboard', (d) => (d['editable'] = true), 'uneditable-dashboard'],
       ['a short uid', (d) => (d['uid'] = 'pgb'), 'dashboard-uid-rule'],
-      ['no datasource variable', (d) => ((d['templating'] as Obj)['list'] = ((d['templating'] as Obj)['list'] as Obj[]).filter((v) => v['type'] !== 'datasource')), 'template-datasource-rule'],
-      ['a single-select job variable', (d) => ((((d['templating'] as Obj)['list'] as Obj[]).find((v) => v['name'] === 'job') ?? {})['multi'] = false), 'template-job-rule'],
-      ['an instance variable that never refreshes', (d) => ((((d['templating'] as Obj)['list'] as Obj[]).find((v) => v['name'] === 'instance') ?? {})['refresh'] = 0), 'template-on-time-change-reload-rule'],
+      [
+        'no datasource variable',
+        (d) => ((d['templating'] as Obj)['list'] = ((d['templating'] as Obj)['list'] as Obj[]).filter((v) => v['type'] !== 'datasource')),
+        'template-datasource-rule',
+      ],
+      [
+        'a single-select job variable',
+        (d) => ((((d['templating'] as Obj)['list'] as Obj[]).find((v) => v['name'] === 'job') ?? {})['multi'] = false),
+        'template-job-rule',
+      ],
+      [
+        'an instance variable that never refreshes',
+        (d) => ((((d['templating'] as Obj)['list'] as Obj[]).find((v) => v['name'] === 'instance') ?? {})['refresh'] = 0),
+        'template-on-time-change-reload-rule',
+      ],
     ];
     for (const [what, breakIt, rule] of cases) {
       it(`${what} → ${rule}`, () => {

@@ -25,7 +25,15 @@ import { freePort } from '../../src/pg-server/free-port.js';
 import { embeddedBinDir } from '../../src/pg-server/postgres-binaries.js';
 import { LocalCluster } from '../../src/testbed/local-cluster.js';
 import { eventually, sleep } from '../support/cluster-fixture.js';
-import { alertmanagerBinaryName, alertmanagerConfigFrom, instantQuery, labelValues, prometheusConfig, ServerProcess, targetHealth } from '../support/e2e-monitoring.js';
+import {
+  alertmanagerBinaryName,
+  alertmanagerConfigFrom,
+  instantQuery,
+  labelValues,
+  prometheusConfig,
+  ServerProcess,
+  targetHealth,
+} from '../support/e2e-monitoring.js';
 import { WebhookReceiver } from '../support/e2e-webhook.js';
 import type { Delivery } from '../support/e2e-webhook.js';
 import { panelsOf } from './support/dashboard-lint.js';
@@ -336,38 +344,54 @@ describe(`end to end: agents, Prometheus, Alertmanager and the shipped artifacts
 
     const down = await waitForAlert(
       'PgbidiAgentDown firing for agent b on the pager webhook',
-      ({ notification, alert }) => notification.path === 'pager' && alert.status === 'firing' && alert.labels['alertname'] === 'PgbidiAgentDown' && alert.labels['instance'] === b,
+      ({ notification, alert }) =>
+        notification.path === 'pager' && alert.status === 'firing' && alert.labels['alertname'] === 'PgbidiAgentDown' && alert.labels['instance'] === b,
       60_000,
     );
     const stale = await waitForAlert(
       'PgbidiHeartbeatStale firing for the link b → a',
       ({ notification, alert }) =>
-        notification.path === 'chat' && alert.status === 'firing' && alert.labels['alertname'] === 'PgbidiHeartbeatStale' && alert.labels['instance'] === a && alert.labels['peer'] === 'b',
+        notification.path === 'chat' &&
+        alert.status === 'firing' &&
+        alert.labels['alertname'] === 'PgbidiHeartbeatStale' &&
+        alert.labels['instance'] === a &&
+        alert.labels['peer'] === 'b',
       (hb.warningSeconds + durationSeconds(FOR) + 45) * 1000,
     );
     const staleAfter = (stale.notification.receivedAt - stoppedAt) / 1000;
     expect(stale.alert.labels['severity']).toBe('warning');
     // Not before the threshold: the alert measures the age of the last heartbeat.
     expect(staleAfter).toBeGreaterThanOrEqual(hb.warningSeconds);
-    console.info(`agent b stopped: PgbidiAgentDown after ${((down.notification.receivedAt - stoppedAt) / 1000).toFixed(1)} s, PgbidiHeartbeatStale after ${staleAfter.toFixed(1)} s`);
+    console.info(
+      `agent b stopped: PgbidiAgentDown after ${((down.notification.receivedAt - stoppedAt) / 1000).toFixed(1)} s, PgbidiHeartbeatStale after ${staleAfter.toFixed(1)} s`,
+    );
 
     await startAgent('b');
     const restartedAt = Date.now();
     const resolved = await waitForAlert(
       'PgbidiHeartbeatStale resolved for the link b → a',
       ({ notification, alert }) =>
-        notification.path === 'chat' && alert.status === 'resolved' && alert.labels['alertname'] === 'PgbidiHeartbeatStale' && alert.labels['instance'] === a && alert.labels['peer'] === 'b',
+        notification.path === 'chat' &&
+        alert.status === 'resolved' &&
+        alert.labels['alertname'] === 'PgbidiHeartbeatStale' &&
+        alert.labels['instance'] === a &&
+        alert.labels['peer'] === 'b',
       60_000,
     );
     expect(resolved.alert.startsAt).toBe(stale.alert.startsAt);
     await waitForAlert(
       'PgbidiAgentDown resolved for agent b',
-      ({ notification, alert }) => notification.path === 'pager' && alert.status === 'resolved' && alert.labels['alertname'] === 'PgbidiAgentDown' && alert.labels['instance'] === b,
+      ({ notification, alert }) =>
+        notification.path === 'pager' && alert.status === 'resolved' && alert.labels['alertname'] === 'PgbidiAgentDown' && alert.labels['instance'] === b,
       30_000,
     );
     console.info(`agent b restarted: PgbidiHeartbeatStale resolved after ${((resolved.notification.receivedAt - restartedAt) / 1000).toFixed(1)} s`);
 
-    const seen = new Set(hook().deliveries().map(({ notification, alert }) => `${notification.path} ${alert.status} ${alert.labels['alertname'] ?? '?'}`));
+    const seen = new Set(
+      hook()
+        .deliveries()
+        .map(({ notification, alert }) => `${notification.path} ${alert.status} ${alert.labels['alertname'] ?? '?'}`),
+    );
     console.info(`the webhook received: ${[...seen].join(', ')}`);
 
     const written = await writer.stop();

@@ -117,7 +117,11 @@ describe('Prometheus rules', () => {
       expect(r.annotations.runbook_url).toBe(`${defaultConfig.runbookBaseUrl}/${r.alert}.md`);
       expect(r.for).toMatch(/^\d+[smh]$/);
     }
-    const fors = new Set(allRules(rules()).filter(isAlertingRule).map((r) => r.for));
+    const fors = new Set(
+      allRules(rules())
+        .filter(isAlertingRule)
+        .map((r) => r.for),
+    );
     expect(fors.size, 'for: durations should follow what each alert watches, not one default').toBeGreaterThan(3);
   });
 
@@ -141,7 +145,10 @@ describe('Prometheus rules', () => {
       'PgbidiReconnectFlapping',
       'PgbidiClockSkew',
     ]);
-    const severities = (name: string): string[] => alertSpecs().filter((s) => s.rule.alert === name).map((s) => s.rule.labels.severity);
+    const severities = (name: string): string[] =>
+      alertSpecs()
+        .filter((s) => s.rule.alert === name)
+        .map((s) => s.rule.labels.severity);
     expect(severities('PgbidiReplicationLagHigh')).toEqual(['warning', 'critical']);
     expect(severities('PgbidiHeartbeatStale')).toEqual(['warning', 'critical']);
   });
@@ -176,7 +183,9 @@ describe('Prometheus rules', () => {
       const m = awaitedMetrics(r.expr, recorded);
       if (m.length) awaiting[r.alert] = m;
     }
-    expect(awaiting, 'an alert reads a metric that is not exported yet: acknowledge it in AWAITING_METRICS, or promote the metric in metric-names.ts').toEqual(AWAITING_METRICS);
+    expect(awaiting, 'an alert reads a metric that is not exported yet: acknowledge it in AWAITING_METRICS, or promote the metric in metric-names.ts').toEqual(
+      AWAITING_METRICS,
+    );
   });
 
   it('every alert has a runbook, and every runbook an alert', async () => {
@@ -204,7 +213,10 @@ describe('Prometheus rules', () => {
       for (const s of alertSpecs().filter((x) => x.rule.alert === name)) {
         expect(firedSeverities, `${name}: no case where the ${s.rule.labels.severity} alert fires`).toContain(s.rule.labels.severity);
       }
-      expect(cases.some((c) => c.exp_alerts.length === 0), `${name}: no case where it does not fire`).toBe(true);
+      expect(
+        cases.some((c) => c.exp_alerts.length === 0),
+        `${name}: no case where it does not fire`,
+      ).toBe(true);
     }
     const orphans = [...tests.keys()].filter((f) => f !== 'recording-rules.test.yml' && !alertNames().includes(f.replace(/\.test\.yml$/, '')));
     expect(orphans).toEqual([]);

@@ -71,7 +71,21 @@ describe('bench options', () => {
   });
 
   it('reports every problem at once', () => {
-    const message = usageError(['--workloads', 'w9', '--reps', '0', '--versions', '14', '--rows', '10', '--txn-rows', '20', '--modes', 'sideways', '--rate=-1']);
+    const message = usageError([
+      '--workloads',
+      'w9',
+      '--reps',
+      '0',
+      '--versions',
+      '14',
+      '--rows',
+      '10',
+      '--txn-rows',
+      '20',
+      '--modes',
+      'sideways',
+      '--rate=-1',
+    ]);
     expect(message).toContain("unknown workload 'w9'");
     expect(message).toContain("--reps must be a positive integer, got '0'");
     expect(message).toContain('no PostgreSQL 14 server binaries');

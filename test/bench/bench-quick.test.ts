@@ -17,52 +17,58 @@ const dir = mkdtempSync(join(tmpdir(), 'pgbidi-bench-quick-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('bench --quick on PostgreSQL 18', () => {
-  it('measures every figure of every workload for both sides, converges, and prints the statement profile', async () => {
-    const jsonFile = join(dir, 'bench.json');
-    let out = '';
-    let err = '';
-    // A short wait limit: a broken applier fails this test in minutes instead of hanging it.
-    const code = await main(['--quick', '--versions', '18', '--timeout-s', '120', '--json-out', jsonFile], {
-      out: (s) => (out += s),
-      err: (s) => (err += s),
-    });
-    const outcome = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchOutcome;
+  it(
+    'measures every figure of every workload for both sides, converges, and prints the statement profile',
+    async () => {
+      const jsonFile = join(dir, 'bench.json');
+      let out = '';
+      let err = '';
+      // A short wait limit: a broken applier fails this test in minutes instead of hanging it.
+      const code = await main(['--quick', '--versions', '18', '--timeout-s', '120', '--json-out', jsonFile], {
+        out: (s) => (out += s),
+        err: (s) => (err += s),
+      });
+      const outcome = JSON.parse(readFileSync(jsonFile, 'utf8')) as BenchOutcome;
 
-    expect(outcome.meta.complete).toBe(true);
-    expect(outcome.meta.workloads).toEqual([...WORKLOAD_IDS]);
-    expect(outcome.targets).toBeNull();
-    for (const workload of WORKLOAD_IDS) {
-      const spec = WORKLOADS[workload];
-      for (const side of [spec.baseline, spec.subject]) {
-        const runs = outcome.runs.filter((r) => r.workload === workload && r.engine === side.engine && r.variant === side.variant);
-        const where = `${workload} ${side.engine}/${side.variant}`;
-        expect(runs, where).toHaveLength(1);
-        const run = runs[0];
-        if (!run) continue;
-        expect(run.error, `${where}: ${run.error}`).toBeNull();
-        expect(run.skipped, where).toBeNull();
-        expect(run.converged, where).toBe(true);
-        expect(run.version, where).toMatch(/^18\.\d+$/);
-        for (const figure of spec.figures) {
-          const value = run.figures[figure.key];
-          if (!figureApplies(figure, side.engine)) continue;
-          expect(value, `${where} ${figure.key}`).toBeTypeOf('number');
-          expect(value, `${where} ${figure.key}`).toBeGreaterThan(0);
+      expect(outcome.meta.complete).toBe(true);
+      expect(outcome.meta.workloads).toEqual([...WORKLOAD_IDS]);
+      expect(outcome.targets).toBeNull();
+      for (const workload of WORKLOAD_IDS) {
+        const spec = WORKLOADS[workload];
+        for (const side of [spec.baseline, spec.subject]) {
+          const runs = outcome.runs.filter((r) => r.workload === workload && r.engine === side.engine && r.variant === side.variant);
+          const where = `${workload} ${side.engine}/${side.variant}`;
+          expect(runs, where).toHaveLength(1);
+          const run = runs[0];
+          if (!run) continue;
+          expect(run.error, `${where}: ${run.error}`).toBeNull();
+          expect(run.skipped, where).toBeNull();
+          expect(run.converged, where).toBe(true);
+          expect(run.version, where).toMatch(/^18\.\d+$/);
+          for (const figure of spec.figures) {
+            const value = run.figures[figure.key];
+            if (!figureApplies(figure, side.engine)) continue;
+            expect(value, `${where} ${figure.key}`).toBeTypeOf('number');
+            expect(value, `${where} ${figure.key}`).toBeGreaterThan(0);
+          }
         }
       }
-    }
-    // pgbidi's statements on the applying node: a profile with statements, per transaction.
-    for (const run of outcome.runs.filter((r) => WORKLOADS[r.workload].profile)) {
-      expect(run.profile, `${run.workload} ${run.engine}`).not.toBeNull();
-      if (run.engine === 'pgbidi') expect(run.profile?.top.length, run.workload).toBeGreaterThan(0);
-    }
-    expect(code, err).toBe(0);
+      // pgbidi's statements on the applying node: a profile with statements, per transaction.
+      for (const run of outcome.runs.filter((r) => WORKLOADS[r.workload].profile)) {
+        expect(run.profile, `${run.workload} ${run.engine}`).not.toBeNull();
+        if (run.engine === 'pgbidi') expect(run.profile?.top.length, run.workload).toBeGreaterThan(0);
+      }
+      expect(code, err).toBe(0);
 
-    expect(out).toContain('== W2 OLTP:');
-    expect(out).toMatch(/pgbidi \(rep 1\): \d[\d,]* transactions applied; per applied transaction: \d+\.\d+ statements, \d+\.\d+ calls, \d+\.\d+ plans, [\d.]+ server µs/);
-    expect(out).toMatch(/top \d+ of \d+ statements by time:/);
-    expect(out).toContain('native shows only what is visible');
-    expect(out).toMatch(/obs on \(rep 1\): \d[\d,]* transactions applied; per applied transaction:/);
-    expect(out).not.toContain('targets:');
-  }, 20 * 60_000);
+      expect(out).toContain('== W2 OLTP:');
+      expect(out).toMatch(
+        /pgbidi \(rep 1\): \d[\d,]* transactions applied; per applied transaction: \d+\.\d+ statements, \d+\.\d+ calls, \d+\.\d+ plans, [\d.]+ server µs/,
+      );
+      expect(out).toMatch(/top \d+ of \d+ statements by time:/);
+      expect(out).toContain('native shows only what is visible');
+      expect(out).toMatch(/obs on \(rep 1\): \d[\d,]* transactions applied; per applied transaction:/);
+      expect(out).not.toContain('targets:');
+    },
+    20 * 60_000,
+  );
 });

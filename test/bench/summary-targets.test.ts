@@ -28,7 +28,10 @@ function run(
 
 describe('RunRecorder', () => {
   it('holds every figure of the spec, null until set, and refuses keys outside it', () => {
-    const rec = new RunRecorder({ workload: 'w5', major: 15, engine: 'pgbidi', variant: 'default', rep: 1 }, WORKLOADS.w5.figures.map((f) => f.key));
+    const rec = new RunRecorder(
+      { workload: 'w5', major: 15, engine: 'pgbidi', variant: 'default', rep: 1 },
+      WORKLOADS.w5.figures.map((f) => f.key),
+    );
     rec.set('txnPerSecond', 1234);
     rec.set('firstRowSeconds', Number.NaN);
     rec.version(150018);
@@ -127,7 +130,13 @@ describe('targets', () => {
   it('evaluates ratios, pgbidi values and overheads per version; a version without data misses', () => {
     const summaries = summarize([
       run('w2', 'native', 1, { 'backlog.catchUpSeconds': 3, 'live.sourceTps': 2000, 'live.lagP99': 0.02 }),
-      run('w2', 'pgbidi', 1, { 'backlog.catchUpSeconds': 2.5, 'live.sourceTps': 1700, 'live.lagP99': 1.5, 'backlog.serverUsPerTxn': 120, 'backlog.agentCpuUsPerTxn': 101 }),
+      run('w2', 'pgbidi', 1, {
+        'backlog.catchUpSeconds': 2.5,
+        'live.sourceTps': 1700,
+        'live.lagP99': 1.5,
+        'backlog.serverUsPerTxn': 120,
+        'backlog.agentCpuUsPerTxn': 101,
+      }),
       run('obs', 'pgbidi', 1, { 'backlog.txnPerSecond': 1000 }, { variant: 'observability-off' }),
       run('obs', 'pgbidi', 1, { 'backlog.txnPerSecond': 960 }, { variant: 'observability-on' }),
     ]);

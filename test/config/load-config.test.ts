@@ -63,9 +63,7 @@ describe('config', () => {
 
   it('never shows a password', () => {
     expect(redactDsn('postgres://u:secret@h:5432/db')).toBe('postgres://u:***@h:5432/db');
-    expect(redactSecrets('connect to postgres://u:secret@h/db failed; password=hunter2')).toBe(
-      'connect to postgres://u:***@h/db failed; password=***',
-    );
+    expect(redactSecrets('connect to postgres://u:secret@h/db failed; password=hunter2')).toBe('connect to postgres://u:***@h/db failed; password=***');
   });
 
   it('exits with code 2 and lists the problems, without a stack trace', async () => {

@@ -18,7 +18,10 @@ function fill(q: ApplyQueue, n: number): WeakRef<readonly ChangeMessage[]>[] {
 describe('ApplyQueue', () => {
   it('counts changes, commits and relations of what it holds, in order', () => {
     const q = new ApplyQueue();
-    const changes: ChangeMessage[] = [{ tag: 'insert', relationId: 1, newTuple: ['1'] }, { tag: 'insert', relationId: 1, newTuple: ['2'] }];
+    const changes: ChangeMessage[] = [
+      { tag: 'insert', relationId: 1, newTuple: ['1'] },
+      { tag: 'insert', relationId: 1, newTuple: ['2'] },
+    ];
     q.push({ kind: 'relation', relation: { tag: 'relation', relationId: 1, namespace: 'public', name: 't', replicaIdentity: 'default', columns: [] } });
     q.push({ kind: 'changes', changes, prepared: null });
     q.push({ kind: 'commit', commit: { tag: 'commit', flags: 0, commitLsn: 1n, endLsn: 2n, commitTime: 3n } });

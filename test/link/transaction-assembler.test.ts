@@ -28,7 +28,14 @@ function recorder(): { sink: AssemblerSink; counters: AssemblerCounters; out: st
   return { sink, counters, out, counts };
 }
 
-const rel: RelationMessage = { tag: 'relation', relationId: 7, namespace: 'public', name: 't', replicaIdentity: 'default', columns: [{ name: 'id', isKey: true, typeOid: 23, typeMod: -1 }] };
+const rel: RelationMessage = {
+  tag: 'relation',
+  relationId: 7,
+  namespace: 'public',
+  name: 't',
+  replicaIdentity: 'default',
+  columns: [{ name: 'id', isKey: true, typeOid: 23, typeMod: -1 }],
+};
 const begin = (xid: number): BeginMessage => ({ tag: 'begin', finalLsn: BigInt(xid * 100), commitTime: 1n, xid });
 const commit = (xid: number): CommitMessage => ({ tag: 'commit', flags: 0, commitLsn: BigInt(xid * 100), endLsn: BigInt(xid * 100 + 8), commitTime: 1n });
 const insert = (id: number): InsertMessage => ({ tag: 'insert', relationId: 7, newTuple: [String(id)] });

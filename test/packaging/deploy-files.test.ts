@@ -168,9 +168,7 @@ describe('deploy/compose', () => {
   const setups = pgbidi.filter((s) => s.command.includes('setup'));
 
   it('has the two nodes, their setup and agent services, Prometheus, Alertmanager and Grafana', () => {
-    expect([...services.keys()].sort()).toEqual(
-      ['agent-a', 'agent-b', 'alertmanager', 'grafana', 'pg-a', 'pg-b', 'prometheus', 'setup-a', 'setup-b'],
-    );
+    expect([...services.keys()].sort()).toEqual(['agent-a', 'agent-b', 'alertmanager', 'grafana', 'pg-a', 'pg-b', 'prometheus', 'setup-a', 'setup-b']);
     expect(agents.map((s) => s.name).sort()).toEqual(['agent-a', 'agent-b']);
     expect(setups.map((s) => s.name).sort()).toEqual(['setup-a', 'setup-b']);
     for (const s of pgbidi) expect(s.command.slice(0, 2), s.name).toEqual(['node', 'bin/pgbidi.js']);
@@ -295,7 +293,10 @@ describe('deploy/compose', () => {
         writeFileSync(copy, readFileSync(hostPathOf(prom, r) ?? '', 'utf8'));
         return copy;
       });
-      const rewritten = readFileSync(configHost, 'utf8').replace(/^(\s*-\s*)(\/etc\/prometheus\/\S+)$/gm, (_l, dash: string, p: string) => `${dash}${join(root, p)}`);
+      const rewritten = readFileSync(configHost, 'utf8').replace(
+        /^(\s*-\s*)(\/etc\/prometheus\/\S+)$/gm,
+        (_l, dash: string, p: string) => `${dash}${join(root, p)}`,
+      );
       writeFileSync(join(root, 'prometheus.yml'), rewritten);
       expect(rules.length).toBe(1);
       const r = spawnSync(promtool, ['check', 'config', join(root, 'prometheus.yml')], { encoding: 'utf8', timeout: 60_000 });
@@ -351,9 +352,7 @@ function k8sObjects(files: readonly string[]): K8sObject[] {
 }
 
 function toObjects(docs: readonly unknown[], file: string): K8sObject[] {
-  return docs
-    .filter((doc) => doc !== null)
-    .map((doc) => ({ kind: String(at(doc, 'kind')), name: String(at(doc, 'metadata', 'name')), file, doc }));
+  return docs.filter((doc) => doc !== null).map((doc) => ({ kind: String(at(doc, 'kind')), name: String(at(doc, 'metadata', 'name')), file, doc }));
 }
 
 describe('deploy/kubernetes/agent', () => {
@@ -455,7 +454,10 @@ describe('deploy/kubernetes/agent', () => {
     for (const s of services) {
       expect(at(s.doc, 'metadata', 'labels', 'app.kubernetes.io/name'), s.name).toBe('pgbidi');
       const selected = deployments.filter((d) => selects(at(s.doc, 'spec', 'selector'), at(d.doc, 'spec', 'template', 'metadata', 'labels')));
-      expect(selected.map((d) => d.name), s.name).toEqual([s.name]);
+      expect(
+        selected.map((d) => d.name),
+        s.name,
+      ).toEqual([s.name]);
       expect(at(s.doc, 'spec', 'ports')).toEqual([{ name: 'metrics', port: AGENT_PORT, targetPort: 'metrics' }]);
     }
     for (const d of deployments) {
@@ -463,7 +465,7 @@ describe('deploy/kubernetes/agent', () => {
     }
   });
 
-  it("the ServiceMonitor of ../monitoring selects every agent Service and scrapes a port it names", () => {
+  it('the ServiceMonitor of ../monitoring selects every agent Service and scrapes a port it names', () => {
     const sm = monitoring.find((o) => o.kind === 'ServiceMonitor');
     expect(sm).toBeDefined();
     const ports = (at(sm?.doc, 'spec', 'endpoints') as unknown[]).map((e) => at(e, 'port'));
@@ -493,9 +495,7 @@ describe('deploy/kubernetes/agent', () => {
     expect(r.status, r.stderr).toBe(0);
     const rendered = toObjects(yamlDocuments(r.stdout, 'kubectl kustomize'), 'kubectl kustomize');
     const ns = at(kustomization, 'namespace');
-    expect(rendered.map((o) => `${o.kind}/${o.name}`).sort()).toEqual(
-      [...objects, ...monitoring].map((o) => `${o.kind}/${o.name}`).sort(),
-    );
+    expect(rendered.map((o) => `${o.kind}/${o.name}`).sort()).toEqual([...objects, ...monitoring].map((o) => `${o.kind}/${o.name}`).sort());
     for (const o of rendered) expect(at(o.doc, 'metadata', 'namespace'), `${o.kind}/${o.name}`).toBe(ns);
   });
 });
@@ -519,7 +519,9 @@ describe('Dockerfile', () => {
     expect(finalCi.length).toBe(1);
     expect(finalCi[0]).toMatch(/--omit=dev/);
     // the final stage never compiles: it copies dist from the build stage
-    expect(final.some((i) => i.keyword === 'COPY' && copySources(i.args).from !== null && copySources(i.args).sources.some((s) => s.includes('dist')))).toBe(true);
+    expect(final.some((i) => i.keyword === 'COPY' && copySources(i.args).from !== null && copySources(i.args).sources.some((s) => s.includes('dist')))).toBe(
+      true,
+    );
     expect(runOf(final).some((r) => /\btsc\b/.test(r))).toBe(false);
   });
 
@@ -539,7 +541,10 @@ describe('Dockerfile', () => {
   });
 
   it('every COPY source from the build context exists in the repository', () => {
-    const copies = instructions.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD').map((i) => copySources(i.args)).filter((c) => c.from === null);
+    const copies = instructions
+      .filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD')
+      .map((i) => copySources(i.args))
+      .filter((c) => c.from === null);
     expect(copies.length).toBeGreaterThan(3);
     for (const c of copies) for (const s of c.sources) expect(existsSync(join(REPO, s)), s).toBe(true);
     for (const s of copies.flatMap((c) => c.sources).filter((x) => x.endsWith('.json'))) {
@@ -548,7 +553,10 @@ describe('Dockerfile', () => {
   });
 
   it("the config path it defaults to is where compose and Kubernetes mount the agent's config", () => {
-    const env = final.filter((i) => i.keyword === 'ENV').map((i) => i.args).join(' ');
+    const env = final
+      .filter((i) => i.keyword === 'ENV')
+      .map((i) => i.args)
+      .join(' ');
     const path = /PGBIDI_CONFIG=(\S+)/.exec(env)?.[1];
     expect(path).toBe('/etc/pgbidi/pgbidi.yaml');
     for (const s of [...composeServices(SHELL_ENV).values()].filter(isPgbidi)) {

@@ -1,13 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatLsn, InvalidLsnError, maxLsn, parseLsn } from '../../src/protocol/lsn.js';
-import {
-  formatPgTimestamp,
-  nowPgMicros,
-  PG_EPOCH_UNIX_MS,
-  pgMicrosToUnixMs,
-  pgMicrosToUnixSeconds,
-  unixMsToPgMicros,
-} from '../../src/protocol/pg-time.js';
+import { formatPgTimestamp, nowPgMicros, PG_EPOCH_UNIX_MS, pgMicrosToUnixMs, pgMicrosToUnixSeconds, unixMsToPgMicros } from '../../src/protocol/pg-time.js';
 
 describe('parseLsn / formatLsn', () => {
   it.each([
@@ -36,23 +29,20 @@ describe('parseLsn / formatLsn', () => {
   });
 
   const invalid = ['', '0', '/0', '0/', '/', '123456789/0', '0/123456789', 'G/0', '0/G', '0/0/0', '-1/0', '0x1/0'];
-  it.each([...invalid, '1 /0', '1/ 0', '1.5/0', '٣/0'])(
-    'rejects %j with InvalidLsnError',
-    (text) => {
-      let caught: unknown;
-      try {
-        parseLsn(text);
-      } catch (e) {
-        caught = e;
-      }
-      expect(caught).toBeInstanceOf(InvalidLsnError);
-      expect(caught).toMatchObject({
-        code: 'PGBIDI_INVALID_LSN',
-        name: 'InvalidLsnError',
-        message: expect.stringContaining(JSON.stringify(text)) as unknown,
-      });
-    },
-  );
+  it.each([...invalid, '1 /0', '1/ 0', '1.5/0', '٣/0'])('rejects %j with InvalidLsnError', (text) => {
+    let caught: unknown;
+    try {
+      parseLsn(text);
+    } catch (e) {
+      caught = e;
+    }
+    expect(caught).toBeInstanceOf(InvalidLsnError);
+    expect(caught).toMatchObject({
+      code: 'PGBIDI_INVALID_LSN',
+      name: 'InvalidLsnError',
+      message: expect.stringContaining(JSON.stringify(text)) as unknown,
+    });
+  });
 
   it('maxLsn compares as unsigned 64-bit values', () => {
     expect(maxLsn(parseLsn('FFFFFFFF/0'), parseLsn('1/FFFFFFFF'))).toBe(0xffff_ffff_0000_0000n);

@@ -3,13 +3,7 @@ import { TruncatedMessageError } from '../../src/protocol/byte-reader.js';
 import { decodePgoutput, UnknownMessageError } from '../../src/protocol/pgoutput-decoder.js';
 import type { PgoutputMessage } from '../../src/protocol/pgoutput-messages.js';
 import { UNCHANGED_TOAST } from '../../src/protocol/pgoutput-messages.js';
-import {
-  binaryColumn,
-  nullColumn,
-  PgoutputBuilder,
-  textColumn,
-  unchangedToastColumn,
-} from '../support/pgoutput-builder.js';
+import { binaryColumn, nullColumn, PgoutputBuilder, textColumn, unchangedToastColumn } from '../support/pgoutput-builder.js';
 
 // Values chosen to break a decoder that goes through Number or signed 32-bit reads.
 const INT64_MIN = -(2n ** 63n);
@@ -48,9 +42,7 @@ const fixtures: readonly Fixture[] = [
   },
   {
     name: 'Commit with distinct LSNs above 2^53 and a timestamp above 2^53',
-    bytes: new PgoutputBuilder()
-      .commit({ flags: 0, commitLsn: LSN_BIG, endLsn: UINT64_MAX, commitTime: ABOVE_2_53 })
-      .build(),
+    bytes: new PgoutputBuilder().commit({ flags: 0, commitLsn: LSN_BIG, endLsn: UINT64_MAX, commitTime: ABOVE_2_53 }).build(),
     expected: {
       tag: 'commit',
       flags: 0,
@@ -130,9 +122,7 @@ const fixtures: readonly Fixture[] = [
   },
   {
     name: 'Relation, replica identity nothing, no columns',
-    bytes: new PgoutputBuilder()
-      .relation({ relationId: 16384, namespace: 'public', name: 'empty', replicaIdentity: 'n', columns: [] })
-      .build(),
+    bytes: new PgoutputBuilder().relation({ relationId: 16384, namespace: 'public', name: 'empty', replicaIdentity: 'n', columns: [] }).build(),
     expected: { tag: 'relation', relationId: 16384, namespace: 'public', name: 'empty', replicaIdentity: 'nothing', columns: [] },
   },
   {
@@ -211,9 +201,7 @@ const fixtures: readonly Fixture[] = [
   },
   {
     name: 'Update without old tuple',
-    bytes: new PgoutputBuilder()
-      .update({ relationId: 16384, newTuple: [textColumn('1'), textColumn('new')] })
-      .build(),
+    bytes: new PgoutputBuilder().update({ relationId: 16384, newTuple: [textColumn('1'), textColumn('new')] }).build(),
     expected: { tag: 'update', relationId: 16384, oldKind: null, oldTuple: null, newTuple: ['1', 'new'] },
   },
   {
@@ -252,16 +240,12 @@ const fixtures: readonly Fixture[] = [
   },
   {
     name: "Delete with 'K' key tuple",
-    bytes: new PgoutputBuilder()
-      .delete({ relationId: UINT32_MAX, marker: 'K', oldTuple: [textColumn('7'), nullColumn, nullColumn] })
-      .build(),
+    bytes: new PgoutputBuilder().delete({ relationId: UINT32_MAX, marker: 'K', oldTuple: [textColumn('7'), nullColumn, nullColumn] }).build(),
     expected: { tag: 'delete', relationId: 4294967295, oldKind: 'key', oldTuple: ['7', null, null] },
   },
   {
     name: "Delete with 'O' full old tuple",
-    bytes: new PgoutputBuilder()
-      .delete({ relationId: 16384, marker: 'O', oldTuple: [textColumn('7'), textColumn('ça va'), unchangedToastColumn] })
-      .build(),
+    bytes: new PgoutputBuilder().delete({ relationId: 16384, marker: 'O', oldTuple: [textColumn('7'), textColumn('ça va'), unchangedToastColumn] }).build(),
     expected: { tag: 'delete', relationId: 16384, oldKind: 'full', oldTuple: ['7', 'ça va', UNCHANGED_TOAST] },
   },
   {
@@ -286,9 +270,7 @@ const fixtures: readonly Fixture[] = [
   },
   {
     name: 'Transactional Message with binary content',
-    bytes: new PgoutputBuilder()
-      .message({ transactional: true, lsn: LSN_BIG, prefix: 'pgbidi/🐘', content: BINARY_BYTES })
-      .build(),
+    bytes: new PgoutputBuilder().message({ transactional: true, lsn: LSN_BIG, prefix: 'pgbidi/🐘', content: BINARY_BYTES }).build(),
     expected: {
       tag: 'message',
       transactional: true,
@@ -311,9 +293,7 @@ describe('decodePgoutput: every message type', () => {
 
   it('covers every message tag', () => {
     const tags = new Set(fixtures.map((f) => decodePgoutput(f.bytes).tag));
-    expect([...tags].sort()).toEqual(
-      ['begin', 'commit', 'delete', 'insert', 'message', 'origin', 'relation', 'truncate', 'type', 'update'].sort(),
-    );
+    expect([...tags].sort()).toEqual(['begin', 'commit', 'delete', 'insert', 'message', 'origin', 'relation', 'truncate', 'type', 'update'].sort());
   });
 
   it('decodes a 64 KiB multibyte value by byte length, not character length', () => {
@@ -349,22 +329,44 @@ describe('decodePgoutput: unknown tags and markers', () => {
   const malformed: ReadonlyArray<{ name: string; bytes: Buffer; messageTag: string }> = [
     {
       name: "Insert without 'N' marker",
-      bytes: new PgoutputBuilder().char('I').uint32(1).char('K').tuple([textColumn('1')]).build(),
+      bytes: new PgoutputBuilder()
+        .char('I')
+        .uint32(1)
+        .char('K')
+        .tuple([textColumn('1')])
+        .build(),
       messageTag: 'K',
     },
     {
       name: "Update with unknown marker 'X'",
-      bytes: new PgoutputBuilder().char('U').uint32(1).char('X').tuple([textColumn('1')]).build(),
+      bytes: new PgoutputBuilder()
+        .char('U')
+        .uint32(1)
+        .char('X')
+        .tuple([textColumn('1')])
+        .build(),
       messageTag: 'X',
     },
     {
       name: "Update with old tuple followed by 'O' instead of 'N'",
-      bytes: new PgoutputBuilder().char('U').uint32(1).char('K').tuple([textColumn('1')]).char('O').tuple([]).build(),
+      bytes: new PgoutputBuilder()
+        .char('U')
+        .uint32(1)
+        .char('K')
+        .tuple([textColumn('1')])
+        .char('O')
+        .tuple([])
+        .build(),
       messageTag: 'O',
     },
     {
       name: "Delete with 'N' marker",
-      bytes: new PgoutputBuilder().char('D').uint32(1).char('N').tuple([textColumn('1')]).build(),
+      bytes: new PgoutputBuilder()
+        .char('D')
+        .uint32(1)
+        .char('N')
+        .tuple([textColumn('1')])
+        .build(),
       messageTag: 'N',
     },
     {
@@ -374,9 +376,7 @@ describe('decodePgoutput: unknown tags and markers', () => {
     },
     {
       name: "Relation replica identity 'z'",
-      bytes: new PgoutputBuilder()
-        .relation({ relationId: 1, namespace: 'public', name: 't', replicaIdentity: 'z', columns: [] })
-        .build(),
+      bytes: new PgoutputBuilder().relation({ relationId: 1, namespace: 'public', name: 't', replicaIdentity: 'z', columns: [] }).build(),
       messageTag: 'z',
     },
   ];
@@ -404,7 +404,13 @@ describe('decodePgoutput: column counts are unsigned, as proto.c reads them (pq_
   });
 
   it('a tuple count of 0xFFFF without the columns → TruncatedMessageError, not a RangeError', () => {
-    const bytes = new PgoutputBuilder().char('I').uint32(1).char('N').raw(Buffer.from([0xff, 0xff])).char('n').build();
+    const bytes = new PgoutputBuilder()
+      .char('I')
+      .uint32(1)
+      .char('N')
+      .raw(Buffer.from([0xff, 0xff]))
+      .char('n')
+      .build();
     expect(classify(() => decodePgoutput(bytes))).toBe('PGBIDI_TRUNCATED_MESSAGE');
   });
 

@@ -3,15 +3,7 @@ import { TruncatedMessageError } from '../../src/protocol/byte-reader.js';
 import { UnknownMessageError } from '../../src/protocol/pgoutput-decoder.js';
 import { UNCHANGED_TOAST } from '../../src/protocol/pgoutput-messages.js';
 import { decodeReplicationMessage, encodeStandbyStatus } from '../../src/protocol/replication-messages.js';
-import {
-  binaryColumn,
-  keepalivePayload,
-  nullColumn,
-  PgoutputBuilder,
-  textColumn,
-  unchangedToastColumn,
-  xlogDataPayload,
-} from '../support/pgoutput-builder.js';
+import { binaryColumn, keepalivePayload, nullColumn, PgoutputBuilder, textColumn, unchangedToastColumn, xlogDataPayload } from '../support/pgoutput-builder.js';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -20,9 +12,7 @@ const XLOGDATA_HEADER_BYTES = 1 + 8 + 8 + 8;
 
 describe('decodeReplicationMessage: XLogData', () => {
   it('decodes the header and the pgoutput payload', () => {
-    const payload = new PgoutputBuilder()
-      .begin({ finalLsn: 0x16_b374_d848n, commitTime: 757479845123456n, xid: 3_000_000_000 })
-      .build();
+    const payload = new PgoutputBuilder().begin({ finalLsn: 0x16_b374_d848n, commitTime: 757479845123456n, xid: 3_000_000_000 }).build();
     const chunk = xlogDataPayload({ walStart: 0x0123_4567_89ab_cdefn, walEnd: UINT64_MAX, sendTime: INT64_MAX, payload });
 
     expect(decodeReplicationMessage(chunk)).toStrictEqual({
@@ -175,9 +165,7 @@ describe('decoded XLogData does not alias the input buffer', () => {
 
   it('logical decoding message content and prefix survive an overwrite of the input', () => {
     const { decoded } = decodeThenOverwrite(
-      new PgoutputBuilder()
-        .message({ transactional: true, lsn: 99n, prefix: 'pgbidi', content: Buffer.from('payload \u0000 bytes', 'utf8') })
-        .build(),
+      new PgoutputBuilder().message({ transactional: true, lsn: 99n, prefix: 'pgbidi', content: Buffer.from('payload \u0000 bytes', 'utf8') }).build(),
     );
     expect(decoded).toMatchObject({
       message: {
@@ -224,9 +212,7 @@ describe('encodeStandbyStatus', () => {
       clientTime: -2n,
       replyRequested: true,
     });
-    expect(bytes.toString('hex')).toBe(
-      '72' + '0102030405060708' + '1112131415161718' + 'fffffffffffffffe' + 'fffffffffffffffe' + '01',
-    );
+    expect(bytes.toString('hex')).toBe('72' + '0102030405060708' + '1112131415161718' + 'fffffffffffffffe' + 'fffffffffffffffe' + '01');
   });
 
   it('puts each field at its documented offset', () => {

@@ -110,7 +110,9 @@ const frames: readonly Frame[] = [
   }),
   wal(
     0x16_0000_0030n,
-    b().insert({ relationId: 16384, newTuple: [textColumn('1'), textColumn(LONG_TEXT), binaryColumn(BYTES)] }).build(),
+    b()
+      .insert({ relationId: 16384, newTuple: [textColumn('1'), textColumn(LONG_TEXT), binaryColumn(BYTES)] })
+      .build(),
     { tag: 'insert', relationId: 16384, newTuple: ['1', LONG_TEXT, Buffer.from([0, 1, 2, 0xfe, 0xff, 0])] },
   ),
   wal(
@@ -141,18 +143,30 @@ const frames: readonly Frame[] = [
       newTuple: ['2', UNCHANGED_TOAST, Buffer.from([8, 9])],
     },
   ),
-  wal(0x16_0000_0060n, b().delete({ relationId: 16384, marker: 'K', oldTuple: [textColumn('2'), nullColumn, nullColumn] }).build(), {
-    tag: 'delete',
-    relationId: 16384,
-    oldKind: 'key',
-    oldTuple: ['2', null, null],
-  }),
-  wal(0x16_0000_0070n, b().truncate({ cascade: false, restartIdentity: true, relationIds: [16384] }).build(), {
-    tag: 'truncate',
-    cascade: false,
-    restartIdentity: true,
-    relationIds: [16384],
-  }),
+  wal(
+    0x16_0000_0060n,
+    b()
+      .delete({ relationId: 16384, marker: 'K', oldTuple: [textColumn('2'), nullColumn, nullColumn] })
+      .build(),
+    {
+      tag: 'delete',
+      relationId: 16384,
+      oldKind: 'key',
+      oldTuple: ['2', null, null],
+    },
+  ),
+  wal(
+    0x16_0000_0070n,
+    b()
+      .truncate({ cascade: false, restartIdentity: true, relationIds: [16384] })
+      .build(),
+    {
+      tag: 'truncate',
+      cascade: false,
+      restartIdentity: true,
+      relationIds: [16384],
+    },
+  ),
   wal(0x16_0000_0080n, b().message({ transactional: true, lsn: 0x16_0000_0080n, prefix: 'pgbidi', content: BYTES }).build(), {
     tag: 'message',
     transactional: true,
@@ -160,26 +174,40 @@ const frames: readonly Frame[] = [
     prefix: 'pgbidi',
     content: Buffer.from([0, 1, 2, 0xfe, 0xff, 0]),
   }),
-  wal(
-    0x16_0000_0100n,
-    b().commit({ commitLsn: 0x16_0000_0100n, endLsn: 0x16_0000_0130n, commitTime: SEND_TIME }).build(),
-    { tag: 'commit', flags: 0, commitLsn: 0x16_0000_0100n, endLsn: 0x16_0000_0130n, commitTime: SEND_TIME },
-  ),
+  wal(0x16_0000_0100n, b().commit({ commitLsn: 0x16_0000_0100n, endLsn: 0x16_0000_0130n, commitTime: SEND_TIME }).build(), {
+    tag: 'commit',
+    flags: 0,
+    commitLsn: 0x16_0000_0100n,
+    endLsn: 0x16_0000_0130n,
+    commitTime: SEND_TIME,
+  }),
   keepalive(0x16_0000_0130n, true),
-  wal(0x16_0000_0140n, b().message({ transactional: false, lsn: 0x16_0000_0140n, prefix: 'hint', content: Buffer.from('🐘') }).build(), {
-    tag: 'message',
-    transactional: false,
-    lsn: 0x16_0000_0140n,
-    prefix: 'hint',
-    content: Buffer.from([0xf0, 0x9f, 0x90, 0x98]),
-  }),
+  wal(
+    0x16_0000_0140n,
+    b()
+      .message({ transactional: false, lsn: 0x16_0000_0140n, prefix: 'hint', content: Buffer.from('🐘') })
+      .build(),
+    {
+      tag: 'message',
+      transactional: false,
+      lsn: 0x16_0000_0140n,
+      prefix: 'hint',
+      content: Buffer.from([0xf0, 0x9f, 0x90, 0x98]),
+    },
+  ),
   // Transaction 2: a second relation, no origin.
-  wal(0x16_0000_0200n, b().begin({ finalLsn: 0x16_0000_0300n, commitTime: SEND_TIME + 10n, xid: 3_000_000_002 }).build(), {
-    tag: 'begin',
-    finalLsn: 0x16_0000_0300n,
-    commitTime: SEND_TIME + 10n,
-    xid: 3000000002,
-  }),
+  wal(
+    0x16_0000_0200n,
+    b()
+      .begin({ finalLsn: 0x16_0000_0300n, commitTime: SEND_TIME + 10n, xid: 3_000_000_002 })
+      .build(),
+    {
+      tag: 'begin',
+      finalLsn: 0x16_0000_0300n,
+      commitTime: SEND_TIME + 10n,
+      xid: 3000000002,
+    },
+  ),
   wal(0x16_0000_0200n, b().type({ typeOid: 16, namespace: '', name: 'bool' }).build(), {
     tag: 'type',
     typeOid: 16,
@@ -206,61 +234,107 @@ const frames: readonly Frame[] = [
       columns: [{ isKey: true, name: 'k', typeOid: 25, typeMod: -1 }],
     },
   ),
-  wal(0x16_0000_0210n, b().insert({ relationId: 2_147_483_650, newTuple: [textColumn('日本')] }).build(), {
-    tag: 'insert',
-    relationId: 2147483650,
-    newTuple: ['日本'],
-  }),
-  wal(0x16_0000_0220n, b().insert({ relationId: 16384, newTuple: [textColumn('3'), nullColumn, binaryColumn(Buffer.alloc(0))] }).build(), {
-    tag: 'insert',
-    relationId: 16384,
-    newTuple: ['3', null, Buffer.alloc(0)],
-  }),
-  wal(0x16_0000_0230n, b().update({ relationId: 16384, newTuple: [textColumn('3'), textColumn('x'), nullColumn] }).build(), {
-    tag: 'update',
-    relationId: 16384,
-    oldKind: null,
-    oldTuple: null,
-    newTuple: ['3', 'x', null],
-  }),
-  wal(0x16_0000_0240n, b().delete({ relationId: 2_147_483_650, marker: 'O', oldTuple: [textColumn('日本')] }).build(), {
-    tag: 'delete',
-    relationId: 2147483650,
-    oldKind: 'full',
-    oldTuple: ['日本'],
-  }),
+  wal(
+    0x16_0000_0210n,
+    b()
+      .insert({ relationId: 2_147_483_650, newTuple: [textColumn('日本')] })
+      .build(),
+    {
+      tag: 'insert',
+      relationId: 2147483650,
+      newTuple: ['日本'],
+    },
+  ),
+  wal(
+    0x16_0000_0220n,
+    b()
+      .insert({ relationId: 16384, newTuple: [textColumn('3'), nullColumn, binaryColumn(Buffer.alloc(0))] })
+      .build(),
+    {
+      tag: 'insert',
+      relationId: 16384,
+      newTuple: ['3', null, Buffer.alloc(0)],
+    },
+  ),
+  wal(
+    0x16_0000_0230n,
+    b()
+      .update({ relationId: 16384, newTuple: [textColumn('3'), textColumn('x'), nullColumn] })
+      .build(),
+    {
+      tag: 'update',
+      relationId: 16384,
+      oldKind: null,
+      oldTuple: null,
+      newTuple: ['3', 'x', null],
+    },
+  ),
+  wal(
+    0x16_0000_0240n,
+    b()
+      .delete({ relationId: 2_147_483_650, marker: 'O', oldTuple: [textColumn('日本')] })
+      .build(),
+    {
+      tag: 'delete',
+      relationId: 2147483650,
+      oldKind: 'full',
+      oldTuple: ['日本'],
+    },
+  ),
   wal(
     0x16_0000_0300n,
-    b().commit({ commitLsn: 0x16_0000_0300n, endLsn: 0x16_0000_0330n, commitTime: SEND_TIME + 10n }).build(),
+    b()
+      .commit({ commitLsn: 0x16_0000_0300n, endLsn: 0x16_0000_0330n, commitTime: SEND_TIME + 10n })
+      .build(),
     { tag: 'commit', flags: 0, commitLsn: 0x16_0000_0300n, endLsn: 0x16_0000_0330n, commitTime: SEND_TIME + 10n },
   ),
   keepalive(0x16_0000_0330n, false),
   // Transaction 3: replicated from another origin, ends in TRUNCATE.
-  wal(0x17_0000_0000n, b().begin({ finalLsn: 0x17_0000_0100n, commitTime: SEND_TIME + 20n, xid: 4_294_967_295 }).build(), {
-    tag: 'begin',
-    finalLsn: 0x17_0000_0100n,
-    commitTime: SEND_TIME + 20n,
-    xid: 4294967295,
-  }),
+  wal(
+    0x17_0000_0000n,
+    b()
+      .begin({ finalLsn: 0x17_0000_0100n, commitTime: SEND_TIME + 20n, xid: 4_294_967_295 })
+      .build(),
+    {
+      tag: 'begin',
+      finalLsn: 0x17_0000_0100n,
+      commitTime: SEND_TIME + 20n,
+      xid: 4294967295,
+    },
+  ),
   wal(0x17_0000_0000n, b().origin({ originLsn: 0xffff_ffff_0000_0001n, originName: 'pgbidi_nœud_c' }).build(), {
     tag: 'origin',
     originLsn: 0xffff_ffff_0000_0001n,
     originName: 'pgbidi_nœud_c',
   }),
-  wal(0x17_0000_0010n, b().insert({ relationId: 16384, newTuple: [textColumn('4'), textColumn(LONG_TEXT), nullColumn] }).build(), {
-    tag: 'insert',
-    relationId: 16384,
-    newTuple: ['4', LONG_TEXT, null],
-  }),
-  wal(0x17_0000_0020n, b().truncate({ cascade: true, restartIdentity: true, relationIds: [16384, 2_147_483_650] }).build(), {
-    tag: 'truncate',
-    cascade: true,
-    restartIdentity: true,
-    relationIds: [16384, 2147483650],
-  }),
+  wal(
+    0x17_0000_0010n,
+    b()
+      .insert({ relationId: 16384, newTuple: [textColumn('4'), textColumn(LONG_TEXT), nullColumn] })
+      .build(),
+    {
+      tag: 'insert',
+      relationId: 16384,
+      newTuple: ['4', LONG_TEXT, null],
+    },
+  ),
+  wal(
+    0x17_0000_0020n,
+    b()
+      .truncate({ cascade: true, restartIdentity: true, relationIds: [16384, 2_147_483_650] })
+      .build(),
+    {
+      tag: 'truncate',
+      cascade: true,
+      restartIdentity: true,
+      relationIds: [16384, 2147483650],
+    },
+  ),
   wal(
     0x17_0000_0100n,
-    b().commit({ commitLsn: 0x17_0000_0100n, endLsn: 0x17_0000_0130n, commitTime: SEND_TIME + 20n }).build(),
+    b()
+      .commit({ commitLsn: 0x17_0000_0100n, endLsn: 0x17_0000_0130n, commitTime: SEND_TIME + 20n })
+      .build(),
     { tag: 'commit', flags: 0, commitLsn: 0x17_0000_0100n, endLsn: 0x17_0000_0130n, commitTime: SEND_TIME + 20n },
   ),
   keepalive(0x17_0000_0130n, true),
@@ -290,9 +364,7 @@ describe('a replication byte stream split across reads', () => {
   it('has the intended shape', () => {
     expect(frames.length).toBe(30);
     const tags = frames.map((f) => (f.expected.kind === 'xlogdata' ? f.expected.message.tag : 'keepalive'));
-    expect(new Set(tags)).toEqual(
-      new Set(['keepalive', 'begin', 'origin', 'relation', 'type', 'insert', 'update', 'delete', 'truncate', 'message', 'commit']),
-    );
+    expect(new Set(tags)).toEqual(new Set(['keepalive', 'begin', 'origin', 'relation', 'type', 'insert', 'update', 'delete', 'truncate', 'message', 'commit']));
   });
 
   it('decodes to the expected sequence in one read', () => {

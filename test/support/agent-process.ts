@@ -20,7 +20,12 @@ export class AgentProcess {
   start(): void {
     const child = spawn(process.execPath, [BIN, 'run', '--config', this.configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (chunk: Buffer): void => {
-      this.output.push(...chunk.toString('utf8').split('\n').filter((l) => l.length > 0));
+      this.output.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l.length > 0),
+      );
       this.output.splice(0, Math.max(0, this.output.length - 40));
     };
     child.stdout?.on('data', keep);

@@ -119,7 +119,10 @@ export class ServerProcess {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}`);
-        const ready = await fetch(`${baseUrl}/-/ready`).then((r) => r.ok, () => false);
+        const ready = await fetch(`${baseUrl}/-/ready`).then(
+          (r) => r.ok,
+          () => false,
+        );
         if (ready) return p;
         if (Date.now() > deadline) throw new Error(`${name} not ready within ${timeoutMs} ms`);
         await new Promise((r) => setTimeout(r, 200));

@@ -15,10 +15,7 @@ export function availableServerVersions(): ServerVersion[] {
   const pg15 = debianBinDir(15);
   if (pg15 !== undefined) versions.push({ label: 'pg15', binDir: pg15 });
   else if (process.env['CI'] === 'true') {
-    throw new PostgresBinariesError(
-      'PG_BINARIES_NOT_FOUND',
-      'CI=true but PostgreSQL 15 is not installed at /usr/lib/postgresql/15/bin',
-    );
+    throw new PostgresBinariesError('PG_BINARIES_NOT_FOUND', 'CI=true but PostgreSQL 15 is not installed at /usr/lib/postgresql/15/bin');
   }
   versions.push({ label: 'pg18', binDir: embeddedBinDir() });
   return versions;

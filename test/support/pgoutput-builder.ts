@@ -75,10 +75,7 @@ export class ByteBuilder {
 
 /** One column of a TupleData: the kind byte as sent on the wire and, for 't' and 'b', its bytes. */
 export type TupleColumnFixture =
-  | { readonly kind: 'n' }
-  | { readonly kind: 'u' }
-  | { readonly kind: 't'; readonly value: string | Buffer }
-  | { readonly kind: 'b'; readonly value: Buffer };
+  { readonly kind: 'n' } | { readonly kind: 'u' } | { readonly kind: 't'; readonly value: string | Buffer } | { readonly kind: 'b'; readonly value: Buffer };
 
 export const nullColumn: TupleColumnFixture = { kind: 'n' };
 export const unchangedToastColumn: TupleColumnFixture = { kind: 'u' };
@@ -111,7 +108,11 @@ export class PgoutputBuilder extends ByteBuilder {
 
   /** 'C': Int8 flags (unused, 0), Int64 commit LSN, Int64 end LSN, Int64 commit timestamp. */
   commit(m: { flags?: number; commitLsn: bigint; endLsn: bigint; commitTime: bigint }): this {
-    return this.char('C').byte(m.flags ?? 0).uint64(m.commitLsn).uint64(m.endLsn).int64(m.commitTime);
+    return this.char('C')
+      .byte(m.flags ?? 0)
+      .uint64(m.commitLsn)
+      .uint64(m.endLsn)
+      .int64(m.commitTime);
   }
 
   /** 'O': Int64 commit LSN on the origin server, String origin name. */
@@ -124,13 +125,7 @@ export class PgoutputBuilder extends ByteBuilder {
    * identity ('d', 'n', 'f' or 'i'), Int16 column count, then per column Int8 flags, String name,
    * Int32 type OID, Int32 type modifier.
    */
-  relation(m: {
-    relationId: number;
-    namespace: string;
-    name: string;
-    replicaIdentity: string;
-    columns: readonly RelationColumnFixture[];
-  }): this {
+  relation(m: { relationId: number; namespace: string; name: string; replicaIdentity: string; columns: readonly RelationColumnFixture[] }): this {
     this.char('R').uint32(m.relationId).cstring(m.namespace).cstring(m.name).char(m.replicaIdentity);
     this.int16(m.columns.length);
     for (const c of m.columns) this.byte(c.flags).cstring(c.name).uint32(c.typeOid).int32(c.typeMod);
@@ -148,11 +143,7 @@ export class PgoutputBuilder extends ByteBuilder {
   }
 
   /** 'U': Int32 relation OID, optional ('K' | 'O') TupleData, Byte1 'N', TupleData. */
-  update(m: {
-    relationId: number;
-    old?: { marker: OldTupleMarker; tuple: readonly TupleColumnFixture[] };
-    newTuple: readonly TupleColumnFixture[];
-  }): this {
+  update(m: { relationId: number; old?: { marker: OldTupleMarker; tuple: readonly TupleColumnFixture[] }; newTuple: readonly TupleColumnFixture[] }): this {
     this.char('U').uint32(m.relationId);
     if (m.old !== undefined) this.char(m.old.marker).tuple(m.old.tuple);
     return this.char('N').tuple(m.newTuple);
@@ -228,5 +219,10 @@ export function copyDataFrame(payload: Buffer): Buffer {
 
 /** Backend CopyBothResponse frame as sent by START_REPLICATION: 'W', length 7, Int8 format 0, Int16 0 columns. */
 export function copyBothResponseFrame(): Buffer {
-  return new ByteBuilder().char('W').int32(4 + 1 + 2).byte(0).int16(0).build();
+  return new ByteBuilder()
+    .char('W')
+    .int32(4 + 1 + 2)
+    .byte(0)
+    .int16(0)
+    .build();
 }

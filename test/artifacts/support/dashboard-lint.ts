@@ -89,7 +89,9 @@ export function lintDashboard(input: unknown, exclusions: Exclusions = {}): Lint
   if (!/^[A-Za-z0-9_-]{8,40}$/.test(uid)) report('dashboard-uid-rule', `uid "${uid}" must be 8-40 characters of [A-Za-z0-9_-]`);
 
   // Templating
-  const variables = arr(obj(dashboard['templating'])?.['list']).map(obj).filter((v): v is Obj => v !== undefined);
+  const variables = arr(obj(dashboard['templating'])?.['list'])
+    .map(obj)
+    .filter((v): v is Obj => v !== undefined);
   const datasources = variables.filter((v) => v['type'] === 'datasource');
   const ds = datasources[0];
   if (datasources.length !== 1 || !ds || ds['name'] !== 'datasource') {
@@ -166,13 +168,16 @@ export function lintDashboard(input: unknown, exclusions: Exclusions = {}): Lint
       else if (!(UNITS as readonly string[]).includes(unit)) report('panel-units-rule', `unknown unit "${unit}"`, label);
     }
 
-    const targets = arr(panel['targets']).map(obj).filter((t): t is Obj => t !== undefined);
+    const targets = arr(panel['targets'])
+      .map(obj)
+      .filter((t): t is Obj => t !== undefined);
     if (targets.length === 0) report('panel-no-targets-rule', 'panel has no queries', label);
     const refIds = new Set<unknown>();
     for (const t of targets) {
       if (refIds.has(t['refId'])) report('panel-layout-rule', `duplicate refId ${String(t['refId'])}`, label);
       refIds.add(t['refId']);
-      if (obj(t['datasource'])?.['uid'] !== DATASOURCE_UID) report('panel-datasource-rule', `target ${String(t['refId'])} datasource must be ${DATASOURCE_UID}`, label);
+      if (obj(t['datasource'])?.['uid'] !== DATASOURCE_UID)
+        report('panel-datasource-rule', `target ${String(t['refId'])} datasource must be ${DATASOURCE_UID}`, label);
       const expr = str(t['expr']) ?? '';
       if (!expr.trim()) {
         report('target-promql-rule', `target ${String(t['refId'])} has no expression`, label);

@@ -30,7 +30,8 @@ export function checkSelector(use: SelectorUse, extraSeries: ReadonlyMap<string,
   if (ref && !ref.spec.openLabels) {
     const known = seriesLabels(ref);
     for (const m of use.matchers) {
-      if (!known.includes(m.label)) problems.push({ rule: 'target-label-rule', message: `${use.metric} has no label "${m.label}" (it has ${known.join(', ')})` });
+      if (!known.includes(m.label))
+        problems.push({ rule: 'target-label-rule', message: `${use.metric} has no label "${m.label}" (it has ${known.join(', ')})` });
     }
   }
   if (extra) {

@@ -86,7 +86,8 @@ export async function syntheticHistory(options: { end: number; minutes: number; 
       a.peers.slotActive.set({ peer: a.peer, slot: a.slot }, 1);
       a.peers.retainedWal.set({ peer: a.peer, slot: a.slot }, 50e6);
       a.peers.safeWalSize.set({ peer: a.peer, slot: a.slot }, 5e9);
-      for (const s of ['reserved', 'extended', 'unreserved', 'lost']) a.peers.walStatus.set({ peer: a.peer, slot: a.slot, wal_status: s }, s === 'reserved' ? 1 : 0);
+      for (const s of ['reserved', 'extended', 'unreserved', 'lost'])
+        a.peers.walStatus.set({ peer: a.peer, slot: a.slot, wal_status: s }, s === 'reserved' ? 1 : 0);
       const local = { peer: a.peer, slot: `pgbidi_${a.node}_to_${a.peer}` };
       a.peers.localSlotActive.set(local, 1);
       a.peers.localRetainedWal.set(local, 40e6);

@@ -53,15 +53,18 @@ export type Env = Readonly<Record<string, string | undefined>>;
  * `${VAR?error}`, `$$`. A required variable that is missing throws, as `docker compose` does.
  */
 export function interpolate(value: string, env: Env): string {
-  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])([^}]*))?\}/g, (whole, name: string | undefined, colon: string | undefined, op: string | undefined, arg: string | undefined) => {
-    if (whole === '$$') return '$';
-    const v = env[name ?? ''];
-    const unset = v === undefined || (colon === ':' && v === '');
-    if (!unset) return v;
-    if (op === '-') return arg ?? '';
-    if (op === '?') throw new Error(`required variable ${name ?? ''} is missing: ${arg ?? ''}`);
-    return '';
-  });
+  return value.replace(
+    /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])([^}]*))?\}/g,
+    (whole, name: string | undefined, colon: string | undefined, op: string | undefined, arg: string | undefined) => {
+      if (whole === '$$') return '$';
+      const v = env[name ?? ''];
+      const unset = v === undefined || (colon === ':' && v === '');
+      if (!unset) return v;
+      if (op === '-') return arg ?? '';
+      if (op === '?') throw new Error(`required variable ${name ?? ''} is missing: ${arg ?? ''}`);
+      return '';
+    },
+  );
 }
 
 export interface DockerInstruction {
