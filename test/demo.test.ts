@@ -6,7 +6,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DemoOptionsError, parseDemoOptions, scrapeConfigYaml } from '../src/demo/demo.js';
+import { scrapeConfigYaml } from '../src/demo/demo-endpoints.js';
+import { DemoOptionsError, parseDemoOptions } from '../src/demo/demo-options.js';
 import { allConverged, renderCompactLine, renderFinalHashes, renderLiveView } from '../src/demo/demo-view.js';
 import type { DemoSnapshot, LinkView, TableView } from '../src/demo/demo-view.js';
 

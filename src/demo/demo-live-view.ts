@@ -1,0 +1,133 @@
+/**
+ * The live view's I/O: collects a snapshot from the agents, the workload and the row hashes once a
+ * second, and shows it (redrawn in place on a terminal, one compact line elsewhere). The drawing
+ * itself is pure and lives in demo-view.ts.
+ */
+import type { Agent } from '../agent.js';
+import type { Io } from '../cli.js';
+import { CONFLICT_TYPES } from '../conflict/conflict-types.js';
+import type { ConflictType } from '../conflict/conflict-types.js';
+import { readHashes } from './demo-convergence.js';
+import type { DemoGroup } from './demo-group.js';
+import { renderCompactLine, renderLiveView } from './demo-view.js';
+import type { DemoPhase, DemoSnapshot, LinkView, TableView } from './demo-view.js';
+import type { DemoWorkload } from './demo-workload.js';
+
+/** How often the view refreshes. */
+export const VIEW_INTERVAL_MS = 1_000;
+
+/** Where the live view goes; injected so that tests and pipes get the compact form. */
+export interface DemoTerminal {
+  readonly isTTY: boolean;
+  columns(): number;
+}
+
+/** Redraws the view in place on a terminal, or prints one compact line per refresh elsewhere. */
+export class LiveView {
+  private drawnLines = 0;
+  private lastApplied = new Map<string, { at: number; count: number }>();
+  private lastWrites: { at: number; count: number } | undefined;
+  private cursorHidden = false;
+  private noticeShown: string | undefined;
+  /** Shown above the links from now on (and printed once in compact mode). */
+  notice: string | undefined;
+
+  constructor(
+    private readonly group: DemoGroup,
+    private readonly workload: DemoWorkload,
+    private readonly io: Io,
+    private readonly terminal: DemoTerminal,
+    private readonly durationSeconds: number | undefined,
+  ) {}
+
+  /** Collects a snapshot (reusing `tables` when given) and shows it; returns it. */
+  async draw(phase: DemoPhase, startedAt: number, stoppedAt?: number, tables?: readonly TableView[]): Promise<DemoSnapshot> {
+    const snapshot = await this.collect(phase, startedAt, stoppedAt, tables);
+    if (this.terminal.isTTY) {
+      const lines = renderLiveView(snapshot, { color: true, width: Math.max(40, this.terminal.columns() - 1) });
+      let out = '';
+      if (!this.cursorHidden) {
+        out += '\u001b[?25l';
+        this.cursorHidden = true;
+      }
+      // Back to the first line of the previous frame, clear to the end of the screen, draw.
+      if (this.drawnLines > 0) out += `\u001b[${this.drawnLines}F\u001b[J`;
+      this.io.out(`${out}${lines.join('\n')}\n`);
+      this.drawnLines = lines.length;
+    } else {
+      if (this.notice !== this.noticeShown && this.notice) this.io.out(`${this.notice}\n`);
+      this.io.out(`${renderCompactLine(snapshot)}\n`);
+    }
+    this.noticeShown = this.notice;
+    return snapshot;
+  }
+
+  /** Leaves the last frame on screen (or prints it once when not a terminal) and restores the cursor. */
+  finish(last: DemoSnapshot | undefined): void {
+    if (this.cursorHidden) {
+      this.io.out('\u001b[?25h');
+      this.cursorHidden = false;
+    }
+    if (last && !this.terminal.isTTY) {
+      this.io.out('\n');
+      for (const line of renderLiveView(last, { color: false, width: Number.POSITIVE_INFINITY })) this.io.out(`${line}\n`);
+    }
+  }
+
+  private async collect(phase: DemoPhase, startedAt: number, stoppedAt: number | undefined, tables: readonly TableView[] | undefined): Promise<DemoSnapshot> {
+    const now = Date.now();
+    const links: LinkView[] = [];
+    for (const [target, agent] of this.group.agents) {
+      const conflicts = await conflictsByPeer(agent);
+      for (const l of agent.status()) {
+        const key = `${l.peer}>${target}`;
+        const prev = this.lastApplied.get(key);
+        const rate = prev && now > prev.at ? ((l.changesApplied - prev.count) * 1000) / (now - prev.at) : 0;
+        this.lastApplied.set(key, { at: now, count: l.changesApplied });
+        links.push({
+          source: l.peer,
+          target,
+          state: l.state,
+          lagSeconds: l.lagSeconds,
+          changesPerSecond: Math.max(0, rate),
+          changesApplied: l.changesApplied,
+          conflicts: conflicts.get(l.peer) ?? {},
+          lastError: l.lastError ? `${l.lastError.code ?? ''} ${l.lastError.message}`.trim() : null,
+        });
+      }
+    }
+    const stats = this.workload.stats();
+    const prevWrites = this.lastWrites;
+    const writesPerSecond = prevWrites && now > prevWrites.at ? ((stats.writes - prevWrites.count) * 1000) / (now - prevWrites.at) : 0;
+    this.lastWrites = { at: now, count: stats.writes };
+    return {
+      phase,
+      elapsedSeconds: ((stoppedAt ?? now) - startedAt) / 1000,
+      durationSeconds: this.durationSeconds,
+      links,
+      tables: tables ?? (await readHashes(this.group)),
+      workload: stats,
+      writesPerSecond: Math.max(0, writesPerSecond),
+      ...(this.notice ? { notice: this.notice } : {}),
+    };
+  }
+}
+
+/** pgbidi_conflicts_total of one agent, summed over table and resolution, per peer and type. */
+async function conflictsByPeer(agent: Agent): Promise<Map<string, Partial<Record<ConflictType, number>>>> {
+  const out = new Map<string, Partial<Record<ConflictType, number>>>();
+  const metric = await agent.metrics.conflicts.get();
+  for (const v of metric.values) {
+    const peer = v.labels.peer;
+    const type = v.labels.type;
+    if (typeof peer !== 'string' || !isConflictType(type) || v.value === 0) continue;
+    const byType = out.get(peer) ?? {};
+    byType[type] = (byType[type] ?? 0) + v.value;
+    out.set(peer, byType);
+  }
+  return out;
+}
+
+function isConflictType(value: unknown): value is ConflictType {
+  return typeof value === 'string' && (CONFLICT_TYPES as readonly string[]).includes(value);
+}
