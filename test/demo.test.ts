@@ -4,18 +4,15 @@ import { chmod, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { stripVTControlCharacters } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { scrapeConfigYaml } from '../src/demo/demo-endpoints.js';
 import { DemoOptionsError, parseDemoOptions } from '../src/demo/demo-options.js';
-import { allConverged, renderCompactLine, renderFinalHashes, renderLiveView } from '../src/demo/demo-view.js';
-import type { DemoSnapshot, LinkView, TableView } from '../src/demo/demo-view.js';
 
 const BIN = fileURLToPath(new URL('../bin/pgbidi.js', import.meta.url));
 /** --prometheus starts it when installed (CI installs it) and prints install advice otherwise. */
 const PROMETHEUS_INSTALLED = spawnSync('prometheus', ['--version'], { stdio: 'ignore' }).error === undefined;
 
-// ---- pure parts: options, view, scrape config ----
+// ---- pure parts: options, scrape config (the view: test/demo/demo-view.test.ts) ----
 
 describe('demo options', () => {
   it('applies the defaults and reads every option', () => {
@@ -52,94 +49,7 @@ describe('demo options', () => {
   });
 });
 
-function link(source: string, target: string, extra: Partial<LinkView> = {}): LinkView {
-  return { source, target, state: 'streaming', lagSeconds: 0.04, changesPerSecond: 25, changesApplied: 300, conflicts: {}, lastError: null, ...extra };
-}
-
-function snapshot(links: LinkView[], tables: TableView[]): DemoSnapshot {
-  return {
-    phase: 'running',
-    elapsedSeconds: 12.3,
-    durationSeconds: 30,
-    links,
-    tables,
-    workload: { writes: 500, races: { insert_insert: 3, update_update: 2, update_delete: 1, delete_delete: 1 }, racesSkipped: 0, errors: 0, lastError: null },
-    writesPerSecond: 40,
-  };
-}
-
-const equalTable: TableView = {
-  table: 'counters',
-  nodes: [
-    { node: 'n1', rows: 5, md5: 'abcdef0123456789' },
-    { node: 'n2', rows: 5, md5: 'abcdef0123456789' },
-  ],
-};
-const differentTable: TableView = {
-  table: 'events',
-  nodes: [
-    { node: 'n1', rows: 9, md5: 'aaaa' },
-    { node: 'n2', rows: 8, md5: 'bbbb' },
-  ],
-};
-
-describe('demo view', () => {
-  it('renders one row per link with the conflict types seen so far, and convergence per table', () => {
-    const s = snapshot(
-      [
-        link('n2', 'n1', { conflicts: { insert_exists: 4, update_missing: 1 } }),
-        link('n1', 'n2', { state: 'backoff', lastError: '57P01 terminating connection' }),
-      ],
-      [equalTable, differentTable],
-    );
-    const lines = renderLiveView(s, { color: false, width: 200 });
-    expect(lines[0]).toBe('pgbidi demo: running 12s of 30s (Ctrl-C to stop early)');
-    const header = lines[1] ?? '';
-    expect(header).toContain('ins_exists');
-    expect(header).toContain('upd_missing');
-    expect(header).not.toContain('del_missing');
-    expect(lines[2]).toMatch(/^n2 -> n1\s+streaming\s+0\.0s\s+25\.0\s+300\s+5\s+4\s+1\s+-$/);
-    expect(lines[3]).toMatch(/^n1 -> n2\s+backoff .* 57P01 terminating connection$/);
-    expect(lines).toContain('convergence counters  equal   n1: 5 rows abcdef01  n2: 5 rows abcdef01');
-    expect(lines).toContain('convergence events    differ  n1: 9 rows aaaa  n2: 8 rows bbbb');
-  });
-
-  it('never draws a line wider than the terminal, with or without colour', () => {
-    const s = snapshot([link('n2', 'n1', { conflicts: { insert_exists: 4, delete_missing: 2 } })], [equalTable]);
-    for (const color of [false, true]) {
-      for (const line of renderLiveView(s, { color, width: 30 })) {
-        expect(stripVTControlCharacters(line).length).toBeLessThanOrEqual(30);
-      }
-    }
-    expect(renderLiveView(s, { color: true, width: 200 }).join('\n')).toContain('\u001b[32mstreaming\u001b[0m');
-  });
-
-  it('prints a compact line per refresh for pipes', () => {
-    const line = renderCompactLine(snapshot([link('n2', 'n1', { conflicts: { insert_exists: 2 } }), link('n1', 'n2')], [equalTable, differentTable]));
-    expect(line).toBe(
-      '[   12s] n2->n1 streaming lag=0.0s 25.0/s conflicts=2(ins_exists=2) | n1->n2 streaming lag=0.0s 25.0/s conflicts=0 ' +
-        '| convergence counters=equal events=differ | writes/s=40.0 races=7',
-    );
-  });
-
-  it('calls a table converged only when every node was read and agrees', () => {
-    expect(allConverged([equalTable])).toBe(true);
-    expect(allConverged([equalTable, differentTable])).toBe(false);
-    expect(
-      allConverged([
-        {
-          table: 't',
-          nodes: [
-            { node: 'n1', rows: undefined, md5: undefined },
-            { node: 'n2', rows: undefined, md5: undefined },
-          ],
-        },
-      ]),
-    ).toBe(false);
-    expect(allConverged([])).toBe(false);
-    expect(renderFinalHashes([equalTable, differentTable], 2).at(-1)).toBe('converged: NO, the nodes hold different rows');
-  });
-
+describe('demo scrape config', () => {
   it('writes a scrape config for job pgbidi (what the shipped rules select) with every agent', () => {
     expect(scrapeConfigYaml([{ address: '127.0.0.1:1234' }, { address: '127.0.0.1:5678' }])).toBe(
       "scrape_configs:\n  - job_name: pgbidi\n    scrape_interval: 5s\n    static_configs:\n      - targets: ['127.0.0.1:1234', '127.0.0.1:5678']\n",

@@ -7,6 +7,8 @@ import type { ConflictType } from '../conflict/conflict-types.js';
 import { CONFLICT_TYPES } from '../conflict/conflict-types.js';
 import type { LinkState } from '../observability/metrics.js';
 import { assertNever } from '../util/assert-never.js';
+import type { TextCell } from '../util/text-layout.js';
+import { cutText, firstFitting, layoutTable, paint, tableWidth, wrapItems } from '../util/text-layout.js';
 import type { RaceKind, WorkloadStats } from './demo-workload.js';
 import { RACE_KINDS } from './demo-workload.js';
 
@@ -52,11 +54,11 @@ export interface DemoSnapshot {
 export interface RenderOptions {
   /** ANSI colours (only on a terminal). */
   readonly color: boolean;
-  /** Lines are cut to this many visible characters, so that a redraw never wraps. */
+  /** Lines never pass this many visible characters, so that a redraw never wraps. */
   readonly width: number;
 }
 
-/** Short column titles; the full names are in the legend and in the metrics. */
+/** Column titles while they fit; the full names are in the metrics and the final report. */
 const CONFLICT_LABELS: Readonly<Record<ConflictType, string>> = {
   insert_exists: 'ins_exists',
   update_origin_differs: 'upd_differs',
@@ -68,6 +70,25 @@ const CONFLICT_LABELS: Readonly<Record<ConflictType, string>> = {
   multiple_unique_conflicts: 'multi_unique',
 };
 
+/** Column titles when the labels do not fit; a legend under the table names them. */
+const CONFLICT_CODES: Readonly<Record<ConflictType, string>> = {
+  insert_exists: 'IE',
+  update_origin_differs: 'UOD',
+  update_exists: 'UE',
+  update_missing: 'UM',
+  update_deleted: 'UD',
+  delete_origin_differs: 'DOD',
+  delete_missing: 'DM',
+  multiple_unique_conflicts: 'MUC',
+};
+
+const RACE_LABELS: Readonly<Record<RaceKind, string>> = {
+  insert_insert: 'ins/ins',
+  update_update: 'upd/upd',
+  update_delete: 'upd/del',
+  delete_delete: 'del/del',
+};
+
 const STATE_COLORS: Readonly<Record<LinkState, string>> = {
   streaming: '32',
   paused: '33',
@@ -76,6 +97,32 @@ const STATE_COLORS: Readonly<Record<LinkState, string>> = {
   error: '31',
   stopped: '2',
 };
+
+/**
+ * The link table's shapes, from the richest to the narrowest; the first whose fixed columns fit
+ * the width is drawn. What goes first: the cumulative 'applied' count (changes/s shows activity),
+ * then the conflict labels (codes with a legend), then title length and spacing. The last error
+ * stays a column while it has room to say something, else it moves under the table.
+ */
+interface LinkTableShape {
+  readonly conflictTitles: 'labels' | 'codes';
+  readonly applied: boolean;
+  readonly shortTitles: boolean;
+  readonly gap: number;
+}
+
+const NARROWEST_SHAPE: LinkTableShape = { conflictTitles: 'codes', applied: false, shortTitles: true, gap: 1 };
+
+const LINK_TABLE_SHAPES: readonly LinkTableShape[] = [
+  { conflictTitles: 'labels', applied: true, shortTitles: false, gap: 2 },
+  { conflictTitles: 'labels', applied: false, shortTitles: false, gap: 2 },
+  { conflictTitles: 'codes', applied: true, shortTitles: false, gap: 2 },
+  { conflictTitles: 'codes', applied: false, shortTitles: false, gap: 2 },
+  NARROWEST_SHAPE,
+];
+
+/** Below this many columns of room the last error is listed under the table rather than beside it. */
+const MIN_ERROR_COLUMN = 24;
 
 /** Every node read, and all report the same row count and hash. */
 export function tableConverged(t: TableView): boolean {
@@ -97,42 +144,6 @@ function totalConflicts(l: LinkView): number {
   return CONFLICT_TYPES.reduce((sum, t) => sum + (l.conflicts[t] ?? 0), 0);
 }
 
-interface Cell {
-  readonly text: string;
-  readonly align?: 'left' | 'right';
-  readonly sgr?: string;
-}
-
-function paint(text: string, sgr: string | undefined, options: RenderOptions): string {
-  return options.color && sgr ? `\u001b[${sgr}m${text}\u001b[0m` : text;
-}
-
-/** Lays out rows of cells in columns; colour codes are added after padding and cutting. */
-function grid(rows: readonly (readonly Cell[])[], options: RenderOptions): string[] {
-  const widths: number[] = [];
-  for (const row of rows) row.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.text.length)));
-  return rows.map((row) => {
-    let out = '';
-    let used = 0;
-    for (const [i, cell] of row.entries()) {
-      const sep = i === 0 ? '' : '  ';
-      const w = widths[i] ?? 0;
-      let text = cell.align === 'right' ? cell.text.padStart(w) : cell.text.padEnd(w);
-      if (i === row.length - 1) text = text.trimEnd();
-      const room = options.width - used - sep.length;
-      if (room <= 0) break;
-      if (text.length > room) text = text.slice(0, room);
-      out += sep + paint(text, cell.sgr, options);
-      used += sep.length + text.length;
-    }
-    return out;
-  });
-}
-
-function cut(line: string, width: number): string {
-  return line.length > width ? line.slice(0, width) : line;
-}
-
 function formatDuration(seconds: number): string {
   const s = Math.floor(seconds);
   const m = Math.floor(s / 60);
@@ -141,11 +152,6 @@ function formatDuration(seconds: number): string {
 
 function formatRate(perSecond: number): string {
   return perSecond >= 100 ? perSecond.toFixed(0) : perSecond.toFixed(1);
-}
-
-function shortHash(h: NodeHash): string {
-  if (h.md5 === undefined) return `${h.node}: unreadable`;
-  return `${h.node}: ${h.rows ?? '?'} rows ${h.md5.slice(0, 8)}`;
 }
 
 function phaseText(s: DemoSnapshot): string {
@@ -163,50 +169,125 @@ function phaseText(s: DemoSnapshot): string {
   }
 }
 
-function raceSummary(w: WorkloadStats): string {
-  return RACE_KINDS.map((k: RaceKind) => `${k} ${w.races[k]}`).join(', ');
-}
-
-/** The full view: links with their conflicts by type, convergence per table, the workload. */
-export function renderLiveView(s: DemoSnapshot, options: RenderOptions): string[] {
-  const types = seenConflictTypes(s.links);
-  const titles: Cell[] = [
+/** The columns of a shape, without the last error. */
+function linkRows(links: readonly LinkView[], types: readonly ConflictType[], shape: LinkTableShape): TextCell[][] {
+  const titles: TextCell[] = [
     { text: 'link' },
     { text: 'state' },
     { text: 'lag', align: 'right' },
-    { text: 'changes/s', align: 'right' },
-    { text: 'applied', align: 'right' },
-    { text: 'conflicts', align: 'right' },
-    ...types.map((t): Cell => ({ text: CONFLICT_LABELS[t], align: 'right' })),
-    { text: 'last error' },
+    { text: shape.shortTitles ? 'chg/s' : 'changes/s', align: 'right' },
+    ...(shape.applied ? [{ text: 'applied', align: 'right' } as const] : []),
+    { text: shape.shortTitles ? 'confl' : 'conflicts', align: 'right' },
+    ...types.map((t): TextCell => ({ text: shape.conflictTitles === 'labels' ? CONFLICT_LABELS[t] : CONFLICT_CODES[t], align: 'right' })),
   ];
-  const header = titles.map((c): Cell => ({ ...c, sgr: '1' }));
-  const rows: Cell[][] = s.links.map((l) => [
+  const rows = links.map((l): TextCell[] => [
     { text: `${l.source} -> ${l.target}` },
     { text: l.state, sgr: STATE_COLORS[l.state] },
     { text: `${l.lagSeconds.toFixed(1)}s`, align: 'right', ...(l.lagSeconds >= 5 ? { sgr: '33' } : {}) },
     { text: formatRate(l.changesPerSecond), align: 'right' },
-    { text: String(l.changesApplied), align: 'right' },
+    ...(shape.applied ? [{ text: String(l.changesApplied), align: 'right' } as const] : []),
     { text: String(totalConflicts(l)), align: 'right' },
-    ...types.map((t): Cell => ({ text: String(l.conflicts[t] ?? 0), align: 'right' })),
-    { text: l.lastError ?? '-', ...(l.lastError ? { sgr: '31' } : {}) },
+    ...types.map((t): TextCell => ({ text: String(l.conflicts[t] ?? 0), align: 'right' })),
   ]);
+  return [titles.map((c): TextCell => ({ ...c, sgr: '1' })), ...rows];
+}
 
-  const lines: string[] = [cut(`pgbidi demo: ${phaseText(s)}`, options.width)];
-  if (s.notice) lines.push(cut(s.notice, options.width));
-  lines.push(...grid([header, ...rows], options), '');
-  for (const t of s.tables) {
-    const ok = tableConverged(t);
-    const prefix = `convergence ${t.table.padEnd(9)} `;
-    const verdict = ok ? 'equal ' : 'differ';
-    // Cut the plain line first, then colour the verdict if it still fits.
-    const plain = cut(`${prefix}${verdict}  ${t.nodes.map(shortHash).join('  ')}`, options.width);
-    const end = prefix.length + verdict.length;
-    lines.push(plain.length >= end ? `${prefix}${paint(verdict, ok ? '32' : '33', options)}${plain.slice(end)}` : plain);
+/** The richest shape whose columns (the last error aside) fit the width, or else the narrowest. */
+function chooseShape(links: readonly LinkView[], types: readonly ConflictType[], width: number): { shape: LinkTableShape; rows: TextCell[][] } {
+  for (const shape of LINK_TABLE_SHAPES) {
+    const rows = linkRows(links, types, shape);
+    if (tableWidth(rows, shape.gap) <= width) return { shape, rows };
   }
+  return { shape: NARROWEST_SHAPE, rows: linkRows(links, types, NARROWEST_SHAPE) };
+}
+
+/** One row per link, in the richest shape that fits; errors beside or under it; a legend when codes stand for the conflict types. */
+function renderLinkTable(links: readonly LinkView[], options: RenderOptions): string[] {
+  const types = seenConflictTypes(links);
+  const { shape, rows } = chooseShape(links, types, options.width);
+  const room = options.width - tableWidth(rows, shape.gap) - shape.gap;
+  const anyError = links.some((l) => l.lastError);
+  const errorsBeside = room >= MIN_ERROR_COLUMN || (!anyError && room >= 'last error'.length);
+  if (errorsBeside) {
+    rows[0]?.push({ text: 'last error', sgr: '1' });
+    links.forEach((l, i) => rows[i + 1]?.push({ text: l.lastError ?? '-', ...(l.lastError ? { sgr: '31' } : {}) }));
+  }
+  const lines = layoutTable(rows, { width: options.width, color: options.color, gap: shape.gap });
+  if (!errorsBeside) {
+    // One line per message: a node that is down fails all of its links with the same error.
+    const byMessage = new Map<string, string[]>();
+    for (const l of links) if (l.lastError) byMessage.set(l.lastError, [...(byMessage.get(l.lastError) ?? []), `${l.source} -> ${l.target}`]);
+    for (const [message, names] of byMessage) {
+      const head = `error ${names.join(', ')}:`;
+      const text = cutText(`${head} ${message}`, options.width);
+      lines.push(text.startsWith(head) ? `${paint(head, '31', options.color)}${text.slice(head.length)}` : text);
+    }
+  }
+  if (shape.conflictTitles === 'codes' && types.length) {
+    lines.push(...wrapItems(['conflicts:', ...types.map((t) => `${CONFLICT_CODES[t]} ${t}`)], options.width, '  ', ' '.repeat('conflicts:  '.length)));
+  }
+  return lines;
+}
+
+/** A node's rows and hash in form 0 (fullest) to 3 (rows only). */
+function nodeCell(h: NodeHash, form: number): string {
+  if (h.md5 === undefined) return form < 2 ? `${h.node}: unreadable` : `${h.node}: ?`;
+  const rows = h.rows ?? '?';
+  switch (form) {
+    case 0:
+      return `${h.node}: ${rows} rows ${h.md5.slice(0, 8)}`;
+    case 1:
+      return `${h.node}: ${rows} rows ${h.md5.slice(0, 4)}`;
+    case 2:
+      return `${h.node}: ${rows} ${h.md5.slice(0, 4)}`;
+    default:
+      return `${h.node}: ${rows}`;
+  }
+}
+
+/**
+ * Whether every node holds the same rows, with each node's count and hash. When that does not fit,
+ * an equal table is said once for all nodes, and a differing one keeps every node with a shorter
+ * hash, then without it.
+ */
+function renderConvergenceLine(t: TableView, options: RenderOptions): string {
+  const ok = tableConverged(t);
+  const prefix = `convergence ${t.table.padEnd(9)} `;
+  const verdict = ok ? 'equal ' : 'differ';
+  const head = `${prefix}${verdict}  `;
+  const perNode = (form: number): string => `${head}${t.nodes.map((h) => nodeCell(h, form)).join('  ')}`;
+  const first = t.nodes[0];
+  const candidates =
+    ok && first
+      ? [
+          perNode(0),
+          `${head}all ${t.nodes.length} nodes: ${first.rows ?? '?'} rows ${first.md5?.slice(0, 8) ?? ''}`,
+          `${head}all ${t.nodes.length} nodes: ${first.rows ?? '?'} rows`,
+        ]
+      : [perNode(0), perNode(1), perNode(2), perNode(3)];
+  const plain = firstFitting(candidates, options.width);
+  // Colour the verdict when it is there whole.
+  const end = prefix.length + verdict.length;
+  return plain.length >= end ? `${prefix}${paint(verdict, ok ? '32' : '33', options.color)}${plain.slice(end)}` : plain;
+}
+
+function renderWorkloadLine(s: DemoSnapshot, width: number): string {
   const w = s.workload;
-  lines.push(cut(`workload: ${formatRate(s.writesPerSecond)} writes/s, ${w.writes} writes; races ${raceSummary(w)}`, options.width));
-  if (w.errors > 0) lines.push(cut(`workload errors: ${w.errors} (last: ${w.lastError ?? '?'})`, options.width));
+  const head = `workload: ${formatRate(s.writesPerSecond)} writes/s, ${w.writes} writes`;
+  const races = (label: (k: RaceKind) => string): string => RACE_KINDS.map((k) => `${label(k)} ${w.races[k]}`).join(', ');
+  const total = RACE_KINDS.reduce((sum, k) => sum + w.races[k], 0);
+  return firstFitting([`${head}; races ${races((k) => k)}`, `${head}; races ${races((k) => RACE_LABELS[k])}`, `${head}, ${total} races`], width);
+}
+
+/** The full view: links with their conflicts by type, convergence per table, the workload. */
+export function renderLiveView(s: DemoSnapshot, options: RenderOptions): string[] {
+  const lines: string[] = [cutText(`pgbidi demo: ${phaseText(s)}`, options.width)];
+  if (s.notice) lines.push(cutText(s.notice, options.width));
+  lines.push(...renderLinkTable(s.links, options), '');
+  for (const t of s.tables) lines.push(renderConvergenceLine(t, options));
+  lines.push(renderWorkloadLine(s, options.width));
+  const w = s.workload;
+  if (w.errors > 0) lines.push(cutText(`workload errors: ${w.errors} (last: ${w.lastError ?? '?'})`, options.width));
   return lines;
 }
 

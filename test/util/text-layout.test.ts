@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { cutText, firstFitting, layoutTable, tableWidth, wrapItems } from '../../src/util/text-layout.js';
+
+describe('text layout', () => {
+  it('cuts free text with an ellipsis, and only when it is too long', () => {
+    expect(cutText('abcdef', 6)).toBe('abcdef');
+    expect(cutText('abc def', 5)).toBe('abc…');
+    expect(cutText('abcdef', 0)).toBe('');
+    expect(firstFitting(['a long one', 'short'], 6)).toBe('short');
+    expect(firstFitting(['a long one', 'still long'], 6)).toBe('still…');
+  });
+
+  it('pads columns, cuts only the last one, and drops a cell that does not fit whole', () => {
+    const rows = [
+      [{ text: 'name' }, { text: 'count', align: 'right' as const }, { text: 'note' }],
+      [{ text: 'a' }, { text: '12345', align: 'right' as const }, { text: 'a long note here' }],
+    ];
+    expect(tableWidth(rows.map((r) => r.slice(0, 2)))).toBe(11);
+    expect(layoutTable(rows, { width: 100, color: false })).toEqual(['name  count  note', 'a     12345  a long note here']);
+    expect(layoutTable(rows, { width: 20, color: false })).toEqual(['name  count  note', 'a     12345  a long…']);
+    // 'count' would need columns 7..11: with 9 columns it is left out rather than cut to '123'.
+    expect(layoutTable(rows, { width: 9, color: false })).toEqual(['name', 'a']);
+    expect(layoutTable(rows, { width: 100, color: true, gap: 1 })[0]).toBe('name count note');
+  });
+
+  it('wraps items into lines of the width', () => {
+    expect(wrapItems(['key:', 'one 1', 'two 2', 'three 3'], 16, '  ', '      ')).toEqual(['key:  one 1', '      two 2', '      three 3']);
+  });
+});
