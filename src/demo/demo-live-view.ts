@@ -7,6 +7,8 @@ import type { Agent } from '../agent.js';
 import type { Io } from '../cli.js';
 import { CONFLICT_TYPES } from '../conflict/conflict-types.js';
 import type { ConflictType } from '../conflict/conflict-types.js';
+import { InPlaceScreen } from '../util/terminal-screen.js';
+import type { Terminal } from '../util/terminal-screen.js';
 import { readHashes } from './demo-convergence.js';
 import type { DemoGroup } from './demo-group.js';
 import { renderCompactLine, renderLiveView } from './demo-view.js';
@@ -16,18 +18,11 @@ import type { DemoWorkload } from './demo-workload.js';
 /** How often the view refreshes. */
 export const VIEW_INTERVAL_MS = 1_000;
 
-/** Where the live view goes; injected so that tests and pipes get the compact form. */
-export interface DemoTerminal {
-  readonly isTTY: boolean;
-  columns(): number;
-}
-
 /** Redraws the view in place on a terminal, or prints one compact line per refresh elsewhere. */
 export class LiveView {
-  private drawnLines = 0;
+  private readonly screen: InPlaceScreen;
   private lastApplied = new Map<string, { at: number; count: number }>();
   private lastWrites: { at: number; count: number } | undefined;
-  private cursorHidden = false;
   private noticeShown: string | undefined;
   /** Shown above the links from now on (and printed once in compact mode). */
   notice: string | undefined;
@@ -36,24 +31,18 @@ export class LiveView {
     private readonly group: DemoGroup,
     private readonly workload: DemoWorkload,
     private readonly io: Io,
-    private readonly terminal: DemoTerminal,
+    /** Injected so that tests and pipes get the compact form. */
+    private readonly terminal: Terminal,
     private readonly durationSeconds: number | undefined,
-  ) {}
+  ) {
+    this.screen = new InPlaceScreen((text) => io.out(text));
+  }
 
   /** Collects a snapshot (reusing `tables` when given) and shows it; returns it. */
   async draw(phase: DemoPhase, startedAt: number, stoppedAt?: number, tables?: readonly TableView[]): Promise<DemoSnapshot> {
     const snapshot = await this.collect(phase, startedAt, stoppedAt, tables);
     if (this.terminal.isTTY) {
-      const lines = renderLiveView(snapshot, { color: true, width: Math.max(40, this.terminal.columns() - 1) });
-      let out = '';
-      if (!this.cursorHidden) {
-        out += '\u001b[?25l';
-        this.cursorHidden = true;
-      }
-      // Back to the first line of the previous frame, clear to the end of the screen, draw.
-      if (this.drawnLines > 0) out += `\u001b[${this.drawnLines}F\u001b[J`;
-      this.io.out(`${out}${lines.join('\n')}\n`);
-      this.drawnLines = lines.length;
+      this.screen.draw(renderLiveView(snapshot, { color: true, width: Math.max(40, this.terminal.columns() - 1) }));
     } else {
       if (this.notice !== this.noticeShown && this.notice) this.io.out(`${this.notice}\n`);
       this.io.out(`${renderCompactLine(snapshot)}\n`);
@@ -64,10 +53,7 @@ export class LiveView {
 
   /** Leaves the last frame on screen (or prints it once when not a terminal) and restores the cursor. */
   finish(last: DemoSnapshot | undefined): void {
-    if (this.cursorHidden) {
-      this.io.out('\u001b[?25h');
-      this.cursorHidden = false;
-    }
+    this.screen.restore();
     if (last && !this.terminal.isTTY) {
       this.io.out('\n');
       for (const line of renderLiveView(last, { color: false, width: Number.POSITIVE_INFINITY })) this.io.out(`${line}\n`);

