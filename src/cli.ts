@@ -7,6 +7,9 @@ import { redactSecrets } from './config/redact.js';
 import { createLogger } from './observability/logger.js';
 import { SetupError, setupNode } from './node/setup-node.js';
 import { formatStatusTable } from './status-format.js';
+import { watchStatus } from './status-watch.js';
+import { NOT_A_TERMINAL, processTerminal } from './util/terminal-screen.js';
+import type { Terminal } from './util/terminal-screen.js';
 import type { LinkStatus } from './link/link.js';
 import { VERSION } from './version.js';
 
@@ -17,6 +20,7 @@ Usage:
   pgbidi setup  --config FILE     prepare this node (idempotent)
   pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
   pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error
+  pgbidi status --config FILE --watch [--count N]   the same, refreshed every second until Ctrl-C
   pgbidi resolve --config FILE --peer NAME (--retry | --skip)   release a link halted by the error policy
   pgbidi dead-letters --config FILE [--json] [--retry ID]        list changes kept aside, or apply one again
   pgbidi --help | --version
@@ -26,7 +30,8 @@ The config path may also come from PGBIDI_CONFIG. Exit codes: 0 ok, 1 failure, 2
 export type Io = { out: (s: string) => void; err: (s: string) => void };
 const stdio: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
-export async function main(argv: readonly string[], io: Io = stdio): Promise<number> {
+/** `terminal` says how to draw live views; output to anything but the process's stdout is not a terminal. */
+export async function main(argv: readonly string[], io: Io = stdio, terminal: Terminal = io === stdio ? processTerminal : NOT_A_TERMINAL): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
     io.out(`${USAGE}\n`);
@@ -50,14 +55,14 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
       case 'run':
         return await run(loadConfig(args.values.config));
       case 'status':
-        return await status(loadConfig(args.values.config), args.values.json ?? false, io);
+        return await status(loadConfig(args.values.config), args.values, io, terminal);
       case 'resolve':
         return await resolve(loadConfig(args.values.config), args.values, io);
       case 'dead-letters':
         return await deadLetters(loadConfig(args.values.config), args.values, io);
       case 'demo': {
         const { runDemo } = await import('./demo/demo.js');
-        return await runDemo(args.values, io);
+        return await runDemo(args.values, io, terminal);
       }
       default:
         io.err(`pgbidi: unknown command '${command}'\n\n${USAGE}\n`);
@@ -83,6 +88,8 @@ function parse(rest: readonly string[]) {
     options: {
       config: { type: 'string', short: 'c' },
       json: { type: 'boolean' },
+      watch: { type: 'boolean', short: 'w' },
+      count: { type: 'string' },
       nodes: { type: 'string' },
       duration: { type: 'string' },
       'write-rate': { type: 'string' },
@@ -131,8 +138,10 @@ async function run(config: Config): Promise<number> {
   return 0;
 }
 
-async function status(config: Config, json: boolean, io: Io): Promise<number> {
+async function status(config: Config, values: Values, io: Io, terminal: Terminal): Promise<number> {
   const url = `http://${config.http.listen}/status`;
+  if (values.watch || values.count !== undefined) return statusWatch(url, values, io, terminal);
+  const json = values.json ?? false;
   let body: { node: string; links: LinkStatus[] };
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
@@ -146,6 +155,32 @@ async function status(config: Config, json: boolean, io: Io): Promise<number> {
 }
 
 type Values = ReturnType<typeof parse>['values'];
+
+async function statusWatch(url: string, values: Values, io: Io, terminal: Terminal): Promise<number> {
+  const count = values.count === undefined ? undefined : Number(values.count);
+  const problems = [
+    ...(values.watch ? [] : ['--count needs --watch']),
+    ...(values.json ? ['--watch prints a table or lines, not JSON: use --json without --watch'] : []),
+    ...(count !== undefined && !(Number.isInteger(count) && count >= 1)
+      ? [`--count ${JSON.stringify(values.count)}: must be a whole number of refreshes from 1`]
+      : []),
+  ];
+  if (problems.length) {
+    io.err(`pgbidi: ${problems.join('; ')}\n`);
+    return 2;
+  }
+  // A signal ends the watch normally: the terminal is restored and the exit code is 0.
+  const stop = new AbortController();
+  const onSignal = (): void => stop.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    return await watchStatus({ url, io, terminal, stop: stop.signal, ...(count === undefined ? {} : { count }) });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
 
 async function agentPost(config: Config, path: string, body: unknown, io: Io): Promise<{ status: number; body: Record<string, unknown> } | null> {
   const url = `http://${config.http.listen}${path}`;
