@@ -1,9 +1,12 @@
 import type { Server } from 'node:http';
 import type { Config } from './config/config-schema.js';
 import { createHttpApp, listen } from './http/http-server.js';
+import { buildNodeView } from './http/node-view.js';
+import type { NodeView, Sample } from './http/node-view.js';
 import { Link } from './link/link.js';
 import type { LinkStatus, TransactionObserver } from './link/link.js';
 import type { Logger } from './observability/logger.js';
+import { HISTORY_INTERVAL_MS, LinkHistory } from './observability/link-history.js';
 import { Metrics } from './observability/metrics.js';
 import { TombstoneJanitor } from './node/tombstone-janitor.js';
 import { PeerCollectors } from './observability/peer-collectors.js';
@@ -39,6 +42,8 @@ export class Agent {
     private readonly peerCollectors: PeerCollectors,
     readonly tracing: Tracing,
     readonly tombstones: TombstoneJanitor,
+    private readonly history: LinkHistory,
+    private readonly sampler: NodeJS.Timeout,
   ) {}
 
   static async start(options: AgentOptions): Promise<Agent> {
@@ -82,9 +87,12 @@ export class Agent {
       },
       config.conflicts.log_retention_days,
     );
+    const history = new LinkHistory();
+    const nodeView = (): Promise<NodeView> => assembleView(config.node.name, links, history, metrics);
     const app = createHttpApp(
       {
         node: config.node.name,
+        nodeView,
         links: () => links.map((l) => l.status()),
         maxReadyLagSeconds: config.readiness.max_lag_ms / 1000,
         extraStatus: () => Promise.resolve({ tombstones: janitor.current(), deadLetters: janitor.current().deadLettersPending }),
@@ -113,15 +121,27 @@ export class Agent {
     }
     for (const l of links) l.start();
     janitor.start();
+    const sample = (): void =>
+      history.sample(
+        Date.now(),
+        links.map((l) => l.status()),
+      );
+    sample();
+    const sampler = setInterval(sample, HISTORY_INTERVAL_MS).unref();
     log.info(
       { component: 'agent', node: config.node.name, peers: config.peers.map((p) => p.name), listen: config.http.listen, version: VERSION },
       'agent started',
     );
-    return new Agent(config, metrics, links, server, log, peerCollectors, tracing, janitor);
+    return new Agent(config, metrics, links, server, log, peerCollectors, tracing, janitor, history, sampler);
   }
 
   status(): LinkStatus[] {
     return this.links.map((l) => l.status());
+  }
+
+  /** What the web view shows of this node (also what `GET /view.json` serves). */
+  view(): Promise<NodeView> {
+    return assembleView(this.config.node.name, this.links, this.history, this.metrics);
   }
 
   /** The address the HTTP server actually listens on (port 0 in config picks a free one). */
@@ -132,6 +152,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     this.log.info({ component: 'agent' }, 'stopping: draining links');
+    clearInterval(this.sampler);
     await Promise.all(this.links.map((l) => l.stop()));
     await this.tombstones.stop();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -145,4 +166,21 @@ export class Agent {
       );
     this.log.info({ component: 'agent' }, 'stopped');
   }
+}
+
+function assembleView(node: string, links: readonly Link[], history: LinkHistory, metrics: Metrics): Promise<NodeView> {
+  return buildNodeView({
+    node,
+    at: Date.now(),
+    links: links.map((l) => l.status()),
+    history: history.all(),
+    changesPerSecond: (peer) => history.changesPerSecond(peer),
+    metric: (name) => metricSamples(metrics, name),
+  });
+}
+
+/** One metric family's samples from the registry, as a scrape reads them (collect callbacks run). */
+async function metricSamples(metrics: Metrics, name: string): Promise<readonly Sample[]> {
+  const metric = metrics.registry.getSingleMetric(name);
+  return metric ? (await metric.get()).values : [];
 }

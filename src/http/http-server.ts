@@ -4,10 +4,13 @@ import type { Registry } from 'prom-client';
 import { openMetricsContentType } from 'prom-client';
 import type { LinkStatus } from '../link/link.js';
 import { redactSecrets } from '../config/redact.js';
+import type { NodeView } from './node-view.js';
+import { mountWebView } from './web-view.js';
 
 /**
  * /metrics (Prometheus text, or OpenMetrics when the scraper asks for it, which carries exemplars),
- * /healthz (process alive), /readyz (every link streaming and under the lag bound), /status (JSON).
+ * /healthz (process alive), /readyz (every link streaming and under the lag bound), /status (JSON),
+ * and the live web view at / (http/web-view.ts) when the view can be assembled.
  * Nothing here can reach a secret: links report redacted state only.
  */
 export interface AgentView {
@@ -15,6 +18,8 @@ export interface AgentView {
   links(): readonly LinkStatus[];
   readonly maxReadyLagSeconds: number;
   extraStatus?(): Promise<Record<string, unknown>>;
+  /** What the web view shows of this node; absent: no web view. */
+  nodeView?(): Promise<NodeView>;
   /** Operator actions; absent in read-only views. */
   admin?: AdminActions;
 }
@@ -49,6 +54,9 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
   app.get('/status', async (_req, res) => {
     res.json({ node: view.node, links: view.links(), ...(view.extraStatus ? await view.extraStatus() : {}) });
   });
+
+  const nodeView = view.nodeView?.bind(view);
+  if (nodeView) mountWebView(app, `pgbidi · node ${view.node}`, async () => [await nodeView()]);
 
   // Operator actions. The listener is loopback by default; expose it only where operators are trusted.
   const admin = view.admin;
