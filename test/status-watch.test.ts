@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { main } from '../src/cli.js';
@@ -14,6 +16,7 @@ import { watchStatus } from '../src/status-watch.js';
 import type { Terminal } from '../src/util/terminal-screen.js';
 import { LONG_STATUS_ERROR, linkStatus } from './support/status-fixture.js';
 
+const BIN = fileURLToPath(new URL('../bin/pgbidi.js', import.meta.url));
 const AT = new Date('2026-12-02T09:00:01.000Z');
 
 /** A node of a 5-node group: four links, one of them failing with a long error. */
@@ -165,14 +168,19 @@ describe('status --watch loop', () => {
     expect(out.text()).toContain('answered HTTP 200 without a status');
   });
 
-  it('is wired to `pgbidi status --watch --count N`, and refuses --count alone and --json with --watch', async () => {
-    const url = await fakeAgent();
-    const dir = mkdtempSync(join(tmpdir(), 'pgbidi-watch-'));
-    const file = join(dir, 'n1.yaml');
+  /** A config for node n1 whose agent listens where `url` points (the DSNs are never used by status). */
+  function configFor(url: string): string {
+    const file = join(mkdtempSync(join(tmpdir(), 'pgbidi-watch-')), 'n1.yaml');
     writeFileSync(
       file,
       `node: { name: n1, dsn: "postgres://pgbidi@127.0.0.1:1/app" }\npeers: [{ name: n2, dsn: "postgres://pgbidi@127.0.0.1:2/app" }]\nhttp: { listen: "${new URL(url).host}" }\n`,
     );
+    return file;
+  }
+
+  it('is wired to `pgbidi status --watch --count N`, and refuses --count alone and --json with --watch', async () => {
+    const url = await fakeAgent();
+    const file = configFor(url);
     const out = output();
     expect(await main(['status', '--config', file, '--watch', '--count', '2'], out.io)).toBe(0);
     expect(out.text().trimEnd().split('\n')).toHaveLength(2);
@@ -184,4 +192,18 @@ describe('status --watch loop', () => {
     expect(await main(['status', '--config', file, '--watch', '--count', '0'], refused.io)).toBe(2);
     expect(refused.text()).toContain('--count needs --watch');
   });
+
+  it('ends with exit code 0 on a real SIGINT (bin/pgbidi.js, built dist/)', async () => {
+    const file = configFor(await fakeAgent());
+    const child = spawn(process.execPath, [BIN, 'status', '--config', file, '--watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+    child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    const deadline = Date.now() + 10_000;
+    while (!out.includes('\n') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    child.kill('SIGINT');
+    expect(await exited, out).toBe(0);
+    expect(out).toMatch(/ node n1 \| n2 streaming /);
+  }, 20_000);
 });
