@@ -3,9 +3,9 @@
  * operator runs it, so that its CPU time and memory are its own (in this process they would mix with
  * the probes') and the bench treats the agent as a black box.
  *
- *   start() ─ config written ─ spawn ─ /healthz answers (CPU baseline taken) ─> running ─ stop() ─> gone
+ *   start() ─ config written ─ spawn ─ /status answers with its node (CPU baseline taken) ─> running ─ stop() ─> gone
  *
- * CPU is counted from the moment /healthz first answers, so Node's start-up and module loading
+ * CPU is counted from the moment /status first answers with its node, so Node's start-up and module loading
  * (a fixed cost of each start, not a per-transaction one) stay out of the per-transaction figures. Every child still running when this process exits is SIGKILLed.
  */
 import { spawn } from 'node:child_process';
@@ -51,7 +51,7 @@ export interface AgentLinkStatus {
 export class AgentProcess {
   private cpuAtReady = 0;
   private stderrTail = '';
-  /** now() when /healthz first answered. */
+  /** now() when /status first answered with its node. */
   readyAt = 0;
 
   private constructor(
@@ -95,7 +95,7 @@ export class AgentProcess {
     return this.child.pid ?? 0;
   }
 
-  /** CPU seconds (user + system, all threads) since the agent answered /healthz; null once gone. */
+  /** CPU seconds (user + system, all threads) since the agent answered /status; null once gone. */
   cpuSeconds(): number | null {
     const total = processCpuSeconds(this.pid);
     return total === null ? null : total - this.cpuAtReady;
@@ -133,12 +133,14 @@ export class AgentProcess {
           `agent ${this.name} exited (${this.child.exitCode ?? this.child.signalCode}) before it answered: ${this.stderrTail.slice(-1500)}`,
         );
       }
-      const ok = await fetch(`http://${this.httpAddress}/healthz`, { signal: AbortSignal.timeout(1000) }).then(
-        (r) => r.ok,
-        () => false,
+      // /status names the node: an answer from another process that took the port in the meantime
+      // (freePort() can only pick a port that was free a moment ago) is not this agent's.
+      const node = await fetch(`http://${this.httpAddress}/status`, { signal: AbortSignal.timeout(1000) }).then(
+        async (r) => (r.ok ? ((await r.json()) as { node?: unknown }).node : undefined),
+        () => undefined,
       );
-      if (ok) return;
-      if (Date.now() > deadline) throw new BenchError('BENCH_TIMEOUT', `agent ${this.name} did not answer /healthz within ${READY_TIMEOUT_MS / 1000} s`);
+      if (node === this.name && this.child.exitCode === null && this.child.signalCode === null) return;
+      if (Date.now() > deadline) throw new BenchError('BENCH_TIMEOUT', `agent ${this.name} did not answer /status within ${READY_TIMEOUT_MS / 1000} s`);
       await sleep(25);
     }
   }
