@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import type { Config } from './config/config-schema.js';
+import { adminAccess } from './http/admin-auth.js';
 import { createHttpApp, listen } from './http/http-server.js';
 import { buildNodeView } from './http/node-view.js';
 import type { NodeView, Sample } from './http/node-view.js';
@@ -97,15 +98,18 @@ export class Agent {
         maxReadyLagSeconds: config.readiness.max_lag_ms / 1000,
         extraStatus: () => Promise.resolve({ tombstones: janitor.current(), deadLetters: janitor.current().deadLettersPending }),
         admin: {
-          resolve: (peer, action) => {
-            const link = links.find((l) => l.peer === peer);
-            if (!link) return 'unknown_peer';
-            return link.resolve(action) ? 'resolved' : 'not_halted';
-          },
-          retryDeadLetter: async (id) => {
-            const peer = await janitor.deadLetterPeer(id);
-            const link = links.find((l) => l.peer === peer);
-            return link ? link.retryDeadLetterById(id) : 'unknown';
+          access: adminAccess(config.http.listen, config.http.admin_token),
+          actions: {
+            resolve: (peer, action) => {
+              const link = links.find((l) => l.peer === peer);
+              if (!link) return 'unknown_peer';
+              return link.resolve(action) ? 'resolved' : 'not_halted';
+            },
+            retryDeadLetter: async (id) => {
+              const peer = await janitor.deadLetterPeer(id);
+              const link = links.find((l) => l.peer === peer);
+              return link ? link.retryDeadLetterById(id) : 'unknown';
+            },
           },
         },
       },

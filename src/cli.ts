@@ -187,10 +187,13 @@ async function agentPost(config: Config, path: string, body: unknown, io: Io): P
   try {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      // The same token the agent reads (PGBIDI_ADMIN_TOKEN or http.admin_token_file): http/admin-auth.ts.
+      headers: { 'content-type': 'application/json', ...(config.http.admin_token === null ? {} : { authorization: `Bearer ${config.http.admin_token}` }) },
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(30_000),
     });
+    if (res.status === 401) io.err('pgbidi: the agent requires its admin token: set PGBIDI_ADMIN_TOKEN (or http.admin_token_file) as for the agent\n');
+    if (res.status === 403) io.err('pgbidi: the agent listens beyond loopback without an admin token, so its operator endpoints are off\n');
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   } catch (err) {
     io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);

@@ -89,7 +89,12 @@ export const configSchema = z
       .strict()
       .default({ default_policy: 'last_update_wins', unique_violation: 'dead_letter', tables: [], log_retention_days: 7 }),
     http: z
-      .object({ listen: listen.default('127.0.0.1:9464') })
+      .object({
+        listen: listen.default('127.0.0.1:9464'),
+        // The bearer token of the operator endpoints, read from this file (or PGBIDI_ADMIN_TOKEN);
+        // never inline, so that the config file can be shared (a ConfigMap) without the secret.
+        admin_token_file: z.string().min(1).optional(),
+      })
       .strict()
       .default({ listen: '127.0.0.1:9464' }),
     log: z
@@ -130,5 +135,7 @@ export const configSchema = z
   });
 
 export type RawConfig = z.input<typeof configSchema>;
-export type Config = z.output<typeof configSchema>;
+type ParsedConfig = z.output<typeof configSchema>;
+/** The frozen config; `http.admin_token` is resolved from PGBIDI_ADMIN_TOKEN or `http.admin_token_file`. */
+export type Config = Omit<ParsedConfig, 'http'> & { readonly http: ParsedConfig['http'] & { readonly admin_token: string | null } };
 export type PeerConfig = Config['peers'][number];

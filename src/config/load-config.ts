@@ -50,6 +50,7 @@ export const ENV_OVERRIDES = {
   peerDsn: (peer: string) => `PGBIDI_PEER_${peer.toUpperCase()}_DSN`,
   peerPassword: (peer: string) => `PGBIDI_PEER_${peer.toUpperCase()}_PASSWORD`,
   httpListen: 'PGBIDI_HTTP_LISTEN',
+  adminToken: 'PGBIDI_ADMIN_TOKEN',
   logLevel: 'PGBIDI_LOG_LEVEL',
 } as const;
 
@@ -62,8 +63,8 @@ export function parseConfig(raw: unknown, env: Env, source = 'config'): Config {
       result.error.issues.map((i) => ({ path: i.path.length ? i.path.join('.') : '(root)', message: i.message })),
     );
   }
-  const config = result.data;
   const issues: ConfigIssue[] = [];
+  const config: Config = { ...result.data, http: { ...result.data.http, admin_token: adminToken(env, result.data.http.admin_token_file, issues) } };
   config.node.dsn = withPassword(config.node.dsn, env[ENV_OVERRIDES.nodePassword], 'node.dsn', issues);
   config.peers.forEach((p, i) => {
     p.dsn = withPassword(p.dsn, env[ENV_OVERRIDES.peerPassword(p.name)], `peers.${i}.dsn`, issues);
@@ -89,6 +90,32 @@ function applyEnv(raw: unknown, env: Env): unknown {
   const level = env[ENV_OVERRIDES.logLevel];
   if (level !== undefined) out.log = { ...(isRecord(out.log) ? out.log : {}), level };
   return out;
+}
+
+/** Shortest accepted admin token: a guessable token is no protection. */
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
+
+function adminToken(env: Env, file: string | undefined, issues: ConfigIssue[]): string | null {
+  let token: string | undefined;
+  let path = 'http.admin_token_file';
+  const fromEnv = env[ENV_OVERRIDES.adminToken];
+  if (fromEnv !== undefined && fromEnv !== '') {
+    token = fromEnv.trim();
+    path = ENV_OVERRIDES.adminToken;
+  } else if (file !== undefined) {
+    try {
+      token = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      issues.push({ path, message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+      return null;
+    }
+  }
+  if (token === undefined) return null;
+  if (token.length < MIN_ADMIN_TOKEN_LENGTH || /\s/.test(token)) {
+    issues.push({ path, message: `the admin token must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters without spaces (e.g. openssl rand -hex 32)` });
+    return null;
+  }
+  return token;
 }
 
 function withPassword(dsn: string, password: string | undefined, path: string, issues: ConfigIssue[]): string {

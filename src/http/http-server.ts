@@ -4,6 +4,8 @@ import type { Registry } from 'prom-client';
 import { openMetricsContentType } from 'prom-client';
 import type { LinkStatus } from '../link/link.js';
 import { redactSecrets } from '../config/redact.js';
+import { requireAdmin } from './admin-auth.js';
+import type { AdminAccess } from './admin-auth.js';
 import type { NodeView } from './node-view.js';
 import { mountWebView } from './web-view.js';
 
@@ -20,8 +22,8 @@ export interface AgentView {
   extraStatus?(): Promise<Record<string, unknown>>;
   /** What the web view shows of this node; absent: no web view. */
   nodeView?(): Promise<NodeView>;
-  /** Operator actions; absent in read-only views. */
-  admin?: AdminActions;
+  /** Operator actions and who may call them; absent in read-only views. */
+  admin?: { readonly actions: AdminActions; readonly access: AdminAccess };
 }
 
 /** What `pgbidi resolve` and `pgbidi dead-letters --retry` ask a running agent to do. */
@@ -58,10 +60,11 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
   const nodeView = view.nodeView?.bind(view);
   if (nodeView) mountWebView(app, `pgbidi · node ${view.node}`, async () => [await nodeView()]);
 
-  // Operator actions. The listener is loopback by default; expose it only where operators are trusted.
-  const admin = view.admin;
-  if (admin) {
-    app.post('/links/:peer/resolve', express.json(), (req, res) => {
+  // Operator actions: authorized before anything else is read (http/admin-auth.ts); small bodies only.
+  const admin = view.admin?.actions;
+  if (admin && view.admin) {
+    const authorized = requireAdmin(view.admin.access);
+    app.post('/links/:peer/resolve', authorized, express.json({ limit: ADMIN_BODY_LIMIT }), (req, res) => {
       const action = (req.body as { action?: unknown } | undefined)?.action;
       if (action !== 'retry' && action !== 'skip') {
         res.status(400).json({ error: 'action must be "retry" or "skip"' });
@@ -70,7 +73,7 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
       const r = admin.resolve(String(req.params.peer), action);
       res.status(r === 'resolved' ? 200 : r === 'unknown_peer' ? 404 : 409).json({ result: r });
     });
-    app.post('/dead-letters/:id/retry', async (req, res) => {
+    app.post('/dead-letters/:id/retry', authorized, async (req, res) => {
       const id = Number(req.params.id);
       if (!Number.isSafeInteger(id) || id <= 0) {
         res.status(400).json({ error: 'id must be a positive integer' });
@@ -86,8 +89,21 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
     });
   }
 
+  // Body parser errors (too large, malformed JSON) as JSON, never express's HTML page with a stack.
+  app.use((err: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
+    if (res.headersSent) {
+      next(err);
+      return;
+    }
+    const status = typeof err === 'object' && err !== null && 'status' in err && typeof err.status === 'number' ? err.status : 500;
+    res.status(status).json({ error: status === 500 ? 'internal error' : redactSecrets(err instanceof Error ? err.message : String(err)) });
+  });
+
   return app;
 }
+
+/** The operator endpoints take a few bytes of JSON at most. */
+const ADMIN_BODY_LIMIT = '1kb';
 
 export function readinessProblems(links: readonly LinkStatus[], maxLagSeconds: number): string[] {
   const reasons: string[] = [];

@@ -35,7 +35,11 @@ const K8S_AGENT = join(DEPLOY, 'kubernetes/agent');
 const AGENT_PORT = 9464;
 
 /** What `docker compose` would read from the shell: the two secrets the compose file requires. */
-const SHELL_ENV: Env = { POSTGRES_PASSWORD: 'pw-from-the-environment', GRAFANA_ADMIN_PASSWORD: 'grafana-from-the-environment' };
+const SHELL_ENV: Env = {
+  POSTGRES_PASSWORD: 'pw-from-the-environment',
+  GRAFANA_ADMIN_PASSWORD: 'grafana-from-the-environment',
+  PGBIDI_ADMIN_TOKEN: 'admin-token-from-the-environment',
+};
 
 function onPath(name: string): string | null {
   for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
@@ -176,7 +180,8 @@ describe('deploy/compose', () => {
 
   it('refuses to start without the secrets instead of using a default password', () => {
     expect(() => composeServices({})).toThrow(/required variable POSTGRES_PASSWORD/);
-    expect(() => composeServices({ POSTGRES_PASSWORD: 'x' })).toThrow(/required variable GRAFANA_ADMIN_PASSWORD/);
+    expect(() => composeServices({ POSTGRES_PASSWORD: 'x', PGBIDI_ADMIN_TOKEN: 'y' })).toThrow(/required variable GRAFANA_ADMIN_PASSWORD/);
+    expect(() => composeServices({ POSTGRES_PASSWORD: 'x', GRAFANA_ADMIN_PASSWORD: 'y' })).toThrow(/required variable PGBIDI_ADMIN_TOKEN/);
   });
 
   it('every bind-mounted host path exists relative to the compose file, and the build context has the Dockerfile', () => {
@@ -194,6 +199,8 @@ describe('deploy/compose', () => {
     for (const s of pgbidi) {
       const config = composeAgentConfig(s);
       expect(config.http.listen, s.name).toBe(`0.0.0.0:${AGENT_PORT}`);
+      // Listening on every interface: the operator endpoints must be behind the token.
+      if (agents.includes(s)) expect(config.http.admin_token, s.name).toBe(SHELL_ENV['PGBIDI_ADMIN_TOKEN']);
       // every DSN got its password from the environment, so the files need none
       for (const dsn of [config.node.dsn, ...config.peers.map((p) => p.dsn)]) {
         expect(new URL(dsn).password, `${s.name}: ${dsn.replace(/:[^:@/]*@/, ':***@')}`).toBe(SHELL_ENV['POSTGRES_PASSWORD']);
@@ -436,6 +443,7 @@ describe('deploy/kubernetes/agent', () => {
         const raw = yamlDocuments(String(text), `${String(cmName)}/${key}`)[0];
         const config = parseConfig(raw, env, `${String(cmName)}/${key}`);
         expect(config.http.listen).toBe(`0.0.0.0:${AGENT_PORT}`);
+        expect(config.http.admin_token, `${d.name}: the operator endpoints are behind a token`).not.toBeNull();
         for (const dsn of [at(raw, 'node', 'dsn'), ...(at(raw, 'peers') as unknown[]).map((p) => at(p, 'dsn'))]) {
           expect(new URL(String(dsn)).password, `${String(cmName)}: no password in the ConfigMap`).toBe('');
         }
