@@ -195,6 +195,17 @@ describe.sequential('pgbidi demo (child process, real PostgreSQL)', () => {
     const run = startDemo(['--nodes', '2'], await freshTmp());
     // A status line from the third second on; under load a tick can be late and skip a second.
     await run.waitFor(/^\[ +([3-9]|\d{2,})s\] /m, 60_000);
+    // One URL shows the whole group: the page, and what it polls, with every node's links.
+    const url = /^web view of the whole group \(open it in a browser\): (http:\/\/127\.0\.0\.1:\d+\/)$/m.exec(run.output())?.[1];
+    expect(url, run.output()).toBeDefined();
+    const page = await fetch(url ?? '');
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('<title>pgbidi demo · 2 nodes</title>');
+    const view = (await (await fetch(`${url ?? ''}view.json`)).json()) as { nodes: { node: string; links: { peer: string; state: string }[] }[] };
+    expect(view.nodes.map((n) => [n.node, n.links.map((l) => l.peer)])).toEqual([
+      ['n1', ['n2']],
+      ['n2', ['n1']],
+    ]);
     run.signal('SIGINT');
     const { code } = await run.exited;
     const out = run.output();

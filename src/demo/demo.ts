@@ -18,6 +18,7 @@
  *   demo-live-view.ts    the view's snapshots and redraws      demo-view.ts     its pure rendering
  *   demo-convergence.ts  row hashes, the wait, divergence      demo-endpoints.ts what to look at
  *   demo-prometheus.ts   the optional local Prometheus         demo-shutdown.ts signals, teardown
+ *   demo-web-view.ts     one web view URL for the whole group
  */
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,6 +30,7 @@ import { processTerminal } from '../util/terminal-screen.js';
 import type { Terminal } from '../util/terminal-screen.js';
 import { describeDivergence, waitForConvergence } from './demo-convergence.js';
 import { printEndpoints } from './demo-endpoints.js';
+import { startGroupWebView } from './demo-web-view.js';
 import { closeMonitors, createGroup, openMonitors, prepareNodes, startAgents, stopAgents } from './demo-group.js';
 import { LiveView, VIEW_INTERVAL_MS } from './demo-live-view.js';
 import { openLogs } from './demo-logs.js';
@@ -106,6 +108,9 @@ async function runGroup(options: DemoOptions, io: Io, terminal: Terminal, stop: 
 
   const scrapeTargets = [...group.agents].map(([node, agent]) => ({ node, address: agent.httpAddress }));
   printEndpoints(group, scrapeTargets, logs, say);
+  const webView = await startGroupWebView(group);
+  teardown.add('stop the web view', () => webView.stop());
+  say(`web view of the whole group (open it in a browser): ${webView.url}\n`);
 
   if (options.prometheus) {
     const prometheus = await startPrometheus(dir, scrapeTargets, say);

@@ -159,7 +159,7 @@ function renderChart(nodes, now) {
     const v = (top * i) / 4;
     root.append(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: '#8884' }));
     const label = svg('text', { x: L - 6, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 11, fill: 'currentColor' });
-    label.textContent = (top < 10 ? v.toFixed(1) : v.toFixed(0)) + ' s';
+    label.textContent = (top <= 2 ? v.toFixed(2) : top < 10 ? v.toFixed(1) : v.toFixed(0)) + ' s';
     root.append(label);
   }
   for (let m = 0; m <= 10; m += 2) {
