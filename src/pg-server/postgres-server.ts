@@ -13,7 +13,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
-import { chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -171,6 +171,17 @@ export class PostgresServer {
     } finally {
       await client.end().catch(() => undefined);
     }
+  }
+
+  /**
+   * Writes a file into the data directory, owned by the server's OS user (a TLS key must be, and
+   * readable by it alone: be-secure-openssl.c refuses a key with group or world access).
+   */
+  async writeDataFile(name: string, contents: string, mode = 0o600): Promise<string> {
+    const file = path.join(this.dataDir, name);
+    await writeFile(file, contents, { mode });
+    if (this.user) await chown(file, this.user.uid, this.user.gid);
+    return file;
   }
 
   async createDatabase(name: string): Promise<void> {
