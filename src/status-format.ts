@@ -4,8 +4,10 @@
  * refresh (`--watch` into a pipe or a CI log). Pure: a status body in, text out.
  */
 import type { LinkStatus } from './link/link.js';
+import type { LinkHealth } from './util/link-triage.js';
+import { hiddenLinksLine, pickLinks } from './util/link-triage.js';
 import type { TextCell } from './util/text-layout.js';
-import { cutText, layoutTable, tableWidth } from './util/text-layout.js';
+import { cutText, firstFittingFrame, layoutTable, tableWidth } from './util/text-layout.js';
 
 /** The body of GET /status (src/http/http-server.ts): this node and its links (other fields are ignored). */
 export interface StatusBody {
@@ -43,19 +45,46 @@ export function formatStatusTable(node: string, links: readonly LinkStatus[]): s
   return [`node ${node}`, ...layoutTable(rows, { width: Number.POSITIVE_INFINITY, color: false })].join('\n') + '\n';
 }
 
+export interface StatusFrameOptions {
+  readonly width: number;
+  /** At most this many lines (default: no limit). */
+  readonly height?: number;
+  readonly at: Date;
+}
+
 /**
  * The table of `pgbidi status --watch` on a terminal: every line within `width` columns, numbers
  * whole. The error column shows the time of day instead of the full timestamp and is cut; when it
- * has too little room, errors are listed under the table, one line per link.
+ * has too little room, errors are listed under the table, one line per link. When the links do not
+ * all fit `height` lines, those that need attention are shown and one line sums up the others.
  */
-export function renderStatusFrame(body: StatusBody, options: { readonly width: number; readonly at: Date }): string[] {
+export function renderStatusFrame(body: StatusBody, options: StatusFrameOptions): string[] {
   const { width } = options;
   const title = cutText(`node ${body.node}  ${timeOfDay(options.at.toISOString())} UTC  (refreshed every second; Ctrl-C to stop)`, width);
-  if (body.links.length === 0) return [title, cutText('no links (no peers configured)', width)];
+  const frames = body.links.length === 0 ? [[title, cutText('no links (no peers configured)', width)]] : statusFrames(title, body.links, width);
+  return firstFittingFrame(frames, options.height ?? Number.POSITIVE_INFINITY);
+}
+
+/** Every link, then one link fewer at a time (those needing attention kept longest), down to none. */
+function* statusFrames(title: string, links: readonly LinkStatus[], width: number): Generator<string[]> {
+  for (let shown = links.length; shown >= 0; shown--) {
+    const picked = pickLinks(links, shown, linkHealth);
+    const summary = picked.hidden.length > 0 ? hiddenLinksLine(picked.hidden.map(linkHealth), picked.shown.length > 0, width) : undefined;
+    if (picked.shown.length > 0) yield [title, ...statusTable(picked.shown, width, summary)];
+    else yield summary === undefined ? [title] : [title, summary];
+  }
+}
+
+function linkHealth(l: LinkStatus): LinkHealth {
+  return { state: l.state, lagSeconds: l.lagSeconds, hasError: l.lastError !== null, conflicts: l.conflicts };
+}
+
+/** The links in the richest shape that fits `width`, then `summary` when given, the errors beside the rows or under them. */
+function statusTable(links: readonly LinkStatus[], width: number, summary: string | undefined): string[] {
   let shape = NARROWEST_SHAPE;
-  let rows = statusRows(body.links, shape);
+  let rows = statusRows(links, shape);
   for (const candidate of STATUS_SHAPES) {
-    const candidateRows = statusRows(body.links, candidate);
+    const candidateRows = statusRows(links, candidate);
     if (tableWidth(candidateRows, candidate.gap) <= width) {
       shape = candidate;
       rows = candidateRows;
@@ -63,15 +92,16 @@ export function renderStatusFrame(body: StatusBody, options: { readonly width: n
     }
   }
   const room = width - tableWidth(rows, shape.gap) - shape.gap;
-  const anyError = body.links.some((l) => l.lastError);
+  const anyError = links.some((l) => l.lastError);
   const errorsBeside = room >= MIN_ERROR_COLUMN || (!anyError && room >= 'last error'.length);
   if (errorsBeside) {
     rows[0]?.push({ text: 'last error' });
-    body.links.forEach((l, i) => rows[i + 1]?.push({ text: l.lastError ? shortError(l.lastError) : '-' }));
+    links.forEach((l, i) => rows[i + 1]?.push({ text: l.lastError ? shortError(l.lastError) : '-' }));
   }
-  const lines = [title, ...layoutTable(rows, { width, color: false, gap: shape.gap })];
+  const lines = layoutTable(rows, { width, color: false, gap: shape.gap });
+  if (summary !== undefined) lines.push(summary);
   if (!errorsBeside) {
-    for (const l of body.links) if (l.lastError) lines.push(cutText(`error ${l.peer}: ${shortError(l.lastError)}`, width));
+    for (const l of links) if (l.lastError) lines.push(cutText(`error ${l.peer}: ${shortError(l.lastError)}`, width));
   }
   return lines;
 }

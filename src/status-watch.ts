@@ -12,10 +12,12 @@ import type { Io } from './cli.js';
 import { renderStatusFrame, renderStatusLine } from './status-format.js';
 import type { StatusBody } from './status-format.js';
 import { cutText } from './util/text-layout.js';
-import { InPlaceScreen } from './util/terminal-screen.js';
+import { frameRoom, InPlaceScreen } from './util/terminal-screen.js';
 import type { Terminal } from './util/terminal-screen.js';
 
 const DEFAULT_INTERVAL_MS = 1_000;
+/** Narrower than this the frame wraps rather than lose the peer names and states. */
+const MIN_FRAME_WIDTH = 20;
 /** Longer than a refresh on purpose: a busy agent that answers late is still shown. */
 const FETCH_TIMEOUT_MS = 5_000;
 
@@ -51,9 +53,8 @@ export async function watchStatus(options: StatusWatchOptions): Promise<number> 
       refreshes += 1;
       const at = new Date();
       if (screen) {
-        // One column spare: a line as wide as the window wraps on some terminals and breaks the redraw.
-        const width = Math.max(20, terminal.columns() - 1);
-        screen.draw(last.ok ? renderStatusFrame(last.body, { width, at }) : [cutText(`${at.toISOString()}  ${last.problem}`, width)]);
+        const { width, height } = frameRoom(terminal, MIN_FRAME_WIDTH);
+        screen.draw(last.ok ? renderStatusFrame(last.body, { width, height, at }) : [cutText(`${at.toISOString()}  ${last.problem}`, width)]);
       } else {
         io.out(`${last.ok ? renderStatusLine(last.body, at) : `${at.toISOString()} ${last.problem}`}\n`);
       }

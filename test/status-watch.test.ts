@@ -35,11 +35,11 @@ function output(): { io: Io; text: () => string } {
   return { io: { out: (s) => (text += s), err: (s) => (text += s) }, text: () => text };
 }
 
-function tty(columns: number): Terminal {
-  return { isTTY: true, columns: () => columns };
+function tty(columns: number, rows = 50): Terminal {
+  return { isTTY: true, columns: () => columns, rows: () => rows };
 }
 
-const PIPE: Terminal = { isTTY: false, columns: () => 80 };
+const PIPE: Terminal = { isTTY: false, columns: () => 80, rows: () => 24 };
 
 describe('status --watch rendering', () => {
   for (const width of [160, 120, 100, 80, 60]) {
@@ -66,6 +66,39 @@ describe('status --watch rendering', () => {
     const narrow = renderStatusFrame(BODY, { width: 60, at: AT });
     expect(narrow[1]).not.toContain('received');
     expect(narrow.join('\n')).not.toContain('1F/FFFFFFFF');
+  });
+
+  it('keeps to the height: the links that need attention first, one line for the others', () => {
+    // A node of a larger group: three failing or lagging links among healthy ones with conflicts.
+    const body: StatusBody = {
+      node: 'n1',
+      links: [...BODY.links, ...['n6', 'n7', 'n8'].map((peer, i) => linkStatus(peer, { conflicts: 100 * (i + 1) })), linkStatus('n9', { lagSeconds: 9.5 })],
+    };
+    const urgent = ['n3', 'n5', 'n9'];
+    for (const width of [120, 60]) {
+      const unlimited = renderStatusFrame(body, { width, at: AT });
+      for (let height = 1; height <= 16; height++) {
+        const lines = renderStatusFrame(body, { width, height, at: AT });
+        expect(lines.length, `width ${width}, height ${height}`).toBeLessThanOrEqual(height);
+        for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(width);
+        if (height >= unlimited.length) {
+          expect(lines).toEqual(unlimited);
+          continue;
+        }
+        if (height < 2) continue;
+        expect(lines[0]).toMatch(/^node n1 {2}09:00:01 UTC/);
+        const shown = body.links.filter((l) => lines.some((line) => line.startsWith(`${l.peer} `)));
+        const summary = lines.find((l) => /^(… )?\d+ (more )?links?/.test(l)) ?? '';
+        expect(shown.length + Number(/\d+/.exec(summary)?.[0])).toBe(body.links.length);
+        // What is shown is what needs attention most: first the urgent links, then the most conflicts.
+        const expected = ['n3', 'n5', 'n9', 'n4', 'n8', 'n7', 'n6', 'n2'].slice(0, shown.length);
+        expect(shown.map((l) => l.peer).sort()).toEqual([...expected].sort());
+        if (shown.length >= urgent.length) expect(lines.some((line) => /^n3 |^error n3: /.test(line) && line.includes('57P01'))).toBe(true);
+      }
+      // 10 rows (a frame of 9 lines) keep every urgent link.
+      const nine = renderStatusFrame(body, { width, height: 9, at: AT });
+      for (const peer of urgent) expect(nine.some((line) => line.startsWith(`${peer} `))).toBe(true);
+    }
   });
 
   it('prints one compact line per refresh for pipes', () => {
@@ -135,6 +168,24 @@ describe('status --watch loop', () => {
     expect(redraw?.[2]).toBe(firstFrame);
     for (const line of first) expect(stripVTControlCharacters(line).length, line).toBeLessThanOrEqual(79);
     expect(first[1]).toMatch(/^peer +state /);
+  });
+
+  it('keeps every frame within the rows of the terminal, less one for the cursor', async () => {
+    const url = await fakeAgent();
+    const out = output();
+    expect(await watchStatus({ url, io: out.io, terminal: tty(80, 6), stop: new AbortController().signal, count: 2, intervalMs: 10 })).toBe(0);
+    // ESC is matched by '.': the frames are split where the redraw goes back (CSI n F) and clears (CSI J).
+    const text = out.text().replace('\u001b[?25l', '').replace('\u001b[?25h', '');
+    const frames = text.split(/.\[\d+F.\[J/);
+    expect(frames).toHaveLength(2);
+    for (const frame of frames) {
+      const lines = frame.trimEnd().split('\n');
+      expect(lines.length, frame).toBeLessThanOrEqual(5);
+      // The link in backoff is among the links shown.
+      expect(lines.some((line) => line.startsWith('n3 '))).toBe(true);
+    }
+    // The redraw goes back over as many lines as the frame had.
+    expect(/.\[(\d+)F/.exec(text)?.[1]).toBe(String(frames[0]?.trimEnd().split('\n').length));
   });
 
   it('stops on the stop signal (SIGINT, SIGTERM) with exit code 0 and the cursor restored', async () => {

@@ -39,6 +39,19 @@ export function firstFitting(candidates: readonly string[], width: number): stri
   return cutText(candidates.at(-1) ?? '', width);
 }
 
+/**
+ * The first frame of at most `height` lines, or else the last one cut to `height`: frames go from
+ * richest to leanest and are made only as they are asked for.
+ */
+export function firstFittingFrame(frames: Iterable<readonly string[]>, height: number): string[] {
+  let last: readonly string[] = [];
+  for (const frame of frames) {
+    if (frame.length <= height) return [...frame];
+    last = frame;
+  }
+  return last.slice(0, Math.max(0, height));
+}
+
 /** Width of each column: its widest cell. */
 export function columnWidths(rows: readonly (readonly TextCell[])[]): number[] {
   const widths: number[] = [];

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cutText, firstFitting, layoutTable, tableWidth, wrapItems } from '../../src/util/text-layout.js';
+import { cutText, firstFitting, firstFittingFrame, layoutTable, tableWidth, wrapItems } from '../../src/util/text-layout.js';
 
 describe('text layout', () => {
   it('cuts free text with an ellipsis, and only when it is too long', () => {
@@ -21,6 +21,20 @@ describe('text layout', () => {
     // 'count' would need columns 7..11: with 9 columns it is left out rather than cut to '123'.
     expect(layoutTable(rows, { width: 9, color: false })).toEqual(['name', 'a']);
     expect(layoutTable(rows, { width: 100, color: true, gap: 1 })[0]).toBe('name count note');
+  });
+
+  it('takes the first frame short enough, makes frames only as asked, and cuts the last one when none is', () => {
+    const made: number[] = [];
+    function* frames(): Generator<string[]> {
+      for (const n of [5, 3, 2, 1]) {
+        made.push(n);
+        yield Array.from({ length: n }, (_, i) => `line ${i + 1}`);
+      }
+    }
+    expect(firstFittingFrame(frames(), 3)).toEqual(['line 1', 'line 2', 'line 3']);
+    expect(made).toEqual([5, 3]);
+    expect(firstFittingFrame(frames(), 0)).toEqual([]);
+    expect(firstFittingFrame([['a', 'b', 'c']], 2)).toEqual(['a', 'b']);
   });
 
   it('wraps items into lines of the width', () => {
