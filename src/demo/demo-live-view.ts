@@ -7,7 +7,7 @@ import type { Agent } from '../agent.js';
 import type { Io } from '../cli.js';
 import { CONFLICT_TYPES } from '../conflict/conflict-types.js';
 import type { ConflictType } from '../conflict/conflict-types.js';
-import { InPlaceScreen } from '../util/terminal-screen.js';
+import { frameRoom, InPlaceScreen } from '../util/terminal-screen.js';
 import type { Terminal } from '../util/terminal-screen.js';
 import { readHashes } from './demo-convergence.js';
 import type { DemoGroup } from './demo-group.js';
@@ -17,6 +17,9 @@ import type { DemoWorkload } from './demo-workload.js';
 
 /** How often the view refreshes. */
 export const VIEW_INTERVAL_MS = 1_000;
+
+/** Narrower than this the view wraps rather than lose its link names and states. */
+const MIN_VIEW_WIDTH = 40;
 
 /** Redraws the view in place on a terminal, or prints one compact line per refresh elsewhere. */
 export class LiveView {
@@ -42,7 +45,7 @@ export class LiveView {
   async draw(phase: DemoPhase, startedAt: number, stoppedAt?: number, tables?: readonly TableView[]): Promise<DemoSnapshot> {
     const snapshot = await this.collect(phase, startedAt, stoppedAt, tables);
     if (this.terminal.isTTY) {
-      this.screen.draw(renderLiveView(snapshot, { color: true, width: Math.max(40, this.terminal.columns() - 1) }));
+      this.screen.draw(renderLiveView(snapshot, { color: true, ...frameRoom(this.terminal, MIN_VIEW_WIDTH) }));
     } else {
       if (this.notice !== this.noticeShown && this.notice) this.io.out(`${this.notice}\n`);
       this.io.out(`${renderCompactLine(snapshot)}\n`);

@@ -7,8 +7,10 @@ import type { ConflictType } from '../conflict/conflict-types.js';
 import { CONFLICT_TYPES } from '../conflict/conflict-types.js';
 import type { LinkState } from '../observability/metrics.js';
 import { assertNever } from '../util/assert-never.js';
+import type { LinkHealth } from '../util/link-triage.js';
+import { hiddenLinksLine, LAGGING_SECONDS, needsAttention, pickLinks } from '../util/link-triage.js';
 import type { TextCell } from '../util/text-layout.js';
-import { cutText, firstFitting, layoutTable, paint, tableWidth, wrapItems } from '../util/text-layout.js';
+import { cutText, firstFitting, firstFittingFrame, layoutTable, paint, tableWidth, wrapItems } from '../util/text-layout.js';
 import type { RaceKind, WorkloadStats } from './demo-workload.js';
 import { RACE_KINDS } from './demo-workload.js';
 
@@ -56,6 +58,8 @@ export interface RenderOptions {
   readonly color: boolean;
   /** Lines never pass this many visible characters, so that a redraw never wraps. */
   readonly width: number;
+  /** The view never has more lines than this, so that a redraw never scrolls (default: no limit). */
+  readonly height?: number;
 }
 
 /** Column titles while they fit; the full names are in the metrics and the final report. */
@@ -124,6 +128,29 @@ const LINK_TABLE_SHAPES: readonly LinkTableShape[] = [
 /** Below this many columns of room the last error is listed under the table rather than beside it. */
 const MIN_ERROR_COLUMN = 24;
 
+/**
+ * What a frame shows besides the links, from the most to the least. A view taller than the
+ * terminal first drops the blank line and says in one line that every table is equal, then leaves
+ * out links that need no attention (one line sums them up), then the legend of the conflict codes;
+ * only as a last resort the notice, the workload's errors and links that are not streaming or lag.
+ */
+interface FrameDetail {
+  readonly blankLine: boolean;
+  readonly convergence: 'per table' | 'one line when equal';
+  readonly legend: boolean;
+  readonly notices: boolean;
+  /** Links that need attention (see needsAttention) may be left out too. */
+  readonly hideUrgent: boolean;
+}
+
+const FULL_DETAIL: FrameDetail = { blankLine: true, convergence: 'per table', legend: true, notices: true, hideUrgent: false };
+
+const LEANER_DETAILS: readonly FrameDetail[] = [
+  { blankLine: false, convergence: 'one line when equal', legend: true, notices: true, hideUrgent: false },
+  { blankLine: false, convergence: 'one line when equal', legend: false, notices: true, hideUrgent: false },
+  { blankLine: false, convergence: 'one line when equal', legend: false, notices: false, hideUrgent: true },
+];
+
 /** Every node read, and all report the same row count and hash. */
 export function tableConverged(t: TableView): boolean {
   const first = t.nodes[0];
@@ -142,6 +169,10 @@ function seenConflictTypes(links: readonly LinkView[]): ConflictType[] {
 
 function totalConflicts(l: LinkView): number {
   return CONFLICT_TYPES.reduce((sum, t) => sum + (l.conflicts[t] ?? 0), 0);
+}
+
+function linkHealth(l: LinkView): LinkHealth {
+  return { state: l.state, lagSeconds: l.lagSeconds, hasError: l.lastError !== null, conflicts: totalConflicts(l) };
 }
 
 function formatDuration(seconds: number): string {
@@ -183,7 +214,7 @@ function linkRows(links: readonly LinkView[], types: readonly ConflictType[], sh
   const rows = links.map((l): TextCell[] => [
     { text: `${l.source} -> ${l.target}` },
     { text: l.state, sgr: STATE_COLORS[l.state] },
-    { text: `${l.lagSeconds.toFixed(1)}s`, align: 'right', ...(l.lagSeconds >= 5 ? { sgr: '33' } : {}) },
+    { text: `${l.lagSeconds.toFixed(1)}s`, align: 'right', ...(l.lagSeconds >= LAGGING_SECONDS ? { sgr: '33' } : {}) },
     { text: formatRate(l.changesPerSecond), align: 'right' },
     ...(shape.applied ? [{ text: String(l.changesApplied), align: 'right' } as const] : []),
     { text: String(totalConflicts(l)), align: 'right' },
@@ -201,8 +232,11 @@ function chooseShape(links: readonly LinkView[], types: readonly ConflictType[],
   return { shape: NARROWEST_SHAPE, rows: linkRows(links, types, NARROWEST_SHAPE) };
 }
 
-/** One row per link, in the richest shape that fits; errors beside or under it; a legend when codes stand for the conflict types. */
-function renderLinkTable(links: readonly LinkView[], options: RenderOptions): string[] {
+/**
+ * One row per shown link, in the richest shape that fits, then one line for the hidden ones; errors
+ * beside the rows or under them; a legend (when `legend`) when codes stand for the conflict types.
+ */
+function renderLinkTable(links: readonly LinkView[], hidden: readonly LinkView[], options: RenderOptions, legend: boolean): string[] {
   const types = seenConflictTypes(links);
   const { shape, rows } = chooseShape(links, types, options.width);
   const room = options.width - tableWidth(rows, shape.gap) - shape.gap;
@@ -212,7 +246,9 @@ function renderLinkTable(links: readonly LinkView[], options: RenderOptions): st
     rows[0]?.push({ text: 'last error', sgr: '1' });
     links.forEach((l, i) => rows[i + 1]?.push({ text: l.lastError ?? '-', ...(l.lastError ? { sgr: '31' } : {}) }));
   }
-  const lines = layoutTable(rows, { width: options.width, color: options.color, gap: shape.gap });
+  // A table of titles alone says nothing when every link is summed up below.
+  const lines = links.length > 0 || hidden.length === 0 ? layoutTable(rows, { width: options.width, color: options.color, gap: shape.gap }) : [];
+  if (hidden.length > 0) lines.push(hiddenLinksLine(hidden.map(linkHealth), links.length > 0, options.width));
   if (!errorsBeside) {
     // One line per message: a node that is down fails all of its links with the same error.
     const byMessage = new Map<string, string[]>();
@@ -223,7 +259,7 @@ function renderLinkTable(links: readonly LinkView[], options: RenderOptions): st
       lines.push(text.startsWith(head) ? `${paint(head, '31', options.color)}${text.slice(head.length)}` : text);
     }
   }
-  if (shape.conflictTitles === 'codes' && types.length) {
+  if (legend && shape.conflictTitles === 'codes' && types.length) {
     lines.push(...wrapItems(['conflicts:', ...types.map((t) => `${CONFLICT_CODES[t]} ${t}`)], options.width, '  ', ' '.repeat('conflicts:  '.length)));
   }
   return lines;
@@ -271,6 +307,16 @@ function renderConvergenceLine(t: TableView, options: RenderOptions): string {
   return plain.length >= end ? `${prefix}${paint(verdict, ok ? '32' : '33', options.color)}${plain.slice(end)}` : plain;
 }
 
+/** A line per table, or when `oneLineWhenEqual` and every table is equal on every node, one line for them all. */
+function renderConvergence(tables: readonly TableView[], options: RenderOptions, oneLineWhenEqual: boolean): string[] {
+  const nodes = tables[0]?.nodes.length ?? 0;
+  if (!oneLineWhenEqual || !allConverged(tables)) return tables.map((t) => renderConvergenceLine(t, options));
+  const head = 'convergence all tables ';
+  const counts = tables.map((t) => `${t.table} ${t.nodes[0]?.rows ?? '?'} rows`).join(', ');
+  const plain = firstFitting([`${head}equal on ${nodes} nodes: ${counts}`, `${head}equal on ${nodes} nodes`, `${head}equal`], options.width);
+  return [plain.startsWith(`${head}equal`) ? `${head}${paint('equal', '32', options.color)}${plain.slice(head.length + 'equal'.length)}` : plain];
+}
+
 function renderWorkloadLine(s: DemoSnapshot, width: number): string {
   const w = s.workload;
   const head = `workload: ${formatRate(s.writesPerSecond)} writes/s, ${w.writes} writes`;
@@ -279,15 +325,35 @@ function renderWorkloadLine(s: DemoSnapshot, width: number): string {
   return firstFitting([`${head}; races ${races((k) => k)}`, `${head}; races ${races((k) => RACE_LABELS[k])}`, `${head}, ${total} races`], width);
 }
 
-/** The full view: links with their conflicts by type, convergence per table, the workload. */
+/**
+ * The view: links with their conflicts by type, convergence per table, the workload; within
+ * `options.width` columns and `options.height` lines (see FrameDetail for what gives way first).
+ */
 export function renderLiveView(s: DemoSnapshot, options: RenderOptions): string[] {
+  return firstFittingFrame(liveViewFrames(s, options), options.height ?? Number.POSITIVE_INFINITY);
+}
+
+/** The view in full, then leaner and leaner: at each detail level, from every link down to those it must keep. */
+function* liveViewFrames(s: DemoSnapshot, options: RenderOptions): Generator<string[]> {
+  yield renderFrame(s, options, FULL_DETAIL, s.links, []);
+  const urgent = s.links.filter((l) => needsAttention(linkHealth(l))).length;
+  for (const detail of LEANER_DETAILS) {
+    for (let shown = s.links.length; shown >= (detail.hideUrgent ? 0 : urgent); shown--) {
+      const picked = pickLinks(s.links, shown, linkHealth);
+      yield renderFrame(s, options, detail, picked.shown, picked.hidden);
+    }
+  }
+}
+
+function renderFrame(s: DemoSnapshot, options: RenderOptions, detail: FrameDetail, links: readonly LinkView[], hidden: readonly LinkView[]): string[] {
   const lines: string[] = [cutText(`pgbidi demo: ${phaseText(s)}`, options.width)];
-  if (s.notice) lines.push(cutText(s.notice, options.width));
-  lines.push(...renderLinkTable(s.links, options), '');
-  for (const t of s.tables) lines.push(renderConvergenceLine(t, options));
+  if (s.notice && detail.notices) lines.push(cutText(s.notice, options.width));
+  lines.push(...renderLinkTable(links, hidden, options, detail.legend));
+  if (detail.blankLine) lines.push('');
+  lines.push(...renderConvergence(s.tables, options, detail.convergence === 'one line when equal'));
   lines.push(renderWorkloadLine(s, options.width));
   const w = s.workload;
-  if (w.errors > 0) lines.push(cutText(`workload errors: ${w.errors} (last: ${w.lastError ?? '?'})`, options.width));
+  if (w.errors > 0 && detail.notices) lines.push(cutText(`workload errors: ${w.errors} (last: ${w.lastError ?? '?'})`, options.width));
   return lines;
 }
 

@@ -220,3 +220,101 @@ describe('demo view at 120 columns', () => {
     }
   });
 });
+
+// ---- a terminal of few rows: the frame keeps to rows - 1 lines, or the redraw scrolls ----
+
+/** A group with nothing wrong: every link streaming with little lag, no errors, every table equal. */
+function quietGroup(nodes: number): DemoSnapshot {
+  const { snapshot: s } = busyGroup(nodes);
+  const first = (t: TableView): TableView => ({ ...t, nodes: t.nodes.map((n) => ({ ...n, rows: t.nodes[0]?.rows, md5: 'abcdef0123456789abcdef0123456789' })) });
+  return {
+    ...s,
+    links: s.links.map((l, i) => ({ ...l, state: 'streaming', lagSeconds: 0.05 * i, lastError: null })),
+    tables: s.tables.map(first),
+  };
+}
+
+/** How many links the frame leaves out, from its "… N more links" (or "N links") line; 0 without one. */
+function hiddenCount(lines: readonly string[]): number {
+  const line = lines.find((l) => /^(… )?\d+ (more )?links?\b/.test(l));
+  return line ? Number(/\d+/.exec(line)?.[0]) : 0;
+}
+
+function shownLinks(lines: readonly string[], links: readonly LinkView[]): LinkView[] {
+  return links.filter((l) => lines.some((line) => line.startsWith(`${l.source} -> ${l.target} `)));
+}
+
+describe('demo view in a terminal of few rows', () => {
+  for (const { nodes, rows } of [
+    { nodes: 5, rows: 20 },
+    { nodes: 3, rows: 12 },
+  ]) {
+    it(`keeps ${nodes} nodes in ${rows} rows and 120 columns, every link in error shown`, () => {
+      const { snapshot: s, links } = busyGroup(nodes);
+      for (const color of [true, false]) {
+        const lines = renderLiveView(s, { color, width: 120, height: rows - 1 }).map((l) => stripVTControlCharacters(l));
+        expect(lines.length, lines.join('\n')).toBeLessThanOrEqual(rows - 1);
+        for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(120);
+        expect(lines[0]).toMatch(/^pgbidi demo: running 62m05s of 120m00s/);
+        // The links in error are there, whole, with their error.
+        const failing = links.filter((l) => l.state !== 'streaming');
+        expect(failing.length).toBeGreaterThan(0);
+        for (const l of failing) {
+          expect(rowOf(lines, l).slice(0, expectedCells(l).head.length)).toEqual(expectedCells(l).head);
+          expect(lines.some((line) => line.includes(`${l.source} -> ${l.target}`) && line.includes('57P01 terminating connection'))).toBe(true);
+        }
+        // Every link is shown or counted, and the frame uses the room it has.
+        const shown = shownLinks(lines, links);
+        expect(shown.length + hiddenCount(lines)).toBe(links.length);
+        expect(hiddenCount(lines)).toBeGreaterThan(0);
+        expect(lines.length).toBe(rows - 1);
+        // Convergence (a table differs: one line per table) and the workload stay.
+        expect(lines).toContainEqual(expect.stringMatching(/^convergence counters +equal /));
+        expect(lines).toContainEqual(expect.stringMatching(/^convergence events +differ /));
+        expect(lines.at(-1)).toMatch(/^workload: 1235 writes\/s, 12345678 writes/);
+      }
+    });
+  }
+
+  it('shows the links with the most conflicts when all is well, sums up the others, and says once that all tables are equal', () => {
+    const s = quietGroup(5);
+    const lines = renderLiveView(s, { color: false, width: 120, height: 19 });
+    expect(lines.length).toBeLessThanOrEqual(19);
+    expect(lines).toContain('convergence all tables equal on 5 nodes: counters 123456 rows, events 200000 rows');
+    const shown = shownLinks(lines, s.links);
+    const hidden = s.links.filter((l) => !shown.includes(l));
+    expect(shown.length).toBeGreaterThan(5);
+    // busyGroup gives the later links more conflicts: those are the ones shown.
+    expect(shown).toEqual(s.links.slice(-shown.length));
+    const maxLag = Math.max(...hidden.map((l) => l.lagSeconds)).toFixed(1);
+    expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^… ${hidden.length} more links: all streaming, lag ≤ ${maxLag}s, \\d+ conflicts$`)));
+  });
+
+  it('keeps a failing or lagging link before links with more conflicts', () => {
+    const s = quietGroup(5);
+    const [first, second] = s.links;
+    const links = s.links.map((l) =>
+      l === first ? { ...l, state: 'error' as const, lastError: 'XX000 apply failed' } : l === second ? { ...l, lagSeconds: 7.5 } : l,
+    );
+    for (const height of [19, 12, 10, 8]) {
+      const lines = renderLiveView({ ...s, links }, { color: false, width: 120, height });
+      expect(lines.length).toBeLessThanOrEqual(height);
+      const shown = shownLinks(lines, links);
+      expect(shown.slice(0, 2)).toEqual(links.slice(0, 2));
+      expect(lines.some((l) => l.includes('XX000 apply failed'))).toBe(true);
+    }
+  });
+
+  it('never passes the height, whatever it is, and links in error stay from 11 lines on', () => {
+    for (const nodes of [3, 5]) {
+      const { snapshot: s, links } = busyGroup(nodes);
+      const unlimited = renderLiveView(s, { color: false, width: 120 });
+      for (let height = 1; height <= 40; height++) {
+        const lines = renderLiveView(s, { color: false, width: 120, height });
+        expect(lines.length, `${nodes} nodes, height ${height}`).toBeLessThanOrEqual(height);
+        if (height >= unlimited.length) expect(lines).toEqual(unlimited);
+        if (height >= 11) for (const l of links.filter((x) => x.state !== 'streaming')) rowOf(lines, l);
+      }
+    }
+  });
+});
