@@ -181,8 +181,8 @@ describe.sequential('pgbidi demo (child process, real PostgreSQL)', () => {
     expect(out.match(/^\[ +\d+s\] n2->n1 streaming .* \| n1->n2 streaming .* \| convergence counters=\w+ events=\w+/gm)?.length).toBeGreaterThanOrEqual(5);
     expect(out).toMatch(/^n2 -> n1 +streaming +\d+\.\ds +[\d.]+ +\d+ +\d+/m);
     expect(out).toMatch(/^n1 -> n2 +streaming +\d+\.\ds +[\d.]+ +\d+ +\d+/m);
-    expect(out).toMatch(/^ {2}counters +equal +n1 \d+ rows md5 ([0-9a-f]{32}) +n2 \d+ rows md5 \1$/m);
-    expect(out).toMatch(/^ {2}events +equal +n1 \d+ rows md5 ([0-9a-f]{32}) +n2 \d+ rows md5 \1$/m);
+    expect(out).toMatch(/^ {2}counters +equal +n1 +\d+ rows +md5 ([0-9a-f]{32})\n +n2 +\d+ rows +md5 \1$/m);
+    expect(out).toMatch(/^ {2}events +equal +n1 +\d+ rows +md5 ([0-9a-f]{32})\n +n2 +\d+ rows +md5 \1$/m);
     expect(out).toContain('converged: yes');
     expect(out).toMatch(/^conflicts over the run: /m);
     if (PROMETHEUS_INSTALLED) expect(out).toMatch(/^Prometheus: http:\/\/127\.0\.0\.1:\d+ \(config /m);

@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { qualifiedName } from '../util/sql.js';
 import type { DemoGroup } from './demo-group.js';
 import type { StopSignal } from './demo-shutdown.js';
-import { tableConverged } from './demo-view.js';
+import { renderDivergentRow, tableConverged } from './demo-view.js';
 import type { NodeHash, TableView } from './demo-view.js';
 import { DEMO_TABLES } from './demo-workload.js';
 import type { DemoTable } from './demo-workload.js';
@@ -80,8 +80,8 @@ export async function waitForConvergence(group: DemoGroup, stop: StopSignal, pro
   }
 }
 
-/** For each table that differs: how many rows differ and a few of them, node by node. */
-export async function describeDivergence(group: DemoGroup, tables: readonly TableView[]): Promise<string[]> {
+/** For each table that differs: how many rows differ and a few of them, node by node, within `width` columns. */
+export async function describeDivergence(group: DemoGroup, tables: readonly TableView[], width: number): Promise<string[]> {
   const lines: string[] = [];
   for (const view of tables) {
     if (tableConverged(view)) continue;
@@ -106,7 +106,13 @@ export async function describeDivergence(group: DemoGroup, tables: readonly Tabl
       `${view.table}: ${differing.length} of ${keys.size} rows differ between nodes${differing.length > DIVERGENCE_EXAMPLES ? `, first ${DIVERGENCE_EXAMPLES}` : ''}:`,
     );
     for (const k of differing.slice(0, DIVERGENCE_EXAMPLES)) {
-      lines.push(`  ${k}: ${group.names.map((n) => `${n} ${perNode.get(n)?.get(k) ?? '(missing)'}`).join('  ')}`);
+      lines.push(
+        ...renderDivergentRow(
+          k,
+          group.names.map((n) => ({ node: n, row: perNode.get(n)?.get(k) ?? '(missing)' })),
+          width,
+        ),
+      );
     }
   }
   return lines;

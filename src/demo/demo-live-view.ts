@@ -11,7 +11,7 @@ import { frameRoom, InPlaceScreen } from '../util/terminal-screen.js';
 import type { Terminal } from '../util/terminal-screen.js';
 import { readHashes } from './demo-convergence.js';
 import type { DemoGroup } from './demo-group.js';
-import { renderCompactLine, renderLiveView } from './demo-view.js';
+import { renderCompactLine, renderLiveView, REPORT_WIDTH } from './demo-view.js';
 import type { DemoPhase, DemoSnapshot, LinkView, TableView } from './demo-view.js';
 import type { DemoWorkload } from './demo-workload.js';
 
@@ -54,13 +54,23 @@ export class LiveView {
     return snapshot;
   }
 
-  /** Leaves the last frame on screen (or prints it once when not a terminal) and restores the cursor. */
+  /**
+   * Leaves the last view on screen, every link of it: on a terminal the last frame is drawn once
+   * more without the height limit (nothing is drawn over it, so it may scroll); elsewhere it is
+   * printed once, in the report's width. Restores the cursor.
+   */
   finish(last: DemoSnapshot | undefined): void {
+    if (last && this.terminal.isTTY) this.screen.draw(renderLiveView(last, { color: true, width: this.reportWidth() }));
     this.screen.restore();
     if (last && !this.terminal.isTTY) {
       this.io.out('\n');
-      for (const line of renderLiveView(last, { color: false, width: Number.POSITIVE_INFINITY })) this.io.out(`${line}\n`);
+      for (const line of renderLiveView(last, { color: false, width: REPORT_WIDTH })) this.io.out(`${line}\n`);
     }
+  }
+
+  /** Columns for what the demo prints once at the end: the terminal's, else REPORT_WIDTH. */
+  reportWidth(): number {
+    return this.terminal.isTTY ? frameRoom(this.terminal, MIN_VIEW_WIDTH).width : REPORT_WIDTH;
   }
 
   private async collect(phase: DemoPhase, startedAt: number, stoppedAt: number | undefined, tables: readonly TableView[] | undefined): Promise<DemoSnapshot> {

@@ -62,6 +62,9 @@ export interface RenderOptions {
   readonly height?: number;
 }
 
+/** The closing report's width: it goes to terminals, logs and CI output alike, read in 120 columns. */
+export const REPORT_WIDTH = 120;
+
 /** Column titles while they fit; the full names are in the metrics and the final report. */
 const CONFLICT_LABELS: Readonly<Record<ConflictType, string>> = {
   insert_exists: 'ins_exists',
@@ -370,19 +373,47 @@ export function renderCompactLine(s: DemoSnapshot): string {
   return `[${formatDuration(s.elapsedSeconds).padStart(6)}] ${links.join(' | ')} | convergence ${tables} | writes/s=${formatRate(s.writesPerSecond)} races=${races}`;
 }
 
-/** Conflicts over the whole run, summed over links, with their full names. */
-export function renderConflictTotals(links: readonly LinkView[]): string {
+/** Conflicts over the whole run, summed over links, with their full names, wrapped at `width`. */
+export function renderConflictTotals(links: readonly LinkView[], width: number): string[] {
+  const head = 'conflicts over the run:';
   const totals = CONFLICT_TYPES.map((t) => [t, links.reduce((sum, l) => sum + (l.conflicts[t] ?? 0), 0)] as const).filter(([, n]) => n > 0);
-  return totals.length ? totals.map(([t, n]) => `${t} ${n}`).join(', ') : 'none';
+  if (totals.length === 0) return [`${head} none`];
+  const items = totals.map(([t, n], i) => `${t} ${n}${i < totals.length - 1 ? ',' : ''}`);
+  return wrapItems([head, ...items], width, ' ', ' '.repeat(2));
 }
 
-/** The closing report: final hashes per table and node, and the verdict. */
+/**
+ * The closing report: every table's verdict, and each node's row count and full hash on a line of
+ * its own (all nodes of a table on one line passed 120 columns at 3 nodes).
+ */
 export function renderFinalHashes(tables: readonly TableView[], waitedSeconds: number): string[] {
-  const lines = [`final row hashes (after ${waitedSeconds.toFixed(1)} s of convergence wait):`];
+  const rows: TextCell[][] = [];
   for (const t of tables) {
-    const cells = t.nodes.map((n) => (n.md5 === undefined ? `${n.node} unreadable` : `${n.node} ${n.rows ?? '?'} rows md5 ${n.md5}`));
-    lines.push(`  ${t.table.padEnd(9)} ${tableConverged(t) ? 'equal ' : 'DIFFER'}  ${cells.join('  ')}`);
+    const verdict = tableConverged(t) ? 'equal' : 'DIFFER';
+    t.nodes.forEach((n, i) =>
+      rows.push([
+        { text: i === 0 ? t.table : '' },
+        { text: i === 0 ? verdict : '' },
+        { text: n.node },
+        ...(n.md5 === undefined ? [{ text: 'unreadable' }] : [{ text: `${n.rows ?? '?'} rows`, align: 'right' } as const, { text: `md5 ${n.md5}` }]),
+      ]),
+    );
   }
-  lines.push(allConverged(tables) ? 'converged: yes, every node holds the same rows' : 'converged: NO, the nodes hold different rows');
-  return lines;
+  return [
+    `final row hashes (after ${waitedSeconds.toFixed(1)} s of convergence wait):`,
+    ...layoutTable(rows, { width: Number.POSITIVE_INFINITY, color: false }).map((line) => `  ${line}`),
+    allConverged(tables) ? 'converged: yes, every node holds the same rows' : 'converged: NO, the nodes hold different rows',
+  ];
+}
+
+/**
+ * One row that differs between nodes, in the divergence report: each node's version of it on one
+ * line when that fits `width`, else one line per node under the key (a row is cut only when it is
+ * wider than the whole line).
+ */
+export function renderDivergentRow(key: string, versions: readonly { readonly node: string; readonly row: string }[], width: number): string[] {
+  const head = `  ${key}:`;
+  const oneLine = `${head} ${versions.map((v) => `${v.node} ${v.row}`).join('  ')}`;
+  if (oneLine.length <= width) return [oneLine];
+  return [head, ...versions.map((v) => cutText(`    ${v.node} ${v.row}`, width))];
 }

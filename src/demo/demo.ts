@@ -168,9 +168,9 @@ async function runGroup(options: DemoOptions, io: Io, terminal: Terminal, stop: 
     say('');
     if (stop.hurry) say('second signal: skipped the convergence wait');
     for (const line of renderFinalHashes(final, waited)) say(line);
-    say(`conflicts over the run: ${renderConflictTotals(lastSnapshot.links)}`);
+    for (const line of renderConflictTotals(lastSnapshot.links, view.reportWidth())) say(line);
     const converged = allConverged(final);
-    if (!converged) for (const line of await describeDivergence(group, final)) say(line);
+    if (!converged) for (const line of await describeDivergence(group, final, view.reportWidth())) say(line);
     return converged ? 0 : 1;
   } finally {
     view.finish(undefined);

@@ -1,7 +1,15 @@
 import { stripVTControlCharacters } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { CONFLICT_TYPES } from '../../src/conflict/conflict-types.js';
-import { allConverged, renderCompactLine, renderFinalHashes, renderLiveView } from '../../src/demo/demo-view.js';
+import {
+  allConverged,
+  renderCompactLine,
+  renderConflictTotals,
+  renderDivergentRow,
+  renderFinalHashes,
+  renderLiveView,
+  REPORT_WIDTH,
+} from '../../src/demo/demo-view.js';
 import type { DemoSnapshot, LinkView, TableView } from '../../src/demo/demo-view.js';
 
 function link(source: string, target: string, extra: Partial<LinkView> = {}): LinkView {
@@ -316,5 +324,77 @@ describe('demo view in a terminal of few rows', () => {
         if (height >= 11) for (const l of links.filter((x) => x.state !== 'streaming')) rowOf(lines, l);
       }
     }
+  });
+});
+
+// ---- the closing report: 3 nodes in 120 columns, 5 and 6 nodes one line per node ----
+
+describe('demo closing report', () => {
+  it('prints each node of each table on a line of its own, with the full hash, as test/demo.test.ts reads it', () => {
+    const lines = renderFinalHashes(
+      [
+        { table: 'counters', nodes: ['n1', 'n2'].map((node) => ({ node, rows: 16, md5: '0123456789abcdef0123456789abcdef' })) },
+        { table: 'events', nodes: ['n1', 'n2'].map((node) => ({ node, rows: 321, md5: 'fedcba9876543210fedcba9876543210' })) },
+      ],
+      1.25,
+    );
+    expect(lines).toEqual([
+      'final row hashes (after 1.3 s of convergence wait):',
+      '  counters  equal  n1   16 rows  md5 0123456789abcdef0123456789abcdef',
+      '                   n2   16 rows  md5 0123456789abcdef0123456789abcdef',
+      '  events    equal  n1  321 rows  md5 fedcba9876543210fedcba9876543210',
+      '                   n2  321 rows  md5 fedcba9876543210fedcba9876543210',
+      'converged: yes, every node holds the same rows',
+    ]);
+    // The same patterns as test/demo.test.ts.
+    const out = lines.join('\n');
+    expect(out).toMatch(/^ {2}counters +equal +n1 +\d+ rows +md5 ([0-9a-f]{32})\n +n2 +\d+ rows +md5 \1$/m);
+    expect(out).toMatch(/^ {2}events +equal +n1 +\d+ rows +md5 ([0-9a-f]{32})\n +n2 +\d+ rows +md5 \1$/m);
+  });
+
+  for (const nodes of [3, 5, 6]) {
+    it(`fits ${REPORT_WIDTH} columns at ${nodes} nodes, every hash whole, an unreadable node said so`, () => {
+      const { snapshot: s } = busyGroup(nodes);
+      const tables: TableView[] = [
+        ...s.tables,
+        { table: 'other', nodes: s.tables[0]?.nodes.map((n, i) => (i === 1 ? { node: n.node, rows: undefined, md5: undefined } : n)) ?? [] },
+      ];
+      const lines = renderFinalHashes(tables, 20);
+      for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(REPORT_WIDTH);
+      expect(lines).toHaveLength(1 + tables.length * nodes + 1);
+      for (const t of tables) {
+        const first = lines.findIndex((l) => l.startsWith(`  ${t.table} `));
+        expect(lines[first]).toMatch(new RegExp(`^  ${t.table} +(equal|DIFFER) +n1 `));
+        t.nodes.forEach((n, i) => {
+          const line = lines[first + i] ?? '';
+          expect(line).toMatch(n.md5 ? new RegExp(` ${n.node} +${n.rows} rows +md5 ${n.md5}$`) : new RegExp(` ${n.node} +unreadable$`));
+        });
+      }
+      expect(lines.at(-1)).toBe('converged: NO, the nodes hold different rows');
+    });
+  }
+
+  it('wraps the conflict totals within the width, every type with its count', () => {
+    const { links } = busyGroup(5);
+    const lines = renderConflictTotals(links, REPORT_WIDTH);
+    expect(lines[0]).toMatch(/^conflicts over the run: insert_exists \d+,/);
+    for (const line of lines) expect(line.length, line).toBeLessThanOrEqual(REPORT_WIDTH);
+    const text = lines.join(' ');
+    for (const t of CONFLICT_TYPES) expect(text).toContain(`${t} ${links.reduce((sum, l) => sum + (l.conflicts[t] ?? 0), 0)}`);
+    expect(renderConflictTotals([], REPORT_WIDTH)).toEqual(['conflicts over the run: none']);
+  });
+
+  it('lists a differing row on one line when it fits, else one line per node', () => {
+    const versions = ['n1', 'n2', 'n3'].map((node, i) => ({ node, row: `(7,${i},${node},"2026-12-02 09:00:0${i}.123456+00")` }));
+    expect(renderDivergentRow('id=7', versions.slice(0, 2), REPORT_WIDTH)).toEqual([
+      '  id=7: n1 (7,0,n1,"2026-12-02 09:00:00.123456+00")  n2 (7,1,n2,"2026-12-02 09:00:01.123456+00")',
+    ]);
+    expect(renderDivergentRow('id=7', [...versions, { node: 'n4', row: '(missing)' }], REPORT_WIDTH)).toEqual([
+      '  id=7:',
+      '    n1 (7,0,n1,"2026-12-02 09:00:00.123456+00")',
+      '    n2 (7,1,n2,"2026-12-02 09:00:01.123456+00")',
+      '    n3 (7,2,n3,"2026-12-02 09:00:02.123456+00")',
+      '    n4 (missing)',
+    ]);
   });
 });
