@@ -51,6 +51,7 @@ export interface AgentLinkStatus {
 export class AgentProcess {
   private cpuAtReady = 0;
   private stderrTail = '';
+  private stopRequested = false;
   /** now() when /status first answered with its node. */
   readyAt = 0;
 
@@ -78,7 +79,16 @@ export class AgentProcess {
     const agent = new AgentProcess(options.name, child, listen, spawnedAt);
     child.stderr?.setEncoding('utf8').on('data', (s: string) => (agent.stderrTail = (agent.stderrTail + s).slice(-4000)));
     running.add(agent);
-    child.once('exit', () => running.delete(agent));
+    child.once('exit', (code, signal) => {
+      running.delete(agent);
+      // A crash is a result in itself: say so at once with what the agent wrote, rather than only
+      // through the timeout of whatever waits for its rows.
+      if (!agent.stopRequested) {
+        process.stderr.write(
+          `\nbench: agent ${options.name} exited unexpectedly (${code ?? signal ?? '?'}): ${agent.stderrTail.slice(-3000) || '(no stderr)'}\n`,
+        );
+      }
+    });
     installExitHook();
     try {
       await agent.waitReady();
@@ -147,6 +157,7 @@ export class AgentProcess {
 
   /** SIGTERM, then SIGKILL after a grace period: a lagging agent need not drain for the bench. */
   async stop(): Promise<void> {
+    this.stopRequested = true;
     const child = this.child;
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

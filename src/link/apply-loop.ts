@@ -328,6 +328,9 @@ export class ApplyLoop {
     const result = group.nsteps.every((n) => n === 0)
       ? Promise.resolve<GroupResult>({ committed: txns.map(() => NOTHING), size: txns.length, stopped: null })
       : a.procedure.run(group, expected);
+    // A CALL behind one that fails is not awaited before the attempt ends: its rejection must not
+    // be an unhandled one, which would end the process (Node's default --unhandled-rejections=throw).
+    result.catch(() => undefined);
     return { group, result, startedAt };
   }
 
