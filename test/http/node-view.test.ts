@@ -1,34 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { buildNodeView } from '../../src/http/node-view.js';
 import type { Sample } from '../../src/http/node-view.js';
-import type { LinkStatus } from '../../src/link/link.js';
 import { LinkHistory } from '../../src/observability/link-history.js';
 import { webViewPage } from '../../src/http/web-view-page.js';
-
-function link(peer: string, over: Partial<LinkStatus> = {}): LinkStatus {
-  return {
-    peer,
-    state: 'streaming',
-    slot: `pgbidi_${peer}_to_a`,
-    origin: `pgbidi_${peer}`,
-    peerServerVersionNum: 180000,
-    receivedLsn: '0/100',
-    appliedLsn: '0/100',
-    confirmedLsn: '0/100',
-    lagSeconds: 0.2,
-    lastAppliedCommitTime: null,
-    lastHeartbeatTime: null,
-    queuedChanges: 0,
-    transactionsApplied: 7,
-    transactionsFiltered: 0,
-    changesApplied: 40,
-    conflicts: 3,
-    reconnects: 0,
-    lastError: null,
-    haltedAt: null,
-    ...over,
-  };
-}
+import { linkStatus as link } from '../support/status-fixture.js';
 
 describe('link history', () => {
   it('keeps the window and derives changes/s from the last two samples', () => {
