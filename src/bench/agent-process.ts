@@ -30,7 +30,7 @@ let exitHookInstalled = false;
 export interface AgentProcessOptions {
   /** The node's name, for messages and file names. */
   readonly name: string;
-  /** Its config; http.listen must name a fixed port (the bench reads /healthz and /status there). */
+  /** Its config; http.listen must name a fixed port (the bench reads /status there). */
   readonly config: RawConfig;
   /** Where the config file (and the log file) go. */
   readonly dir: string;

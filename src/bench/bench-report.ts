@@ -185,13 +185,13 @@ function targetValue(v: number, unit: string): string {
 const NOTES = `What the figures mean:
   backlog: the load ran on the source while nothing applied (pgbidi: no agent running; native: subscription disabled). The clock
     starts right before ALTER SUBSCRIPTION ... ENABLE (native: the worker's launch and connect are measured), and for pgbidi when the
-    agent process first answers /healthz, right before its links start (their connect and slot start are measured; spawning Node and
-    loading modules, a one-off cost of each agent start, is not, and is shown in W2 as "agent process spawn -> /healthz").
+    agent process first answers /status, right before its links start (their connect and slot start are measured; spawning Node and
+    loading modules, a one-off cost of each agent start, is not, and is shown in W2 as "agent process spawn -> /status").
   catch-up: until a fence row, committed on the source after the load, is visible on the target.
   live: the applier streams while the load runs; a heartbeat row is committed on the source every 100 ms and the target is polled every
     20 ms: lag = source's commit ack -> first poll that sees it (an upper bound with 20 ms resolution).
   per txn: divided by the transactions pgbench committed on the source. CPU of all that applies on B: pgbidi = agent process (from the
-    moment it answers /healthz) + its backends on B; native = its apply worker(s). Server µs = pg_stat_statements total exec+plan time
+    moment it answers /status) + its backends on B; native = its apply worker(s). Server µs = pg_stat_statements total exec+plan time
     of the applier's top-level statements (nested calls counted in "calls", their time is inside their caller's), or of the nested
     ones when that is larger (a top-level statement that ended in an error is not recorded, the statements it ran are).
   ratio: the median over repetitions of the per-repetition ratio (both runs of a repetition are back to back; the engine that goes

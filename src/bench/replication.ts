@@ -36,7 +36,7 @@ export interface Topology {
 export interface ApplierUsage {
   /**
    * CPU seconds of everything applying on the node: pgbidi's agent process (since it answered
-   * /healthz) plus its backends on the node; native's apply workers (since they started).
+   * /status) plus its backends on the node; native's apply workers (since they started).
    */
   readonly applyCpuSeconds: number | null;
   /** pgbidi only: the agent process alone. */
@@ -47,14 +47,14 @@ export interface ApplierUsage {
 
 /**
  * Where a backlog's clock starts. native: right before ALTER SUBSCRIPTION … ENABLE (the worker's
- * launch and connect are measured). pgbidi: when the agent process first answers /healthz, right
+ * launch and connect are measured). pgbidi: when the agent process first answers /status with its node, right
  * before its links start (their connect and slot start are measured; spawning Node and loading
  * modules, a one-off cost of each agent start, is reported apart as startupSeconds).
  */
 export interface Started {
   /** now() at which the clock starts. */
   readonly clockAt: number;
-  /** pgbidi: spawn → /healthz of the slowest agent started; native: null. */
+  /** pgbidi: spawn → /status of the slowest agent started; native: null. */
   readonly startupSeconds: number | null;
 }
 

@@ -94,7 +94,7 @@ const pgbenchLoad = (s: Sizes, clients: string): string =>
 const W2_FIGURES: readonly FigureSpec[] = [
   { key: 'backlog.transactions', label: 'backlog: pgbench transactions on A', unit: 'txn', better: 'none' },
   { key: 'backlog.sourceTps', label: 'backlog: pgbench TPS on A (nothing applying)', unit: 'txn/s', better: 'none' },
-  { key: 'backlog.agentStartSeconds', label: 'backlog: agent process spawn -> /healthz (before the clock)', unit: 's', better: 'lower', engines: PGBIDI_ONLY },
+  { key: 'backlog.agentStartSeconds', label: 'backlog: agent process spawn -> /status (before the clock)', unit: 's', better: 'lower', engines: PGBIDI_ONLY },
   { key: 'backlog.catchUpSeconds', label: 'backlog catch-up: start -> fence on B', unit: 's', better: 'lower' },
   { key: 'backlog.txnPerSecond', label: 'backlog: transactions/s applied', unit: 'txn/s', better: 'higher' },
   { key: 'backlog.applyCpuUsPerTxn', label: 'backlog: CPU of all that applies on B', unit: 'µs/txn', better: 'lower' },
