@@ -61,9 +61,9 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
   if (nodeView) mountWebView(app, `pgbidi · node ${view.node}`, async () => [await nodeView()]);
 
   // Operator actions: authorized before anything else is read (http/admin-auth.ts); small bodies only.
-  const admin = view.admin?.actions;
-  if (admin && view.admin) {
-    const authorized = requireAdmin(view.admin.access);
+  if (view.admin) {
+    const { actions: admin, access } = view.admin;
+    const authorized = requireAdmin(access);
     app.post('/links/:peer/resolve', authorized, express.json({ limit: ADMIN_BODY_LIMIT }), (req, res) => {
       const action = (req.body as { action?: unknown } | undefined)?.action;
       if (action !== 'retry' && action !== 'skip') {
