@@ -48,6 +48,15 @@ export interface AgentLinkStatus {
   readonly lastError: { readonly message: string } | null;
 }
 
+/**
+ * PGBIDI_BENCH_CPU_PROF_DIR=DIR runs every agent under `node --cpu-prof`, its profile written to
+ * DIR/<node>/ when it stops: to profile before optimizing (NODE_OPTIONS cannot carry --cpu-prof).
+ */
+function profileArgs(name: string): string[] {
+  const dir = process.env['PGBIDI_BENCH_CPU_PROF_DIR'];
+  return dir ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`] : [];
+}
+
 export class AgentProcess {
   private cpuAtReady = 0;
   private stderrTail = '';
@@ -71,7 +80,7 @@ export class AgentProcess {
     const logFd = options.logFile ? openSync(options.logFile, 'a') : null;
     const spawnedAt = now();
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_')));
-    const child = spawn(process.execPath, [BIN, 'run', '--config', configPath], {
+    const child = spawn(process.execPath, [...profileArgs(options.name), BIN, 'run', '--config', configPath], {
       stdio: ['ignore', logFd ?? 'ignore', 'pipe'],
       env: { ...env, ...options.env },
     });

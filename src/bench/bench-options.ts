@@ -42,6 +42,8 @@ pgbidi beside PostgreSQL's native logical replication, on fresh servers, in one 
   --json-out FILE   also write the JSON to FILE
   --help
 
+Environment: PGBIDI_BENCH_CPU_PROF_DIR=DIR profiles every agent (node --cpu-prof) into DIR/<node>/.
+
 Exit codes: 0 done (missed targets included), 1 a run failed or did not converge, 2 usage.`;
 
 export interface VersionChoice {
