@@ -117,6 +117,10 @@ async function setup(config: Config, io: Io): Promise<number> {
   io.out(`  published tables: ${report.tables.length ? report.tables.join(', ') : '(none yet)'}\n`);
   io.out(`  replication origins: ${report.origins.join(', ')}\n`);
   for (const s of report.slots) io.out(`  slot ${s.slot} for peer ${s.peer}: ${s.status}\n`);
+  for (const s of report.synchronous) {
+    if (s.synchronous) io.out(`  synchronous link from ${s.peer}: ${s.status} (commits on ${s.peer} wait for ${s.standby})\n`);
+    else if (s.status === 'removed') io.out(`  synchronous link from ${s.peer}: removed (commits on ${s.peer} no longer wait for this node)\n`);
+  }
   for (const n of report.notes) io.out(`  note: ${n}\n`);
   return 0;
 }

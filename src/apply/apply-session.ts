@@ -30,6 +30,11 @@ export interface ApplySessionOptions {
   readonly origin: string;
   readonly applicationName: string;
   readonly statementTimeoutMs: number;
+  /**
+   * `local` on a synchronous link: the peer's committer waits for this node's flush, so each apply
+   * commit flushes at once instead of within wal_writer_delay. Never `on`: see the deadlock rule.
+   */
+  readonly synchronousCommit: 'off' | 'local';
 }
 
 export class ApplySession {
@@ -55,10 +60,11 @@ export class ApplySession {
     this.prepared.clear();
     await client.query('SELECT pg_replication_origin_session_setup($1)', [this.options.origin]);
     // replica: no user triggers and no FK checks during apply (like the native apply worker).
-    // synchronous_commit off: durability is reported separately (feedback reads the flushed origin
-    // progress), and a bidirectional synchronous setup cannot deadlock on the apply sessions (§8).
+    // synchronous_commit off (local on a synchronous link): durability is reported separately
+    // (feedback reads the flushed origin progress), and an apply commit never waits for this node's
+    // own synchronous standbys, so two synchronous directions cannot deadlock (node/synchronous-links.ts).
     await client.query(`SET session_replication_role = replica`);
-    await client.query(`SET synchronous_commit = off`);
+    await client.query(`SET synchronous_commit = ${this.options.synchronousCommit}`);
     // The conflict rules rely on READ COMMITTED (a fresh snapshot per statement, EvalPlanQual on
     // concurrently updated rows), whatever the server's default; and a serializable apply could
     // fail at COMMIT, which PostgreSQL 18 counts as progress (see commit()).

@@ -31,6 +31,7 @@ import { runOltp } from './w2-oltp.js';
 import { runBidirectional } from './w3-bidirectional.js';
 import { runLargeTransaction } from './w4-large-transaction.js';
 import { runSingleRow } from './w5-single-row.js';
+import { runSynchronousCommit } from './synchronous-commit.js';
 import type { WorkloadRunner } from './workload-runner.js';
 import { WORKLOADS } from './workload-specs.js';
 
@@ -45,6 +46,7 @@ const RUNNERS: Readonly<Record<WorkloadId, WorkloadRunner>> = {
   mesh: runMesh,
   // The observability comparison is W2, run twice by pgbidi (its spec names the two variants).
   obs: runOltp,
+  sync: runSynchronousCommit,
 };
 
 /** Everything one bench run produced: what --json prints. */

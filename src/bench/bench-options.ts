@@ -21,8 +21,9 @@ pgbidi beside PostgreSQL's native logical replication, on fresh servers, in one 
   w5    single-row transactions (backlog apply rate)
   mesh  3 nodes, load on A, lag on B and C
   obs   W2 with pgbidi's observability fully off and fully on: the overhead
+  sync  commit latency on A with B's link from A asynchronous, then synchronous
 
-  --workloads LIST  any of w1,w2,w3,w4,w5,mesh,obs (default: all)
+  --workloads LIST  any of w1,w2,w3,w4,w5,mesh,obs,sync (default: all)
   --versions LIST   PostgreSQL majors, e.g. 18,15 (default: 18, plus 15 if /usr/lib/postgresql/15 exists)
   --reps N          repetitions, interleaved; medians are reported (default 3; --quick: 1)
   --quick           tiny sizes (W1 20,000 rows, pgbench -T 3 -R 100 at scale 1, W4 50,000 rows, W5 5,000
@@ -37,6 +38,7 @@ pgbidi beside PostgreSQL's native logical replication, on fresh servers, in one 
   --rate N          pgbench -R per node, 0 for unthrottled (default 0; --quick: 100)
   --w4-rows N       rows of W4's one transaction (default 1000000)
   --w5-txns N       W5 transactions (default 100000)
+  --sync-seconds N  how long sync's client commits (default 15; --quick: 2)
   --observability   run the obs workload (kept for old command lines; it is part of the default set)
   --json            print JSON instead of the text report
   --json-out FILE   also write the JSON to FILE
@@ -105,6 +107,7 @@ export function parseOptions(argv: readonly string[], env: Environment = DEFAULT
         rate: { type: 'string' },
         'w4-rows': { type: 'string' },
         'w5-txns': { type: 'string' },
+        'sync-seconds': { type: 'string' },
         observability: { type: 'boolean' },
         json: { type: 'boolean' },
         'json-out': { type: 'string' },
@@ -175,6 +178,7 @@ export function parseOptions(argv: readonly string[], env: Environment = DEFAULT
     pgbenchRate: rate === 0 ? null : rate,
     w4Rows: int('w4-rows', values['w4-rows'], base.w4Rows),
     w5Transactions: int('w5-txns', values['w5-txns'], base.w5Transactions),
+    syncSeconds: int('sync-seconds', values['sync-seconds'], base.syncSeconds),
   });
   if (problems.length) throw new BenchError('BENCH_USAGE', problems.join('\n'));
   return Object.freeze({ workloads, versions, reps, quick, timeoutMs, sizes, json: values.json ?? false, jsonOut: values['json-out'] ?? null });

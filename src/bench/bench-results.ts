@@ -10,11 +10,12 @@ export type Engine = 'native' | 'pgbidi';
 /**
  * Variants of one engine measured in the same run. 'default' everywhere except the observability
  * comparison, which runs pgbidi twice: everything off (silent logs, no tracing, nobody scrapes) and
- * everything on (info logs to a file, a trace per transaction over OTLP/HTTP, /metrics every second).
+ * everything on (info logs to a file, a trace per transaction over OTLP/HTTP, /metrics every second),
+ * and the synchronous-link comparison, which runs B's link from A asynchronous and synchronous.
  */
-export type Variant = 'default' | 'observability-off' | 'observability-on';
+export type Variant = 'default' | 'observability-off' | 'observability-on' | 'asynchronous' | 'synchronous';
 
-export const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'mesh', 'obs'] as const;
+export const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'mesh', 'obs', 'sync'] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 /** One engine in one variant: a column of the report. */

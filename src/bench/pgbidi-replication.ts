@@ -11,7 +11,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { RawConfig } from '../config/config-schema.js';
+import { parseConfig } from '../config/load-config.js';
 import { applicationName } from '../node/names.js';
+import { setupNode } from '../node/setup-node.js';
 import { freePort } from '../pg-server/free-port.js';
 import type { PostgresServer } from '../pg-server/postgres-server.js';
 import type { LocalCluster } from '../testbed/local-cluster.js';
@@ -32,13 +35,17 @@ export class PgbidiReplication implements Replication {
     private readonly topology: Topology,
     private readonly dir: string,
     private readonly instrumentation: Instrumentation | null,
+    private readonly variant: Variant,
   ) {}
 
   static async open(cluster: LocalCluster, topology: Topology, variant: Variant): Promise<PgbidiReplication> {
     await cluster.setupAll();
+    // The synchronous variant: every applying node's setup lists its agent in its sources'
+    // synchronous_standby_names (node/synchronous-links.ts).
+    if (variant === 'synchronous') for (const node of targets(topology)) await setupNode(parseConfig(synchronousConfig(cluster.rawConfig(node)), {}, node));
     const dir = mkdtempSync(join(tmpdir(), 'pgbidi-bench-agents-'));
     const instrumentation = variant === 'observability-on' ? await Instrumentation.start() : null;
-    return new PgbidiReplication(cluster, topology, dir, instrumentation);
+    return new PgbidiReplication(cluster, topology, dir, instrumentation, variant);
   }
 
   server(node: string): PostgresServer {
@@ -53,9 +60,10 @@ export class PgbidiReplication implements Replication {
     const on = this.instrumentation;
     let clockAt = 0;
     let startupSeconds = 0;
-    for (const node of new Set(this.topology.links.map((l) => l.target))) {
+    for (const node of targets(this.topology)) {
       if (this.agents.has(node)) continue;
-      const raw = this.cluster.rawConfig(node, `127.0.0.1:${await freePort()}`);
+      const listen = `127.0.0.1:${await freePort()}`;
+      const raw = this.variant === 'synchronous' ? synchronousConfig(this.cluster.rawConfig(node, listen)) : this.cluster.rawConfig(node, listen);
       const agent = await AgentProcess.start({
         name: node,
         config: { ...raw, log: { level: on ? 'info' : 'silent' } },
@@ -109,4 +117,14 @@ export class PgbidiReplication implements Replication {
     await this.instrumentation?.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** The nodes that apply something: the targets of the topology's links. */
+function targets(topology: Topology): Set<string> {
+  return new Set(topology.links.map((l) => l.target));
+}
+
+/** The config with every peer's link synchronous. */
+function synchronousConfig(raw: RawConfig): RawConfig {
+  return { ...raw, peers: raw.peers.map((p) => ({ ...p, synchronous: true })) };
 }

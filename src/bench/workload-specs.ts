@@ -31,6 +31,8 @@ export interface Sizes {
   readonly pgbenchRate: number | null;
   readonly w4Rows: number;
   readonly w5Transactions: number;
+  /** How long the single client of the synchronous-link comparison commits. */
+  readonly syncSeconds: number;
 }
 
 export const FULL_SIZES: Sizes = Object.freeze<Sizes>({
@@ -42,6 +44,7 @@ export const FULL_SIZES: Sizes = Object.freeze<Sizes>({
   pgbenchRate: null,
   w4Rows: 1_000_000,
   w5Transactions: 100_000,
+  syncSeconds: 15,
 });
 
 /**
@@ -57,6 +60,7 @@ export const QUICK_SIZES: Sizes = Object.freeze<Sizes>({
   pgbenchRate: 100,
   w4Rows: 50_000,
   w5Transactions: 5000,
+  syncSeconds: 2,
 });
 
 export interface WorkloadSpec {
@@ -196,6 +200,23 @@ export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
     overhead: true,
     profile: true,
   },
+  sync: {
+    id: 'sync',
+    title: (s) =>
+      `Synchronous link: one client on A commits one-row INSERTs for ${s.syncSeconds} s while B applies; ` +
+      `B's link from A asynchronous, then synchronous (every commit on A waits until B applied and flushed it)`,
+    figures: [
+      { key: 'commits', label: 'commits on A', unit: 'txn', better: 'none' },
+      { key: 'tps', label: 'commits/s on A (one client)', unit: 'txn/s', better: 'higher' },
+      { key: 'commitP50', label: 'commit latency on A p50', unit: 's', better: 'lower' },
+      { key: 'commitP99', label: 'commit latency on A p99', unit: 's', better: 'lower' },
+      { key: 'commitMax', label: 'commit latency on A max', unit: 's', better: 'lower' },
+      { key: 'catchUpSeconds', label: 'load end -> all rows on B', unit: 's', better: 'lower' },
+    ],
+    baseline: { engine: 'pgbidi', variant: 'asynchronous' },
+    subject: { engine: 'pgbidi', variant: 'synchronous' },
+    headline: ['commitP50', 'commitP99', 'tps'],
+  },
 };
 
 /** Whether `engine` has the figure at all. */
@@ -207,5 +228,5 @@ export function figureApplies(figure: FigureSpec, engine: Engine): boolean {
 export function sideLabel(spec: WorkloadSpec, which: 'baseline' | 'subject'): string {
   const side = spec[which];
   if (spec.baseline.engine !== spec.subject.engine) return side.engine;
-  return side.variant.replace('observability-', 'obs ');
+  return side.variant.replace('observability-', 'obs ').replace('asynchronous', 'async').replace('synchronous', 'sync');
 }

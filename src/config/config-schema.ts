@@ -32,7 +32,19 @@ const positiveMs = z.number().int().positive();
 export const configSchema = z
   .object({
     node: z.object({ name: nodeName, dsn }).strict(),
-    peers: z.array(z.object({ name: nodeName, dsn }).strict()).min(1, 'needs at least one peer'),
+    peers: z
+      .array(
+        z
+          .object({
+            name: nodeName,
+            dsn,
+            // Commits on that peer wait until this node has applied and flushed them (setup lists
+            // this node's agent in the peer's synchronous_standby_names).
+            synchronous: z.boolean().default(false),
+          })
+          .strict(),
+      )
+      .min(1, 'needs at least one peer'),
     replication: z
       .object({
         publication: z

@@ -43,6 +43,7 @@ import type { DeadLetterRetry } from './operator-actions.js';
 import { ProgressTracker } from './progress-tracker.js';
 import { TransactionAssembler } from './transaction-assembler.js';
 import type { AssemblerSink } from './transaction-assembler.js';
+import { WITHOUT_SYNC_WAIT } from '../node/synchronous-links.js';
 import type { TransactionObserver } from './transaction-observer.js';
 
 export { LinkNotStreamingError } from './operator-actions.js';
@@ -54,6 +55,8 @@ export interface LinkStatus {
   readonly state: LinkState;
   readonly slot: string;
   readonly origin: string;
+  /** Commits on the peer wait for this node's flush confirmation (peers[].synchronous). */
+  readonly synchronous: boolean;
   readonly peerServerVersionNum: number;
   readonly receivedLsn: string;
   readonly appliedLsn: string;
@@ -119,6 +122,8 @@ export class Link {
   private lastError: LinkStatus['lastError'] = null;
   /** Serializes the control connection (feedback, heartbeats): pg runs one query at a time. */
   private controlChain: Promise<unknown> = Promise.resolve();
+  /** A prompt feedback is queued on the control connection and has not started yet. */
+  private feedbackQueued = false;
 
   constructor(private readonly deps: LinkDeps) {
     this.slot = slotName(deps.peer.name, deps.config.node.name);
@@ -130,6 +135,7 @@ export class Link {
     this.operator = new OperatorActions({ peer: deps.peer.name, log: deps.log, wake: () => this.queue.wake() });
     this.apply = new ApplyLoop({
       peer: deps.peer.name,
+      synchronous: deps.peer.synchronous,
       replication: deps.config.replication,
       log: deps.log,
       metrics: deps.metrics,
@@ -140,7 +146,10 @@ export class Link {
       operator: this.operator,
       stopping: () => this.stopping,
       drained: () => this.backpressure(),
-      advanced: () => this.backoff.reset(),
+      advanced: () => {
+        this.backoff.reset();
+        this.feedbackSoon();
+      },
     });
     this.assembler = new TransactionAssembler(this.sink(), deps.metrics, {
       batchSize: deps.config.replication.apply_batch_size,
@@ -179,6 +188,7 @@ export class Link {
       state: this.state,
       slot: this.slot,
       origin: this.origin,
+      synchronous: this.deps.peer.synchronous,
       peerServerVersionNum: this.peerVersion,
       receivedLsn: formatLsn(this.progress.received),
       appliedLsn: formatLsn(this.progress.applied),
@@ -292,12 +302,14 @@ export class Link {
     this.control = new pg.Client({ connectionString: config.node.dsn, application_name: `pgbidi_${config.node.name}_control` });
     this.control.on('error', onConnError);
     await this.control.connect();
+    await this.control.query(WITHOUT_SYNC_WAIT);
 
     const session = new ApplySession({
       dsn: config.node.dsn,
       origin: this.origin,
       applicationName: applicationName(peer.name, config.node.name),
       statementTimeoutMs: config.replication.statement_timeout_ms,
+      synchronousCommit: peer.synchronous ? 'local' : 'off',
     });
     this.session = session;
     const startLsn = await session.connect(onConnError);
@@ -388,6 +400,9 @@ export class Link {
     if (m.kind === 'keepalive') {
       this.progress.keepalive(m.walEnd, this.assembler.receiving);
       if (m.replyRequested) void this.onControl(() => this.feedback()).catch((err) => this.attemptFailed?.(err));
+      // On a synchronous link a keepalive may stand for commits the peer's committers wait on that
+      // send nothing (unpublished tables, origin-filtered or empty transactions: §8 of the research).
+      else this.feedbackSoon();
       return;
     }
     this.deps.metrics.receivedBytes(m.byteLength);
@@ -465,6 +480,20 @@ export class Link {
     const next = this.controlChain.then(task, task);
     this.controlChain = next.catch(() => undefined);
     return next;
+  }
+
+  /**
+   * On a synchronous link the peer's committers wait for this node's flush confirmation: confirm as
+   * soon as something new is durable instead of at the next feedback_interval_ms. Requests made while
+   * one is queued and not yet started are merged into it.
+   */
+  private feedbackSoon(): void {
+    if (!this.deps.peer.synchronous || this.feedbackQueued || !this.control) return;
+    this.feedbackQueued = true;
+    void this.onControl(() => {
+      this.feedbackQueued = false;
+      return this.feedback();
+    }).catch((err) => this.attemptFailed?.(err));
   }
 
   /**

@@ -85,9 +85,16 @@ export class ProgressTracker {
     this.durable = maxLsn(this.durable, lsn);
   }
 
-  /** What to confirm now; `idle`: nothing received is pending anywhere in the link. */
+  /**
+   * What to confirm now; `idle`: nothing received is pending anywhere in the link. Never beyond
+   * `applied`: the origin's progress is read on another connection and moves inside RecordTransactionCommit,
+   * before the applying transaction is visible (ProcArrayEndTransaction comes after), so a durable
+   * position read during a commit in flight would release a synchronous committer on the peer before
+   * its rows can be read here.
+   */
   confirm(idle: boolean): Lsn {
-    const flushed = idle && this.durable >= this.applied ? maxLsn(this.durable, this.idle) : this.durable;
+    const done = this.durable < this.applied ? this.durable : this.applied;
+    const flushed = idle && this.durable >= this.applied ? maxLsn(done, this.idle) : done;
     this.confirmed = maxLsn(this.confirmed, flushed);
     return this.confirmed;
   }

@@ -6,6 +6,8 @@ import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { resolveTables } from './table-selection.js';
 import type { SelectedTable } from './table-selection.js';
 import { globToRegExp } from '../util/glob.js';
+import { configureSynchronousLinks, SynchronousLinkError, WITHOUT_SYNC_WAIT } from './synchronous-links.js';
+import type { SynchronousLinkReport } from './synchronous-links.js';
 
 export class SetupError extends Error {
   readonly code = 'PGBIDI_SETUP_FAILED';
@@ -20,6 +22,8 @@ export interface SetupReport {
   readonly tables: readonly string[];
   readonly origins: readonly string[];
   readonly slots: readonly { peer: string; slot: string; status: 'created' | 'exists' }[];
+  /** Each peer's synchronous_standby_names as far as this node's agent is concerned. */
+  readonly synchronous: readonly SynchronousLinkReport[];
   /** Things the operator should know that do not stop setup. */
   readonly notes: readonly string[];
 }
@@ -35,6 +39,7 @@ export async function setupNode(config: Config): Promise<SetupReport> {
   const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
   await client.connect();
   try {
+    await client.query(WITHOUT_SYNC_WAIT);
     const settings = await readSettings(client);
     const needed = config.peers.length;
     const problems: string[] = [];
@@ -141,11 +146,15 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       const slot = slotName(config.node.name, peer.name);
       slots.push({ peer: peer.name, slot, status: await ensureSlot(client, slot) });
     }
+    const synchronous = await configureSynchronousLinks(config).catch((err: unknown) => {
+      throw err instanceof SynchronousLinkError ? new SetupError([err.message]) : err;
+    });
     return {
       serverVersionNum: settings.server_version_num,
       tables: tables.map((t) => `${t.schema}.${t.name}`),
       origins,
       slots,
+      synchronous,
       notes,
     };
   } catch (err) {

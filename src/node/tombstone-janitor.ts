@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Logger } from '../observability/logger.js';
 import { formatPgTimestamp, pgMicrosToUnixMs } from '../protocol/pg-time.js';
+import { WITHOUT_SYNC_WAIT } from './synchronous-links.js';
 import { METADATA_SCHEMA } from './names.js';
 
 /**
@@ -69,6 +70,7 @@ export class TombstoneJanitor {
         const client = new pg.Client({ connectionString: this.dsn, application_name: 'pgbidi_janitor' });
         client.on('error', () => undefined);
         await client.connect();
+        await client.query(WITHOUT_SYNC_WAIT);
         this.client = client;
       }
       const times = this.appliedCommitTimes();

@@ -20,6 +20,16 @@ describe('ProgressTracker', () => {
     expect(p.confirm(false)).toBe(300n); // never moves back
   });
 
+  it('confirms no durable position that apply has not seen committed (a commit still in flight)', () => {
+    const p = new ProgressTracker(() => 0);
+    p.startAttempt(100n);
+    p.queued(1n);
+    p.durableUpTo(200n); // read on the control connection while the commit of 200 was in flight
+    expect(p.confirm(false)).toBe(100n);
+    p.applyDone(200n, true);
+    expect(p.confirm(false)).toBe(200n);
+  });
+
   it('counts a transaction that wrote nothing as processed, not applied', () => {
     const p = new ProgressTracker(() => 0);
     p.startAttempt(0n);

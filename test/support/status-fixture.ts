@@ -7,6 +7,7 @@ export function linkStatus(peer: string, extra: Partial<LinkStatus> = {}): LinkS
     state: 'streaming',
     slot: `pgbidi_${peer}_to_n1`,
     origin: `pgbidi_${peer}`,
+    synchronous: false,
     peerServerVersionNum: 180_000,
     receivedLsn: '0/1A2B3C4D',
     appliedLsn: '0/1A2B3C00',
