@@ -3,6 +3,7 @@ import type { Config } from '../config/config-schema.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { metadataSchemaSql, tombstoneTriggerSql } from './metadata-schema.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
+import { forgetParted } from './parted-nodes.js';
 import { resolveTables } from './table-selection.js';
 import type { SelectedTable } from './table-selection.js';
 import { globToRegExp } from '../util/glob.js';
@@ -130,6 +131,14 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       const name = originName(peer.name);
       await client.query('SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)', [name]);
       origins.push(name);
+    }
+    // Listing a parted node as a peer again and running setup is how it rejoins (node/parted-nodes.ts).
+    const rejoined = await forgetParted(
+      client,
+      config.peers.map((p) => p.name),
+    );
+    for (const r of rejoined) {
+      notes.push(`peer ${r.name} had parted (${r.partedAt.toISOString()}); it is a peer of this node again`);
     }
     await client.query('COMMIT');
 
