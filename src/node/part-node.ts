@@ -86,10 +86,15 @@ async function partSelf(config: Config, options: PartOptions): Promise<PartRepor
       if (c instanceof Error) continue;
       if ((await partedRecords(c, [x])).length === 0) waiting.push(name);
     }
-    const lagging = await waitConfirmed(local, x, waiting, options.waitTimeoutMs ?? 60_000);
+    const lagging = await waitConfirmed(
+      local,
+      waiting.map((p) => slotName(x, p)),
+      options.waitTimeoutMs ?? 60_000,
+    );
     for (const l of lagging) {
+      const peer = l.slot.slice(`pgbidi_${x}_to_`.length);
       problems.push(
-        `peer ${l.peer} has not confirmed ${x}'s changes up to ${l.target} (slot ${slotName(x, l.peer)} is at ${l.confirmed ?? 'nothing'}): ` +
+        `peer ${peer} has not confirmed ${x}'s changes up to ${l.target} (slot ${l.slot} is at ${l.confirmed ?? 'nothing'}): ` +
           `is its agent running? Run part again once it has caught up`,
       );
     }
@@ -165,8 +170,37 @@ async function dropSurvivorObjects(client: pg.Client, node: string, x: string, b
     const dropped: string[] = [];
     const slot = slotName(node, x);
     if ((await dropSlot(client, slot, options.dropTimeoutMs)) === 'dropped') dropped.push(`slot ${slot}`);
-    if ((await dropOrigin(client, origin, [applicationName(x, node)], options.dropTimeoutMs)) === 'dropped') dropped.push(`origin ${origin}`);
-    return { node, dropped, originProgress: p.rows[0]?.lsn ?? null, error: null };
+    const progress = p.rows[0]?.lsn ?? null;
+    const holders = [applicationName(x, node)];
+    const version = await client.query<{ v: number }>(`SELECT current_setting('server_version_num')::int AS v`);
+    if ((version.rows[0]?.v ?? 0) < 160000 && progress !== null) {
+      // PostgreSQL 15's pgoutput sends a transaction's Origin message only while the origin's name
+      // exists (replorigin_by_oid, missing_ok); without it, x's changes applied here would look local
+      // to the other survivors' links and be applied there a second time. So the other slots here
+      // first decode past every transaction applied from x.
+      await terminate(client, holders);
+      const others = await client.query<{ slot_name: string }>(
+        `SELECT slot_name FROM pg_replication_slots WHERE database = current_database() AND starts_with(slot_name, $1)`,
+        [`pgbidi_${node}_to_`],
+      );
+      const lagging = await waitConfirmed(
+        client,
+        others.rows.map((o) => o.slot_name),
+        options.waitTimeoutMs ?? 60_000,
+      );
+      if (lagging.length) {
+        return {
+          node,
+          dropped,
+          originProgress: progress,
+          error:
+            `origin ${origin} kept: on PostgreSQL 15 it may go only once ${lagging.map((l) => l.slot).join(', ')} decoded past ${lagging[0]?.target ?? '?'} ` +
+            `(are those agents running?); run part again`,
+        };
+      }
+    }
+    if ((await dropOrigin(client, origin, holders, options.dropTimeoutMs)) === 'dropped') dropped.push(`origin ${origin}`);
+    return { node, dropped, originProgress: progress, error: null };
   } catch (err) {
     return { node, dropped: [], originProgress: null, error: `failed: ${message(err)}; run part again` };
   }
@@ -214,38 +248,29 @@ async function dropOwnObjects(client: pg.Client, config: Config, options: PartOp
 }
 
 interface Lagging {
-  readonly peer: string;
+  readonly slot: string;
   readonly target: string;
   readonly confirmed: string | null;
 }
 
 /**
- * Waits until every peer's slot on this node has confirmed this node's WAL position at the start
- * (the agents confirm only what they committed: link/progress-tracker.ts), so that no change made
- * here before part is lost to a peer. Returns the peers that did not get there in time.
+ * Waits until the given slots on this node have confirmed its WAL position at the start (the agents
+ * confirm only what they committed: link/progress-tracker.ts). Returns the slots that did not get
+ * there in time; a missing slot has nothing to wait for.
  */
-async function waitConfirmed(local: pg.Client, x: string, peers: readonly string[], timeoutMs: number): Promise<Lagging[]> {
-  const target = (await local.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]?.lsn ?? '0/0';
+async function waitConfirmed(client: pg.Client, slots: readonly string[], timeoutMs: number): Promise<Lagging[]> {
+  const target = (await client.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]?.lsn ?? '0/0';
   const deadline = Date.now() + timeoutMs;
-  let pending = [...peers];
-  let last: Lagging[] = [];
-  while (pending.length) {
-    const r = await local.query<{ slot_name: string; confirmed: string | null; done: boolean }>(
-      `SELECT slot_name, confirmed_flush_lsn::text AS confirmed, coalesce(confirmed_flush_lsn >= $2::pg_lsn, false) AS done
-         FROM pg_replication_slots WHERE slot_name = ANY($1::text[])`,
-      [pending.map((p) => slotName(x, p)), target],
+  for (;;) {
+    const r = await client.query<{ slot: string; confirmed: string | null }>(
+      `SELECT slot_name::text AS slot, confirmed_flush_lsn::text AS confirmed FROM pg_replication_slots
+        WHERE slot_name = ANY($1::text[]) AND coalesce(confirmed_flush_lsn < $2::pg_lsn, true)`,
+      [slots, target],
     );
-    const bySlot = new Map(r.rows.map((s) => [s.slot_name, s]));
-    // A peer without a slot here reads nothing from this node: nothing to wait for.
-    last = pending
-      .map((p) => ({ p, s: bySlot.get(slotName(x, p)) }))
-      .filter(({ s }) => s !== undefined && !s.done)
-      .map(({ p, s }) => ({ peer: p, target, confirmed: s?.confirmed ?? null }));
-    pending = last.map((l) => l.peer);
-    if (pending.length === 0 || Date.now() > deadline) break;
+    const lagging = r.rows.map((x) => ({ slot: x.slot, target, confirmed: x.confirmed }));
+    if (lagging.length === 0 || Date.now() > deadline) return lagging;
     await sleep(POLL_MS);
   }
-  return last;
 }
 
 /** Drops a slot, terminating the walsender that streams it first. */
@@ -273,11 +298,7 @@ export async function dropOrigin(client: pg.Client, origin: string, holders: rea
   for (;;) {
     const r = await client.query('SELECT 1 FROM pg_replication_origin WHERE roname = $1', [origin]);
     if (!r.rowCount) return 'absent';
-    await client.query(
-      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-        WHERE application_name = ANY($1::text[]) AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
-      [holders],
-    );
+    await terminate(client, holders);
     try {
       await client.query('SELECT pg_replication_origin_drop($1)', [origin]);
       return 'dropped';
@@ -286,6 +307,15 @@ export async function dropOrigin(client: pg.Client, origin: string, holders: rea
       await sleep(POLL_MS);
     }
   }
+}
+
+/** Ends the sessions with these application names (the agents' apply sessions). */
+async function terminate(client: pg.Client, applicationNames: readonly string[]): Promise<void> {
+  await client.query(
+    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE application_name = ANY($1::text[]) AND backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+    [applicationNames],
+  );
 }
 
 function unreachable(node: string, x: string, err: Error): NodePartResult {
