@@ -65,8 +65,14 @@ describe.each(availableServerVersions())('part ($label)', ({ binDir }) => {
     it("waits for x's last changes, drops every slot and origin of x, and the survivors go on", async () => {
       const c = cluster.get();
       await startAll(c);
-      // Written just before part, while x's agent still runs: part must wait until a and b have them.
+      // b's agent is down: b cannot confirm x's last changes, so part stops before dropping anything.
+      await c.stopAgent('b');
       await insert(c, 'x', 'x-last-', 200);
+      await expect(partNode(c.config('x'), { waitTimeoutMs: 3000 })).rejects.toThrow(/peer b has not confirmed x's changes up to .*nothing was dropped/s);
+      expect(await objectsOf(c, 'b', 'x')).toEqual(['origin pgbidi_x', 'slot pgbidi_b_to_x']);
+      expect(await objectsOf(c, 'x', 'x')).toEqual(['slot pgbidi_x_to_a', 'slot pgbidi_x_to_b']);
+      await c.startAgent('b');
+      // Written just before part, while x's agent still runs: part must wait until a and b have them.
       const report = await partNode(c.config('x'), { waitTimeoutMs: 60_000 });
 
       expect(report.nodes.map((n) => [n.node, n.error])).toEqual([

@@ -1,4 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { main } from '../src/cli.js';
 import { parseConfig } from '../src/config/load-config.js';
 import { alignSequences, firstValueAbove, nodeOffset, sequenceWarnings } from '../src/node/sequences.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
@@ -38,6 +42,8 @@ async function insertEverywhere(c: LocalCluster, rounds: number, rows: number): 
 
 describe.each(availableServerVersions())('node-unique sequences ($label)', ({ binDir }) => {
   const cluster = useCluster(() => ({ binDir, nodes: ['a', 'b'], schema: SCHEMA }));
+  const dir = mkdtempSync(join(tmpdir(), 'pgbidi-seq-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('status warns about plain sequences; after setup two nodes insert with defaults at once without a collision', async () => {
     const c = cluster.get();
@@ -63,7 +69,14 @@ describe.each(availableServerVersions())('node-unique sequences ($label)', ({ bi
       ['public.events_id_seq', 'aligned', 1n],
       ['public.orders_id_seq', 'aligned', 31n],
     ]);
-    expect((await alignSequences(offsetConfig(c, 'a'))).map((x) => x.status)).toEqual(['unchanged', 'unchanged']);
+    // Again through `pgbidi setup`: nothing to change, and it says so.
+    const file = join(dir, 'a.yaml');
+    writeFileSync(file, JSON.stringify({ ...c.rawConfig('a'), sequences: { mode: 'node-offset', group_size: 10 } }));
+    const out: string[] = [];
+    expect(await main(['setup', '--config', file], { out: (x) => out.push(x), err: (x) => out.push(x) })).toBe(0);
+    expect(out.join('')).toContain('sequences: node-offset 0 of 10');
+    expect(out.join('')).toContain('public.orders_id_seq (public.orders.id): already node-unique');
+    expect(out.join('')).not.toContain('takes its values from');
     expect(await sequenceWarnings(c.config('a'))).toEqual([]);
     // The same offset on both nodes is named.
     await alignSequences(offsetConfig(c, 'b', 0));
