@@ -20,7 +20,7 @@ Usage:
   pgbidi demo   [--nodes N] [--duration SECONDS] [--write-rate N] [--conflict-rate N] [--prometheus]
   pgbidi setup  --config FILE     prepare this node (idempotent)
   pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
-  pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error
+  pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error; mesh and sequence checks
   pgbidi status --config FILE --watch [--count N]   the same, refreshed every second until Ctrl-C
   pgbidi resolve --config FILE --peer NAME (--retry | --skip)   release a link halted by the error policy
   pgbidi dead-letters --config FILE [--json] [--retry ID]        list changes kept aside, or apply one again
