@@ -121,6 +121,12 @@ describe.each(availableServerVersions())('part ($label)', ({ binDir }) => {
       expect(await survivorsConverge(c)).toBe(60 + 200 + 60);
       const xRows = await c.query<{ n: number }>('x', `SELECT count(*)::int AS n FROM t WHERE id LIKE '%-after-%'`);
       expect(xRows[0]?.n, 'x receives nothing after it left').toBe(0);
+
+      // x comes back: set up again with a and b listed, then a's setup forgets the record.
+      await setupNode(c.config('x'));
+      const back = await setupNode(c.config('a'));
+      expect(back.notes.join(' ')).toContain('peer x had parted');
+      expect(await objectsOf(c, 'a', 'x')).toEqual(['origin pgbidi_x', 'slot pgbidi_a_to_x']);
     });
   });
 
@@ -153,11 +159,14 @@ describe.each(availableServerVersions())('part ($label)', ({ binDir }) => {
       await insert(c, 'b', 'b-after-', 30);
       expect(await survivorsConverge(c)).toBe(60 + 60);
 
-      // Running it again finds nothing left; setting x up as a peer again forgets the record.
+      // Running it again finds nothing left; setup with a stale config that still lists x refuses
+      // to give x its slot back (x is not set up again with b listed).
       const again = await partNode(c.config('a'), { node: 'x' });
       expect(again.nodes.map((n) => n.dropped.length)).toEqual([0, 0]);
-      const rejoin = await setupNode(c.config('b'));
-      expect(rejoin.notes.join(' ')).toContain('peer x had parted');
+      await expect(setupNode(c.config('b'))).rejects.toThrow(
+        /peer x left the group \(pgbidi part by a at .*\): remove it from peers; to take it back, run 'pgbidi setup' on x first/,
+      );
+      expect(await objectsOf(c, 'b', 'x')).toEqual([]);
     });
   });
 });

@@ -82,3 +82,32 @@ export async function partedLink(local: ClientBase, remote: ClientBase | null, s
   }
   return null;
 }
+
+/**
+ * Which parted nodes that `config` lists as peers may come back. A parted node rejoins when it was
+ * set up again with this node listed (its pgbidi.node names it and it holds an origin for this
+ * node); otherwise listing it is a stale config, and re-creating its slot here would retain WAL for
+ * a node that reads nothing. Returns the records to forget and the problems to report.
+ */
+export async function partedPeers(
+  local: ClientBase,
+  config: { readonly node: { readonly name: string }; readonly peers: readonly { readonly name: string; readonly dsn: string }[] },
+  isBack: (peer: { readonly name: string; readonly dsn: string }) => Promise<boolean>,
+): Promise<{ rejoin: string[]; problems: string[] }> {
+  const rejoin: string[] = [];
+  const problems: string[] = [];
+  for (const r of await partedRecords(
+    local,
+    config.peers.map((p) => p.name),
+  )) {
+    const peer = config.peers.find((p) => p.name === r.name);
+    if (peer && (await isBack(peer))) rejoin.push(r.name);
+    else {
+      problems.push(
+        `peer ${r.name} left the group (pgbidi part by ${r.partedBy} at ${r.partedAt.toISOString()}): remove it from peers; ` +
+          `to take it back, run 'pgbidi setup' on ${r.name} first (with ${config.node.name} listed), then here`,
+      );
+    }
+  }
+  return { rejoin, problems };
+}
