@@ -78,7 +78,8 @@ export class Agent {
     );
     const janitor = new TombstoneJanitor(
       config.node.dsn,
-      () => links.map((l) => l.lastAppliedCommitMicros()),
+      // A parted peer writes nothing more here: it does not hold back the tombstone purge.
+      () => links.filter((l) => !l.parted).map((l) => l.lastAppliedCommitMicros()),
       config.replication.tombstone_retention_margin_ms,
       log.child({ component: 'tombstones' }),
       (s) => {

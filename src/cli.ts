@@ -6,6 +6,7 @@ import type { Config } from './config/config-schema.js';
 import { redactSecrets } from './config/redact.js';
 import { createLogger } from './observability/logger.js';
 import { SetupError, setupNode } from './node/setup-node.js';
+import { PartError } from './node/part-node.js';
 import { formatStatusTable } from './status-format.js';
 import { watchStatus } from './status-watch.js';
 import { NOT_A_TERMINAL, processTerminal } from './util/terminal-screen.js';
@@ -19,10 +20,11 @@ Usage:
   pgbidi demo   [--nodes N] [--duration SECONDS] [--write-rate N] [--conflict-rate N] [--prometheus]
   pgbidi setup  --config FILE     prepare this node (idempotent)
   pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
-  pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error
+  pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error; mesh and sequence checks
   pgbidi status --config FILE --watch [--count N]   the same, refreshed every second until Ctrl-C
   pgbidi resolve --config FILE --peer NAME (--retry | --skip)   release a link halted by the error policy
   pgbidi dead-letters --config FILE [--json] [--retry ID]        list changes kept aside, or apply one again
+  pgbidi part   --config FILE [--node NAME] [--force]   this node leaves the group, or NAME (gone for good) is removed
   pgbidi --help | --version
 
 The config path may also come from PGBIDI_CONFIG. Exit codes: 0 ok, 1 failure, 2 invalid usage or config.`;
@@ -60,6 +62,10 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
         return await resolve(loadConfig(args.values.config), args.values, io);
       case 'dead-letters':
         return await deadLetters(loadConfig(args.values.config), args.values, io);
+      case 'part': {
+        const { partCommand } = await import('./part-command.js');
+        return await partCommand(loadConfig(args.values.config), args.values, io);
+      }
       case 'demo': {
         const { runDemo } = await import('./demo/demo.js');
         return await runDemo(args.values, io, terminal);
@@ -73,7 +79,7 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
       io.err(`pgbidi: ${err.message}\n`);
       return 2;
     }
-    if (err instanceof SetupError) {
+    if (err instanceof SetupError || err instanceof PartError) {
       io.err(`pgbidi: ${err.message}\n`);
       return 1;
     }
@@ -99,6 +105,8 @@ function parse(rest: readonly string[]) {
       peer: { type: 'string' },
       retry: { type: 'string' },
       skip: { type: 'boolean' },
+      node: { type: 'string' },
+      force: { type: 'boolean' },
     },
     allowPositionals: false,
     strict: true,
@@ -122,6 +130,8 @@ async function setup(config: Config, io: Io): Promise<number> {
     else if (s.status === 'removed') io.out(`  synchronous link from ${s.peer}: removed (commits on ${s.peer} no longer wait for this node)\n`);
   }
   for (const n of report.notes) io.out(`  note: ${n}\n`);
+  const { setupGroup } = await import('./group-checks.js');
+  io.out(await setupGroup(config));
   return 0;
 }
 
@@ -147,14 +157,17 @@ async function status(config: Config, values: Values, io: Io, terminal: Terminal
   if (values.watch || values.count !== undefined) return statusWatch(url, values, io, terminal);
   const json = values.json ?? false;
   let body: { node: string; links: LinkStatus[] };
+  const { formatGroupChecks, groupChecks } = await import('./group-checks.js');
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
     body = (await res.json()) as { node: string; links: LinkStatus[] };
   } catch (err) {
     io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);
+    if (!json) io.out(formatGroupChecks(await groupChecks(config)));
     return 1;
   }
-  io.out(json ? `${JSON.stringify(body, null, 2)}\n` : formatStatusTable(body.node, body.links));
+  const checks = await groupChecks(config);
+  io.out(json ? `${JSON.stringify({ ...body, ...checks }, null, 2)}\n` : formatStatusTable(body.node, body.links) + formatGroupChecks(checks));
   return 0;
 }
 

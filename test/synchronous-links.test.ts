@@ -4,7 +4,7 @@ import { Agent } from '../src/agent.js';
 import type { Config, RawConfig } from '../src/config/config-schema.js';
 import { parseConfig } from '../src/config/load-config.js';
 import { setupNode } from '../src/node/setup-node.js';
-import { formatStandbyNames, parseStandbyNames } from '../src/node/synchronous-links.js';
+import { forgetStandby, formatStandbyNames, parseStandbyNames } from '../src/node/synchronous-links.js';
 import { createLogger } from '../src/observability/logger.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
 import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
@@ -132,6 +132,18 @@ describe.each(availableServerVersions())('synchronous links on $label', ({ binDi
     const off = await setupNode(syncConfig(c, 'b', false));
     expect(off.synchronous.map((s) => s.status)).toEqual(['removed']);
     await eventually('a no longer waits for b', async () => (await standbyNames(c, 'a')) === '');
+    // pgbidi part takes a leaving node's agent out of the list the same way.
+    await setupNode(syncConfig(c, 'b', true));
+    await eventually('a waits for b again', async () => (await standbyNames(c, 'a')) !== '');
+    const admin = new pg.Client({ connectionString: c.dsn('a') });
+    await admin.connect();
+    try {
+      expect(await forgetStandby(admin, 'a', 'pgbidi_b_from_a')).toBe(true);
+      expect(await forgetStandby(admin, 'a', 'pgbidi_b_from_a')).toBe(false);
+    } finally {
+      await admin.end();
+    }
+    await eventually('a forgot b', async () => (await standbyNames(c, 'a')) === '');
     const hashes = await c.waitConverged('public', 'items');
     expect(new Set([...hashes.values()].map((h) => h.md5)).size).toBe(1);
     expect(hashes.get('a')?.rows).toBe(301);

@@ -117,6 +117,16 @@ export const configSchema = z
       .object({ max_lag_ms: positiveMs.default(30_000) })
       .strict()
       .default({ max_lag_ms: 30_000 }),
+    // node-offset: `setup` makes the serial and identity sequences of replicated tables hand out
+    // values ≡ offset (mod group_size), so that no two nodes generate the same key (node/sequences.ts).
+    sequences: z
+      .object({
+        mode: z.enum(['none', 'node-offset']).default('none'),
+        group_size: z.number().int().min(2).max(1000).optional(),
+        offset: z.number().int().min(0).optional(),
+      })
+      .strict()
+      .default({ mode: 'none' }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -137,6 +147,23 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['conflicts', 'tables', i, 'delta_columns'], message: 'only used with policy: delta' });
       }
     });
+    const seq = c.sequences;
+    if (seq.mode === 'node-offset') {
+      const nodes = c.peers.length + 1;
+      if (seq.group_size === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['sequences', 'group_size'],
+          message: `required with mode node-offset (at least ${nodes}, the number of nodes; leave room to grow)`,
+        });
+      } else if (seq.group_size < nodes) {
+        ctx.addIssue({ code: 'custom', path: ['sequences', 'group_size'], message: `must be at least the number of nodes (${nodes})` });
+      } else if (seq.offset !== undefined && seq.offset >= seq.group_size) {
+        ctx.addIssue({ code: 'custom', path: ['sequences', 'offset'], message: `must be below group_size (${seq.group_size})` });
+      }
+    } else if (seq.group_size !== undefined || seq.offset !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['sequences', 'mode'], message: 'group_size and offset are only used with mode: node-offset' });
+    }
     if (c.replication.reconnect.max_delay_ms < c.replication.reconnect.initial_delay_ms) {
       ctx.addIssue({
         code: 'custom',

@@ -103,6 +103,7 @@ const STATE_COLORS: Readonly<Record<LinkState, string>> = {
   backoff: '33',
   error: '31',
   stopped: '2',
+  parted: '2',
 };
 
 /**

@@ -108,6 +108,8 @@ const ADMIN_BODY_LIMIT = '1kb';
 export function readinessProblems(links: readonly LinkStatus[], maxLagSeconds: number): string[] {
   const reasons: string[] = [];
   for (const l of links) {
+    // A parted peer left the group: nothing more can come from it, so it does not hold this node back.
+    if (l.state === 'parted') continue;
     if (l.state !== 'streaming' && l.state !== 'paused') reasons.push(`link from ${l.peer} is ${l.state}`);
     else if (l.lagSeconds > maxLagSeconds) reasons.push(`link from ${l.peer} lags ${l.lagSeconds.toFixed(1)} s (bound ${maxLagSeconds} s)`);
   }

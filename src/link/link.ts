@@ -28,6 +28,7 @@ import { TransactionApplier } from '../apply/transaction-applier.js';
 import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
 import { applicationName, HEARTBEAT_PREFIX, originName, slotName } from '../node/names.js';
+import { partedLink, PeerPartedError } from '../node/parted-nodes.js';
 import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn, parseLsn } from '../protocol/lsn.js';
@@ -240,13 +241,22 @@ export class Link {
   private async loop(): Promise<void> {
     while (!this.stopping) {
       this.setState('connecting');
+      let parted: PeerPartedError | null = null;
       try {
         await this.attempt();
       } catch (err) {
-        this.recordError(err);
+        if (err instanceof PeerPartedError) parted = err;
+        else {
+          this.recordError(err);
+          parted = await this.askParted();
+        }
       }
       await this.teardown();
       if (this.stopping) break;
+      if (parted) {
+        await this.stayParted(parted);
+        break;
+      }
       if (this.operator.halted) {
         this.setState('error');
         if ((await this.operator.decision()) === 'stop') break;
@@ -267,6 +277,50 @@ export class Link {
       });
       this.wakeBackoff = null;
     }
+  }
+
+  /**
+   * Did this link's peer, or this node, part (node/parted-nodes.ts)? Asked after a failed attempt
+   * (pgbidi part terminates the sessions that hold the slot and origin it drops) and before
+   * re-creating a missing slot on the peer. Asks this node and the peer; unreachable means no.
+   */
+  private async askParted(): Promise<PeerPartedError | null> {
+    const { config, peer } = this.deps;
+    const open = async (dsn: string): Promise<pg.Client | null> => {
+      const c = new pg.Client({ connectionString: dsn, application_name: `pgbidi_${config.node.name}_control`, connectionTimeoutMillis: 5000 });
+      c.on('error', () => undefined);
+      try {
+        await c.connect();
+        return c;
+      } catch {
+        await c.end().catch(() => undefined);
+        return null;
+      }
+    };
+    const [local, remote] = await Promise.all([open(config.node.dsn), open(peer.dsn)]);
+    try {
+      return local ? await partedLink(local, remote, config.node.name, peer.name) : null;
+    } catch {
+      return null;
+    } finally {
+      await Promise.all([local?.end().catch(() => undefined), remote?.end().catch(() => undefined)]);
+    }
+  }
+
+  /** The link's end until the agent restarts (with a config that no longer lists the peer). */
+  private async stayParted(parted: PeerPartedError): Promise<void> {
+    this.lastError = { message: parted.message, code: parted.code, at: new Date(this.clock()).toISOString() };
+    this.deps.log.warn({ err: { message: parted.message, code: parted.code } }, 'link parted');
+    this.setState('parted');
+    await new Promise<void>((resolve) => {
+      this.wakeBackoff = resolve;
+    });
+    this.wakeBackoff = null;
+  }
+
+  /** The peer (or this node) left the group: nothing more comes from this link. */
+  get parted(): boolean {
+    return this.state === 'parted';
   }
 
   private recordError(err: unknown): void {
@@ -303,6 +357,9 @@ export class Link {
     this.control.on('error', onConnError);
     await this.control.connect();
     await this.control.query(WITHOUT_SYNC_WAIT);
+    // A peer that left the group (pgbidi part) is neither read nor given its slot back.
+    const parted = await partedLink(this.control, null, config.node.name, peer.name);
+    if (parted) throw parted;
 
     const session = new ApplySession({
       dsn: config.node.dsn,
@@ -336,7 +393,11 @@ export class Link {
     });
     await this.replication.connect(onConnError);
     this.peerVersion = this.replication.serverVersionNum;
-    const slot = await this.replication.ensureSlot();
+    // A missing slot is also what pgbidi part leaves: re-create it only for a node still in the group.
+    const slot = await this.replication.ensureSlot(async () => {
+      const gone = await this.askParted();
+      if (gone) throw gone;
+    });
     if (slot === 'created') log.warn({ slot: this.slot }, 'created the missing slot on the peer: changes before now are not replicated');
 
     this.resetReceiver();

@@ -3,6 +3,7 @@ import type { Config } from '../config/config-schema.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { metadataSchemaSql, tombstoneTriggerSql } from './metadata-schema.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
+import { forgetParted, partedPeers } from './parted-nodes.js';
 import { resolveTables } from './table-selection.js';
 import type { SelectedTable } from './table-selection.js';
 import { globToRegExp } from '../util/glob.js';
@@ -104,6 +105,8 @@ export async function setupNode(config: Config): Promise<SetupReport> {
     }
     const policyJson = canonicalPolicy(config);
     problems.push(...(await peerPolicyMismatches(config, policyJson)));
+    const parted = await partedPeers(client, config, (peer) => listsBack(peer.dsn, peer.name, config.node.name));
+    problems.push(...parted.problems);
     if (problems.length) throw new SetupError(problems);
 
     await client.query('BEGIN');
@@ -135,6 +138,10 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       const name = originName(peer.name);
       await client.query('SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)', [name]);
       origins.push(name);
+    }
+    // A parted node set up again with this node listed rejoins (node/parted-nodes.ts).
+    for (const r of await forgetParted(client, parted.rejoin)) {
+      notes.push(`peer ${r.name} had parted (${r.partedAt.toISOString()}); it is a peer of this node again`);
     }
     await client.query('COMMIT');
 
@@ -233,6 +240,26 @@ async function peerPolicyMismatches(config: Config, mine: string): Promise<strin
     }
   }
   return problems;
+}
+
+/** Whether the node at `dsn` is set up as `name` and holds an origin for `self` (its setup lists it). */
+async function listsBack(dsn: string, name: string, self: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    const r = await client.query<{ ok: boolean }>(
+      `SELECT to_regclass('${METADATA_SCHEMA}.node') IS NOT NULL AND EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) AS ok`,
+      [originName(self)],
+    );
+    if (!r.rows[0]?.ok) return false;
+    const n = await client.query<{ name: string }>(`SELECT name FROM ${METADATA_SCHEMA}.node`);
+    return n.rows[0]?.name === name;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
 }
 
 /** Tables with a column whose storage allows out-of-line values (attstorage 'x' or 'e'). */

@@ -105,6 +105,11 @@ export async function configureSynchronousLinks(config: Config): Promise<Synchro
   return reports;
 }
 
+/** Takes `standby` out of `node`'s synchronous_standby_names (pgbidi part); whether it was listed. */
+export async function forgetStandby(client: pg.Client, node: string, standby: string): Promise<boolean> {
+  return (await configurePeer(client, node, standby, false)).status === 'removed';
+}
+
 async function configurePeer(client: pg.Client, peer: string, standby: string, want: boolean): Promise<SynchronousLinkReport> {
   // Setups of several nodes may edit one peer's list at once: read-modify-write under a lock.
   // ALTER SYSTEM cannot run in a transaction block, so the lock is a session lock.

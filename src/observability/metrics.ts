@@ -10,7 +10,8 @@ import { PeerHistogram } from './peer-histogram.js';
  * LinkMetrics handle.
  */
 
-export const LINK_STATES = ['connecting', 'streaming', 'backoff', 'paused', 'error', 'stopped'] as const;
+// parted: the peer left the group (pgbidi part); the link stays stopped until the agent restarts.
+export const LINK_STATES = ['connecting', 'streaming', 'backoff', 'paused', 'error', 'stopped', 'parted'] as const;
 export type LinkState = (typeof LINK_STATES)[number];
 
 export const CHANGE_OPS = ['insert', 'update', 'delete', 'truncate'] as const;

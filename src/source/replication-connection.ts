@@ -69,11 +69,15 @@ export class ReplicationConnection {
     return (this.client as unknown as { connection: CopyBothConnection }).connection;
   }
 
-  /** Creates the slot if it is missing (CREATE_REPLICATION_SLOT … LOGICAL pgoutput, durable). */
-  async ensureSlot(): Promise<'created' | 'exists'> {
+  /**
+   * Creates the slot if it is missing (CREATE_REPLICATION_SLOT … LOGICAL pgoutput, durable).
+   * `beforeCreate` may veto the creation by throwing (a link whose node parted: link/link.ts).
+   */
+  async ensureSlot(beforeCreate?: () => Promise<void>): Promise<'created' | 'exists'> {
     const client = this.requireClient();
     const found = await client.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quoteLiteral(this.options.slot)}`);
     if (found.rowCount) return 'exists';
+    await beforeCreate?.();
     await client.query(`CREATE_REPLICATION_SLOT ${quoteIdent(this.options.slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
     return 'created';
   }

@@ -20,7 +20,7 @@ export interface LinkHealth {
 export const LAGGING_SECONDS = 5;
 
 /** States from the most to the least in need of attention; streaming is where every link should be. */
-const STATE_ATTENTION: Readonly<Record<LinkState, number>> = { error: 0, paused: 1, backoff: 2, connecting: 3, stopped: 4, streaming: 5 };
+const STATE_ATTENTION: Readonly<Record<LinkState, number>> = { error: 0, paused: 1, backoff: 2, connecting: 3, parted: 4, stopped: 5, streaming: 6 };
 
 /** A link a frame shows before it gives up any other detail: not streaming, or lagging. */
 export function needsAttention(h: LinkHealth): boolean {
