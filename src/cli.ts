@@ -19,6 +19,7 @@ Usage:
   pgbidi demo   [--nodes N] [--duration SECONDS] [--write-rate N] [--conflict-rate N] [--prometheus]
   pgbidi setup  --config FILE     prepare this node (idempotent)
   pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
+  pgbidi join   --config FILE --from PEER [--parallel N]   fill this new node from PEER while the group takes writes
   pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error
   pgbidi status --config FILE --watch [--count N]   the same, refreshed every second until Ctrl-C
   pgbidi resolve --config FILE --peer NAME (--retry | --skip)   release a link halted by the error policy
@@ -54,6 +55,10 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
         return await setup(loadConfig(args.values.config), io);
       case 'run':
         return await run(loadConfig(args.values.config));
+      case 'join': {
+        const { joinCommand } = await import('./node/join-command.js');
+        return await joinCommand(loadConfig(args.values.config), args.values, io);
+      }
       case 'status':
         return await status(loadConfig(args.values.config), args.values, io, terminal);
       case 'resolve':
@@ -99,6 +104,8 @@ function parse(rest: readonly string[]) {
       peer: { type: 'string' },
       retry: { type: 'string' },
       skip: { type: 'boolean' },
+      from: { type: 'string' },
+      parallel: { type: 'string' },
     },
     allowPositionals: false,
     strict: true,
