@@ -18,20 +18,25 @@ import { resolveTables } from './table-selection.js';
  *
  *   1. setup of c (schema, publication, origins, c's slots); c's tables must be empty
  *   2. on every peer: the origin for c, and c's slot (pgbidi_<peer>_to_c) created afresh
- *   3. every other peer b: its slot starts at Lb; wait until the donor has applied b up to Lb
- *      (b's slot for the donor confirmed ≥ Lb), then read the donor's origin progress for b, Pb
+ *   3. every other peer b: c's slot there starts at Lb; wait until the donor has applied b up to Lb
+ *      (b's slot for the donor confirmed ≥ Lb); a temporary probe slot on the donor; the donor's
+ *      origin progress for b
  *   4. the donor's slot, created on a replication connection with an exported snapshot at La
+ *      (CREATE_REPLICATION_SLOT … (SNAPSHOT 'export')); the copy sessions import it (REPEATABLE READ,
+ *      SET TRANSACTION SNAPSHOT); the probe slot decoded up to La names the last change of each b
+ *      that the donor applied before La: Pb
  *   5. the copy under that snapshot (tables in parallel), rows and tombstones with their versions
- *   6. c's origin for the donor set to La, for b to max(Lb, Pb); c's own slots created again
+ *   6. c's origin for the donor set to La, for each b to max(Lb, Pb); c's own slots created again
  *   7. pgbidi.join_state = done, in the commit that also flushes every copied row
  *
- * Why nothing is lost: the donor's snapshot holds every change the donor made before La and every
- * change of b the donor had applied before it; c's link from the donor starts at La (the donor's
- * slot sends only the donor's own changes), and c's link from b starts at Pb, and every change of b
- * at or before Pb was applied on the donor before the snapshot was taken (step 3 happens first).
- * Changes of b after Pb that the donor applied before the snapshot arrive twice; they carry the
- * version the copy gave the rows, so last-update-wins leaves the rows as they are (an insert that
- * finds its own row is logged as insert_exists, which the README names).
+ * Why nothing is lost or applied twice: the snapshot holds every change the donor made before La
+ * and exactly the changes of b the donor applied before La, the last of which is Pb (a commit before
+ * La is in the snapshot; pgoutput's Origin message names the remote commit LSN it applied). c's link
+ * from the donor starts at La (the donor's slot sends only the donor's own changes); c's link from b
+ * starts after Pb, and b's slot for c can send everything after Lb ≤ Pb (the wait in step 3 makes
+ * the donor hold every change of b before Lb). A change of b applied on the donor without any row
+ * of a published table (every row lost to a newer local version) is not seen by the probe; it
+ * arrives again on c and loses there the same way.
  *
  * A join that failed is started again from step 1: the copied rows, tombstones and slots of the
  * first attempt are dropped first (under an origin, so no peer receives the TRUNCATE).
