@@ -19,6 +19,7 @@ Usage:
   pgbidi demo   [--nodes N] [--duration SECONDS] [--write-rate N] [--conflict-rate N] [--prometheus]
   pgbidi setup  --config FILE     prepare this node (idempotent)
   pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
+  pgbidi ddl    --config FILE "STATEMENT"   run a schema change on every node (writes and apply wait meanwhile)
   pgbidi join   --config FILE --from PEER [--parallel N]   fill this new node from PEER while the group takes writes
   pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error
   pgbidi status --config FILE --watch [--count N]   the same, refreshed every second until Ctrl-C
@@ -45,6 +46,7 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
   let args: ReturnType<typeof parse>;
   try {
     args = parse(rest);
+    if (args.positionals.length > (command === 'ddl' ? 1 : 0)) throw new Error(`unexpected argument '${args.positionals.at(-1) ?? ''}'`);
   } catch (err) {
     io.err(`pgbidi: ${(err as Error).message}\n\n${USAGE}\n`);
     return 2;
@@ -55,6 +57,10 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
         return await setup(loadConfig(args.values.config), io);
       case 'run':
         return await run(loadConfig(args.values.config));
+      case 'ddl': {
+        const { ddlCommand } = await import('./node/ddl-command.js');
+        return await ddlCommand(loadConfig(args.values.config), { statement: args.positionals[0], lockTimeoutMs: 30_000 }, io);
+      }
       case 'join': {
         const { joinCommand } = await import('./node/join-command.js');
         return await joinCommand(loadConfig(args.values.config), args.values, io);
@@ -107,7 +113,8 @@ function parse(rest: readonly string[]) {
       from: { type: 'string' },
       parallel: { type: 'string' },
     },
-    allowPositionals: false,
+    // Only ddl takes one (its statement); main refuses them for the other commands.
+    allowPositionals: true,
     strict: true,
   });
 }
