@@ -156,15 +156,16 @@ async function status(config: Config, values: Values, io: Io, terminal: Terminal
   const url = `http://${config.http.listen}/status`;
   if (values.watch || values.count !== undefined) return statusWatch(url, values, io, terminal);
   const json = values.json ?? false;
-  let body: { node: string; links: LinkStatus[] };
+  let body: { node: string; links: LinkStatus[]; schemaDifferences?: { description: string }[] };
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
-    body = (await res.json()) as { node: string; links: LinkStatus[] };
+    body = (await res.json()) as typeof body;
   } catch (err) {
     io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);
     return 1;
   }
   io.out(json ? `${JSON.stringify(body, null, 2)}\n` : formatStatusTable(body.node, body.links));
+  if (!json) for (const d of body.schemaDifferences ?? []) io.out(`schema: ${d.description}\n`);
   return 0;
 }
 

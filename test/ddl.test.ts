@@ -88,6 +88,20 @@ describe.each(availableServerVersions())('pgbidi ddl and schema drift on $label'
       expect(setup.code).toBe(0);
       expect(setup.out).toContain('note: schema differs from c: public.items.blocker (integer) exists on c but not on a');
       expect(setup.out).not.toContain('schema differs from b');
+
+      // At run time: the agent's check names it in /status and counts it in the metric.
+      const agent = group.agents.get('a');
+      if (!agent) throw new Error('no agent a');
+      await agent.schema.check();
+      const status = (await (await fetch(`http://${agent.httpAddress}/status`)).json()) as {
+        schemaDifferences: { peer: string; table: string; column: string; description: string }[];
+      };
+      expect(status.schemaDifferences.map((d) => [d.peer, d.table, d.column, d.description])).toEqual([
+        ['c', 'public.items', 'blocker', 'public.items.blocker (integer) exists on c but not on a'],
+      ]);
+      const metrics = await (await fetch(`http://${agent.httpAddress}/metrics`)).text();
+      expect(metrics).toContain('pgbidi_schema_differences{peer="b"} 0');
+      expect(metrics).toContain('pgbidi_schema_differences{peer="c"} 1');
     } finally {
       await Promise.all(writers.map((w) => w.stop().catch(() => 0)));
       await group.stop();
