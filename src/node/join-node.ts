@@ -268,9 +268,13 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
 
     // Step 6: c's own slots again, so that the peers do not decode the copy (it carries origins and
     // would be filtered anyway); nothing was written on c without an origin since they were made.
+    // A member whose agent already streams from its slot here keeps it as it is.
     for (const p of config.peers) {
       const slot = slotName(self, p.name);
-      if (await dropSlotIfIdle(local, slot, self)) await local.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
+      const r = await local.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      if (r.rows[0]?.active) continue;
+      if (r.rows[0]) await local.query('SELECT pg_drop_replication_slot($1)', [slot]);
+      await local.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
     }
     for (const [name, lsn] of starts) {
       await local.query('SELECT pg_replication_origin_advance($1, $2::pg_lsn)', [originName(name), formatLsn(lsn)]);
@@ -342,14 +346,13 @@ async function dropCopy(client: pg.Client, tables: readonly CopyTable[], donor: 
   }
 }
 
-/** Drops a slot unless something streams from it; true when it is gone (or never was). */
-async function dropSlotIfIdle(client: pg.Client, slot: string, where: string): Promise<boolean> {
+/** Drops a slot unless something streams from it (then the join cannot go on). */
+async function dropSlotIfIdle(client: pg.Client, slot: string, where: string): Promise<void> {
   const r = await client.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   const found = r.rows[0];
-  if (!found) return true;
+  if (!found) return;
   if (found.active) throw new JoinError(`slot ${slot} on ${where} is in use: stop the agent that streams from it (the joining node's) and run join again`);
   await client.query('SELECT pg_drop_replication_slot($1)', [slot]);
-  return true;
 }
 
 /**
