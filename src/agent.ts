@@ -14,6 +14,7 @@ import { PeerCollectors } from './observability/peer-collectors.js';
 import { Tracing } from './observability/tracing.js';
 import type { TracingEnv } from './observability/tracing.js';
 import { VERSION } from './version.js';
+import { SchemaWatch } from './node/schema-watch.js';
 
 /**
  * The composition root of `pgbidi run`: one Link per peer, one metrics registry, one HTTP server.
@@ -45,6 +46,7 @@ export class Agent {
     readonly tombstones: TombstoneJanitor,
     private readonly history: LinkHistory,
     private readonly sampler: NodeJS.Timeout,
+    readonly schema: SchemaWatch,
   ) {}
 
   static async start(options: AgentOptions): Promise<Agent> {
@@ -89,6 +91,15 @@ export class Agent {
       },
       config.conflicts.log_retention_days,
     );
+    const schema = new SchemaWatch({
+      node: config.node.name,
+      dsn: config.node.dsn,
+      peers: config.peers,
+      tables: config.replication.tables,
+      excludeTables: config.replication.exclude_tables,
+      registries: [metrics.registry, metrics.openMetrics],
+      log: log.child({ component: 'schema-watch' }),
+    });
     const history = new LinkHistory();
     const nodeView = (): Promise<NodeView> => assembleView(config.node.name, links, history, metrics);
     const app = createHttpApp(
@@ -97,7 +108,8 @@ export class Agent {
         nodeView,
         links: () => links.map((l) => l.status()),
         maxReadyLagSeconds: config.readiness.max_lag_ms / 1000,
-        extraStatus: () => Promise.resolve({ tombstones: janitor.current(), deadLetters: janitor.current().deadLettersPending }),
+        extraStatus: () =>
+          Promise.resolve({ tombstones: janitor.current(), deadLetters: janitor.current().deadLettersPending, schemaDifferences: schema.current() }),
         admin: {
           access: adminAccess(config.http.listen, config.http.admin_token),
           actions: {
@@ -126,6 +138,7 @@ export class Agent {
     }
     for (const l of links) l.start();
     janitor.start();
+    schema.start();
     const sample = (): void =>
       history.sample(
         Date.now(),
@@ -137,7 +150,7 @@ export class Agent {
       { component: 'agent', node: config.node.name, peers: config.peers.map((p) => p.name), listen: config.http.listen, version: VERSION },
       'agent started',
     );
-    return new Agent(config, metrics, links, server, log, peerCollectors, tracing, janitor, history, sampler);
+    return new Agent(config, metrics, links, server, log, peerCollectors, tracing, janitor, history, sampler, schema);
   }
 
   status(): LinkStatus[] {
@@ -160,6 +173,7 @@ export class Agent {
     clearInterval(this.sampler);
     await Promise.all(this.links.map((l) => l.stop()));
     await this.tombstones.stop();
+    await this.schema.stop();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     this.server.closeAllConnections?.();
     await this.peerCollectors.close();

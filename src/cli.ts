@@ -20,7 +20,9 @@ Usage:
   pgbidi demo   [--nodes N] [--duration SECONDS] [--write-rate N] [--conflict-rate N] [--prometheus]
   pgbidi setup  --config FILE     prepare this node (idempotent)
   pgbidi run    --config FILE     run the agent for this node until SIGTERM/SIGINT
-  pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error; mesh and sequence checks
+  pgbidi ddl    --config FILE "STATEMENT"   run a schema change on every node (writes and apply wait meanwhile)
+  pgbidi join   --config FILE --from PEER [--parallel N]   fill this new node from PEER while the group takes writes
+  pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error, schema drift; mesh and sequence checks
   pgbidi status --config FILE --watch [--count N]   the same, refreshed every second until Ctrl-C
   pgbidi resolve --config FILE --peer NAME (--retry | --skip)   release a link halted by the error policy
   pgbidi dead-letters --config FILE [--json] [--retry ID]        list changes kept aside, or apply one again
@@ -46,6 +48,7 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
   let args: ReturnType<typeof parse>;
   try {
     args = parse(rest);
+    if (args.positionals.length > (command === 'ddl' ? 1 : 0)) throw new Error(`unexpected argument '${args.positionals.at(-1) ?? ''}'`);
   } catch (err) {
     io.err(`pgbidi: ${(err as Error).message}\n\n${USAGE}\n`);
     return 2;
@@ -56,6 +59,14 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
         return await setup(loadConfig(args.values.config), io);
       case 'run':
         return await run(loadConfig(args.values.config));
+      case 'ddl': {
+        const { ddlCommand } = await import('./node/ddl-command.js');
+        return await ddlCommand(loadConfig(args.values.config), { statement: args.positionals[0], lockTimeoutMs: 30_000 }, io);
+      }
+      case 'join': {
+        const { joinCommand } = await import('./node/join-command.js');
+        return await joinCommand(loadConfig(args.values.config), args.values, io);
+      }
       case 'status':
         return await status(loadConfig(args.values.config), args.values, io, terminal);
       case 'resolve':
@@ -107,8 +118,11 @@ function parse(rest: readonly string[]) {
       skip: { type: 'boolean' },
       node: { type: 'string' },
       force: { type: 'boolean' },
+      from: { type: 'string' },
+      parallel: { type: 'string' },
     },
-    allowPositionals: false,
+    // Only ddl takes one (its statement); main refuses them for the other commands.
+    allowPositionals: true,
     strict: true,
   });
 }
@@ -156,18 +170,20 @@ async function status(config: Config, values: Values, io: Io, terminal: Terminal
   const url = `http://${config.http.listen}/status`;
   if (values.watch || values.count !== undefined) return statusWatch(url, values, io, terminal);
   const json = values.json ?? false;
-  let body: { node: string; links: LinkStatus[] };
+  let body: { node: string; links: LinkStatus[]; schemaDifferences?: { description: string }[] };
   const { formatGroupChecks, groupChecks } = await import('./group-checks.js');
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
-    body = (await res.json()) as { node: string; links: LinkStatus[] };
+    body = (await res.json()) as typeof body;
   } catch (err) {
     io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);
     if (!json) io.out(formatGroupChecks(await groupChecks(config)));
     return 1;
   }
   const checks = await groupChecks(config);
-  io.out(json ? `${JSON.stringify({ ...body, ...checks }, null, 2)}\n` : formatStatusTable(body.node, body.links) + formatGroupChecks(checks));
+  io.out(json ? `${JSON.stringify({ ...body, ...checks }, null, 2)}\n` : formatStatusTable(body.node, body.links));
+  if (!json) for (const d of body.schemaDifferences ?? []) io.out(`schema: ${d.description}\n`);
+  if (!json) io.out(formatGroupChecks(checks));
   return 0;
 }
 

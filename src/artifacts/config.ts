@@ -60,6 +60,7 @@ export interface AlertThresholds {
   readonly reconnectFlapping: { readonly window: Duration; readonly recentWindow: Duration; readonly count: number; readonly for: Duration };
   /** Last-update-wins resolution compares commit timestamps of different nodes. */
   readonly clockSkew: { readonly seconds: number; readonly for: Duration };
+  readonly schemaDiffers: { readonly for: Duration };
 }
 
 export interface ArtifactConfig {
@@ -135,6 +136,7 @@ export const defaultConfig: ArtifactConfig = deepFreeze({
     applyErrors: { window: '5m', for: '10m' },
     reconnectFlapping: { window: '30m', recentWindow: '5m', count: 5, for: '10m' },
     clockSkew: { seconds: 1, for: '15m' },
+    schemaDiffers: { for: '5m' },
   },
   dashboards: {
     uidPrefix: 'pgbidi',

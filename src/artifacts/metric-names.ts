@@ -248,6 +248,15 @@ export const METRICS = [
     source: 'pgbidi',
     help: 'Dead letters waiting for an operator on this node.',
   },
+  // Schema
+  {
+    name: 'pgbidi_schema_differences',
+    type: 'gauge',
+    labels: ['peer'],
+    status: 'exported',
+    source: 'pgbidi',
+    help: "Differences between this node's and the peer's definitions of the replicated tables (columns, types, nullability, keys).",
+  },
   // Clocks and tombstones
   {
     name: 'pgbidi_clock_skew_seconds',

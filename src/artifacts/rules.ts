@@ -404,6 +404,20 @@ export function alertSpecs(options: RulesOptions = {}): AlertSpec[] {
     },
     [],
   );
+  alert(
+    'PgbidiSchemaDiffers',
+    'warning',
+    `max ${by(link)} (${s.m('pgbidi_schema_differences')}) > 0`,
+    a.schemaDiffers.for,
+    {
+      summary: 'The replicated tables of {{ $labels.instance }} and {{ $labels.peer }} are defined differently.',
+      description: (f) =>
+        `{{ $value }} differences between the replicated tables of {{ $labels.instance }} and {{ $labels.peer }}${f} ` +
+        '(a column on one node only, another type, nullability or primary key). A change that carries a column the other node lacks ' +
+        "stops that link until the schemas match; the agent's /status names each table and column.",
+    },
+    ['agent-down'],
+  );
 
   return specs;
 }

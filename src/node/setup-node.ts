@@ -9,6 +9,14 @@ import type { SelectedTable } from './table-selection.js';
 import { globToRegExp } from '../util/glob.js';
 import { configureSynchronousLinks, SynchronousLinkError, WITHOUT_SYNC_WAIT } from './synchronous-links.js';
 import type { SynchronousLinkReport } from './synchronous-links.js';
+import { compareWithPeers, describeDifference } from './schema-compare.js';
+
+async function connectPeer(dsn: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+  c.on('error', () => undefined);
+  await c.connect();
+  return c;
+}
 
 export class SetupError extends Error {
   readonly code = 'PGBIDI_SETUP_FAILED';
@@ -102,6 +110,14 @@ export async function setupNode(config: Config): Promise<SetupReport> {
         `policies ${[...new Set(risky)].join(', ')} converge only when no two nodes write the same row at the same time; ` +
           'last_update_wins (or delta for counters) converges always',
       );
+    }
+    for (const r of await compareWithPeers(
+      client,
+      config.peers,
+      tables.map((t) => `${t.schema}.${t.name}`),
+      connectPeer,
+    )) {
+      for (const d of r.differences ?? []) notes.push(`schema differs from ${r.peer}: ${describeDifference(d, config.node.name, r.peer)}`);
     }
     const policyJson = canonicalPolicy(config);
     problems.push(...(await peerPolicyMismatches(config, policyJson)));

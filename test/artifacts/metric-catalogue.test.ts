@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { METRICS } from '../../src/artifacts/metric-names.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { PeerCollectors } from '../../src/observability/peer-collectors.js';
+import { SchemaWatch } from '../../src/node/schema-watch.js';
+import { createLogger } from '../../src/observability/logger.js';
 
 interface Family {
   readonly type: string;
@@ -13,6 +15,16 @@ async function exported(): Promise<Map<string, Family>> {
   const m = new Metrics({ node: 'a', version: '0.0.0-test', peers: ['b'] });
   // The slot and byte-lag gauges the agent reads from its peers at scrape time (no peer: nothing is read).
   const peers = new PeerCollectors({ node: 'a', peers: [], registries: [m.registry] });
+  // The schema comparison's gauge (not started: nothing is read).
+  new SchemaWatch({
+    node: 'a',
+    dsn: 'postgres://unused',
+    peers: [{ name: 'b', dsn: 'postgres://unused' }],
+    tables: ['*'],
+    excludeTables: [],
+    registries: [m.registry],
+    log: createLogger('silent'),
+  });
   const out = new Map<string, Family>();
   for (const f of await m.registry.getMetricsAsJSON()) {
     // The declared label names (a histogram with no observation yet has no values to read them from).

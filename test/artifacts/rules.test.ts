@@ -144,6 +144,7 @@ describe('Prometheus rules', () => {
       'PgbidiApplyErrors',
       'PgbidiReconnectFlapping',
       'PgbidiClockSkew',
+      'PgbidiSchemaDiffers',
     ]);
     const severities = (name: string): string[] =>
       alertSpecs()

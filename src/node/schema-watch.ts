@@ -1,0 +1,104 @@
+import pg from 'pg';
+import { Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../observability/logger.js';
+import { compareTableDefs, describeDifference, readTableDefs } from './schema-compare.js';
+import type { SchemaDifference } from './schema-compare.js';
+import { resolveTables } from './table-selection.js';
+
+/**
+ * The agent's periodic comparison of the replicated tables' definitions with every peer's
+ * (schema-compare.ts): pgbidi_schema_differences{peer} counts them, /status lists each with its table
+ * and column, and the PgbidiSchemaDiffers alert fires while any stays. A peer that cannot be read
+ * keeps its last result.
+ */
+export interface SchemaDrift extends SchemaDifference {
+  readonly peer: string;
+  readonly description: string;
+}
+
+export interface SchemaWatchOptions {
+  readonly node: string;
+  readonly dsn: string;
+  readonly peers: readonly { name: string; dsn: string }[];
+  readonly tables: readonly string[];
+  readonly excludeTables: readonly string[];
+  readonly registries: readonly Registry[];
+  readonly log: Logger;
+}
+
+export const SCHEMA_CHECK_INTERVAL_MS = 30_000;
+
+export class SchemaWatch {
+  private readonly byPeer = new Map<string, SchemaDrift[]>();
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+
+  constructor(private readonly options: SchemaWatchOptions) {
+    const byPeer = this.byPeer;
+    const peers = options.peers.map((p) => p.name);
+    for (const registry of options.registries) {
+      new Gauge({
+        name: 'pgbidi_schema_differences',
+        help: "Differences between this node's and the peer's definitions of the replicated tables (columns, types, nullability, keys)",
+        labelNames: ['peer'],
+        registers: [registry],
+        collect() {
+          for (const p of peers) this.set({ peer: p }, byPeer.get(p)?.length ?? 0);
+        },
+      });
+    }
+  }
+
+  start(intervalMs = SCHEMA_CHECK_INTERVAL_MS): void {
+    const tick = (): void => {
+      this.running ??= this.check().finally(() => {
+        this.running = null;
+      });
+    };
+    tick();
+    this.timer = setInterval(tick, intervalMs).unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  current(): SchemaDrift[] {
+    return [...this.byPeer.values()].flat();
+  }
+
+  /** One comparison with every peer; exported for tests. */
+  async check(): Promise<void> {
+    const { node, dsn, peers, log } = this.options;
+    const local = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
+    local.on('error', () => undefined);
+    try {
+      await local.connect();
+      const tables = (await resolveTables(local, this.options.tables, this.options.excludeTables)).map((t) => `${t.schema}.${t.name}`);
+      const here = await readTableDefs(local, tables);
+      for (const peer of peers) {
+        const remote = new pg.Client({ connectionString: peer.dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
+        remote.on('error', () => undefined);
+        try {
+          await remote.connect();
+          const there = await readTableDefs(remote, tables);
+          this.byPeer.set(
+            peer.name,
+            compareTableDefs(tables, here, there).map((d) => ({ ...d, peer: peer.name, description: describeDifference(d, node, peer.name) })),
+          );
+        } catch (err) {
+          log.debug({ peer: peer.name, err: { message: (err as Error).message } }, 'schema comparison: peer not readable');
+        } finally {
+          await remote.end().catch(() => undefined);
+        }
+      }
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'schema comparison failed');
+    } finally {
+      await local.end().catch(() => undefined);
+    }
+  }
+}
