@@ -140,7 +140,7 @@ export class Link {
       operator: this.operator,
       stopping: () => this.stopping,
       drained: () => this.backpressure(),
-      advanced: () => this.backoff.reset(),
+      advanced: (endLsn) => this.backoff.progress(endLsn),
     });
     this.assembler = new TransactionAssembler(this.sink(), deps.metrics, {
       batchSize: deps.config.replication.apply_batch_size,
@@ -318,6 +318,7 @@ export class Link {
 
     this.replication = new ReplicationConnection({
       dsn: peer.dsn,
+      peer: peer.name,
       applicationName: applicationName(peer.name, config.node.name),
       slot: this.slot,
       publication: config.replication.publication,
