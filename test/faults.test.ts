@@ -15,7 +15,15 @@ const seed = Number(process.env['FAULTS_SEED'] ?? 12);
 describe('fault suite, short profile, PostgreSQL 18', () => {
   it('ends every scenario with identical nodes, nothing lost or applied twice, each fault reported', async () => {
     const lines: string[] = [];
-    const result = await runFaultSuite({ binDir: embeddedBinDir(), seed, profile: PROFILES.short, onLine: (l) => lines.push(l) });
+    const result = await runFaultSuite({
+      binDir: embeddedBinDir(),
+      seed,
+      profile: PROFILES.short,
+      onLine: (l) => {
+        lines.push(l);
+        process.stderr.write(`${l}\n`); // progress in the CI log
+      },
+    });
     const report = [...lines, formatTotals(result)].join('\n');
     expect(
       result.scenarios.map((s) => s.name),

@@ -254,27 +254,36 @@ const diskFull: Scenario = {
     const node = pick(cluster.nodes);
     const peer = pick(others(cluster, node));
     const failures: string[] = [];
-    // The node's replicated tables move to a tablespace on a small tmpfs: the data files fill up
-    // (SQLSTATE 53100 when a table must grow) while pg_wal, elsewhere, keeps the server up.
+    // The node's items and ledger move to a tablespace on a small tmpfs: the data files fill up
+    // (SQLSTATE 53100 when a table must grow, as soon as the peers' ledger rows need a new page)
+    // while pg_wal, elsewhere, keeps the server up.
+    const tables = ['items', 'ledger'];
+    const [{ bytes } = { bytes: '0' }] = await cluster.local.query<{ bytes: string }>(
+      node,
+      `SELECT sum(pg_total_relation_size(t::regclass))::text AS bytes FROM unnest($1::text[]) AS t`,
+      [tables],
+    );
+    const sizeMb = Math.ceil((Number(bytes) * 2) / 2 ** 20) + 16;
     // Outside the suite's own directory (mode 0700, root's): the server's OS user must reach it.
     const mount = mkdtempSync(join(tmpdir(), 'pgbidi-faults-disk-'));
     chmodSync(mount, 0o755);
     const location = join(mount, 'ts');
-    await run('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0755', 'tmpfs', mount]);
-    const tables = ['items', 'ledger', 'bulk'];
-    let moved = false;
+    await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMb}m,mode=0755`, 'tmpfs', mount]);
+    const moved: string[] = [];
+    let tablespace = false;
     try {
       mkdirSync(location);
       const user = await ensureServerUser();
       if (user) await chown(location, user.uid, user.gid);
       await cluster.local.query(node, `CREATE TABLESPACE faults_small LOCATION '${location}'`);
-      for (const t of tables) await cluster.local.query(node, `ALTER TABLE ${t} SET TABLESPACE faults_small`);
-      moved = true;
+      tablespace = true;
+      for (const t of tables) {
+        await cluster.local.query(node, `ALTER TABLE ${t} SET TABLESPACE faults_small`);
+        moved.push(t);
+      }
       startWorkload();
       await sleep(1000);
       const ballast = await fill(mount);
-      // A large transaction from a peer needs new pages on the full node.
-      await largeTransaction(cluster.dsn(peer), peer, 3, Math.min(20_000, profile.bulkRows));
       const stopped = await waitFor(async () => {
         const l = await cluster.agent(node).link(peer);
         return l?.lastError?.code === '53100' ? l : undefined;
@@ -291,26 +300,33 @@ const diskFull: Scenario = {
       if (r1 - r0 > 5) failures.push(`the link ${peer}->${node} reconnected ${r1 - r0} times in 10 s while the disk was full`);
       const kind = sampleValue(await cluster.agent(node).metrics(), 'pgbidi_apply_errors_total', { peer, kind: 'resources' }) ?? 0;
       if (!(kind > 0)) failures.push(`pgbidi_apply_errors_total{peer="${peer}",kind="resources"} is ${kind} on ${node}`);
+      const before = (await cluster.agent(node).link(peer))?.transactionsApplied ?? 0;
       rmSync(ballast);
+      // Resumed: applying again (lastError keeps the last failure, it is not cleared on success).
       const resumed = await waitFor(async () => {
         const l = await cluster.agent(node).link(peer);
-        return l?.state === 'streaming' && l.queuedChanges === 0 ? l : undefined;
+        return l && l.state !== 'backoff' && l.state !== 'connecting' && l.transactionsApplied > before ? l : undefined;
       }, 120_000);
       if (!resumed) failures.push(`the link ${peer}->${node} did not resume once space was freed`);
       await sleep(profile.loadMs);
       const msg = stopped?.lastError?.message ?? '';
       return {
-        action: `${node}'s table space filled while applying from ${peer} (status: 53100 ${msg.slice(0, 80)}; ${r1 - r0} reconnects in 10 s), then freed`,
+        action: `${node}'s tables on a full ${sizeMb} MB tmpfs while applying from ${peer} (status: 53100 ${msg.slice(0, 60)}; ${r1 - r0} reconnects in 10 s), then freed`,
         failures,
       };
     } finally {
-      if (moved) {
-        await ctx.stopWorkload();
-        for (const t of tables) await cluster.local.query(node, `ALTER TABLE ${t} SET TABLESPACE pg_default`).catch(() => undefined);
+      await ctx.stopWorkload();
+      rmSync(join(mount, 'ballast'), { force: true });
+      let back = true;
+      for (const t of moved) {
+        await cluster.local.query(node, `ALTER TABLE ${t} SET TABLESPACE pg_default`).catch(() => (back = false));
       }
-      await cluster.local.query(node, `DROP TABLESPACE IF EXISTS faults_small`).catch(() => undefined);
-      await run('umount', [mount]).catch(() => undefined);
-      rmSync(mount, { recursive: true, force: true });
+      if (tablespace) await cluster.local.query(node, `DROP TABLESPACE faults_small`).catch(() => (back = false));
+      // Never unmount under a table still there: its data would be gone. Left mounted, it says so.
+      if (back) {
+        await run('umount', [mount]);
+        rmSync(mount, { recursive: true, force: true });
+      } else process.stderr.write(`faults: ${mount} left mounted: the tables of ${node} could not be moved back\n`);
     }
   },
 };
