@@ -33,7 +33,11 @@ export interface NodeFingerprint {
   readonly bulk: string;
   /** Ledger or bulk rows present more than once on this node. */
   readonly duplicates: number;
+  /** Ledger and bulk rows on this node (grows while the node catches up). */
+  readonly rows: number;
 }
+
+const MAX_CATCH_UP_MS = 30 * 60_000;
 
 export class FaultCluster {
   readonly agents = new Map<string, FaultAgent>();
@@ -139,6 +143,7 @@ export class FaultCluster {
       ledger: Object.fromEntries(ledger.map((r) => [r.node, `${r.rows}/${r.seqs}:${r.md5}`])),
       bulk: `${bulk.reduce((s, b) => s + b.rows, 0)}:${bulk.map((b) => `${b.node}.${b.batch}=${b.rows}/${b.seqs}/${b.sums}`).join(',')}`,
       duplicates: ledger.reduce((s, r) => s + r.rows - r.seqs, 0) + bulk.reduce((s, b) => s + b.rows - b.seqs, 0),
+      rows: ledger.reduce((s, r) => s + r.rows, 0) + bulk.reduce((s, b) => s + b.rows, 0),
     };
   }
 
@@ -146,15 +151,26 @@ export class FaultCluster {
    * Waits until every node holds the same items, the same ledger rows of every writer and the same
    * bulk rows, with no row twice; then looks again a little later (a change applied twice would come
    * after the first match). The ledger rows a node wrote itself are the truth for that writer, so
-   * "the same everywhere" also means "nothing lost". Returns null when converged, else what differs.
+   * "the same everywhere" also means "nothing lost". Returns null when converged, else what differs
+   * once the nodes have stopped changing for `timeoutMs`.
    */
   async waitConverged(timeoutMs: number): Promise<string | null> {
-    const deadline = Date.now() + timeoutMs;
+    // The deadline moves while the nodes catch up (rows still arriving): on a loaded machine a
+    // backlog can take longer than any fixed bound, and only nodes that stopped changing and still
+    // differ have diverged. MAX_CATCH_UP_MS bounds the whole wait.
+    const hardDeadline = Date.now() + MAX_CATCH_UP_MS;
+    let deadline = Date.now() + timeoutMs;
+    let rowsSeen = -1;
     let last: string;
     for (;;) {
       const prints = new Map<string, NodeFingerprint>();
       try {
         for (const n of this.nodes) prints.set(n, await this.fingerprint(n));
+        const rows = [...prints.values()].reduce((s, p) => s + p.rows, 0);
+        if (rows > rowsSeen) {
+          if (rowsSeen >= 0) deadline = Math.min(hardDeadline, Math.max(deadline, Date.now() + timeoutMs));
+          rowsSeen = rows;
+        }
         const texts = new Set([...prints.values()].map((p) => JSON.stringify(p)));
         const dup = [...prints.entries()].filter(([, p]) => p.duplicates > 0);
         if (dup.length) return `rows applied twice on ${dup.map(([n, p]) => `${n} (${p.duplicates})`).join(', ')}`;

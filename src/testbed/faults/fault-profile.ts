@@ -11,7 +11,7 @@ export interface FaultProfile {
   readonly loadMs: number;
   /** Rows of the large transactions that streams while its peer, or the local node, goes away. */
   readonly bulkRows: number;
-  /** How long the nodes may take to converge after a scenario. */
+  /** How long the nodes may stay unchanged and still differ before the scenario counts as diverged. */
   readonly convergeTimeoutMs: number;
   /** Keys of the shared key space (fewer keys: more conflicts). */
   readonly keys: number;
@@ -27,9 +27,9 @@ export const PROFILES: Readonly<Record<FaultProfile['name'], FaultProfile>> = {
     partitionMs: 30_000,
     loadMs: 5000,
     bulkRows: 200_000,
-    convergeTimeoutMs: 300_000,
+    convergeTimeoutMs: 120_000,
     keys: 50,
-    pauseMs: 10,
+    pauseMs: 40,
   },
   short: {
     name: 'short',
@@ -38,7 +38,7 @@ export const PROFILES: Readonly<Record<FaultProfile['name'], FaultProfile>> = {
     partitionMs: 8000,
     loadMs: 1500,
     bulkRows: 40_000,
-    convergeTimeoutMs: 120_000,
+    convergeTimeoutMs: 90_000,
     keys: 30,
     pauseMs: 20,
   },

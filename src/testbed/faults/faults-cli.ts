@@ -52,6 +52,10 @@ async function main(): Promise<number> {
   return result.ok ? 0 : 1;
 }
 
+// Ctrl-C or a TERM: exit through process.exit, whose 'exit' hooks SIGKILL the servers and agents
+// this run started (a signal's default action would leave them running).
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
 main().then(
   (code) => {
     process.exitCode = code;
