@@ -17,6 +17,9 @@ export function errorKind(err: unknown): ApplyErrorKind {
   if (code === '57014' || code === '55P03') return 'timeout';
   if (code === '40001' || code === '40P01') return 'serialization';
   if (code.startsWith('42')) return 'schema';
+  // Class 53, insufficient resources: disk full (53100), out of memory, too many connections. The
+  // node must get room before apply can go on; the link retries with backoff meanwhile.
+  if (code.startsWith('53')) return 'resources';
   return 'other';
 }
 

@@ -578,6 +578,11 @@ export class TransactionApplier {
     };
     switch (run.kind) {
       case 'insert': {
+        // A table without a key has nothing to conflict on: its statement returns one row, the count.
+        if (run.mapping.key.length === 0) {
+          out.applied.insert += Number(rows[0]?.n ?? 0);
+          return;
+        }
         let notWritten = 0;
         for (const r of rows) {
           row = r;
@@ -591,7 +596,7 @@ export class TransactionApplier {
           if (r.present) conflict(ord, 'insert_exists', loses);
           else conflict(ord, 'update_deleted', skipped);
         }
-        out.applied.insert += run.mapping.key.length ? run.rows.length - notWritten : Number(rows[0]?.n ?? 0);
+        out.applied.insert += run.rows.length - notWritten;
         return;
       }
       case 'update': {

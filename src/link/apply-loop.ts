@@ -89,8 +89,8 @@ export interface ApplyLoopDeps {
   readonly stopping: () => boolean;
   /** Items left the queue: reading may resume. */
   readonly drained: () => void;
-  /** A transaction committed: the link is healthy. */
-  readonly advanced: () => void;
+  /** A transaction ending at this position is done (committed, or had nothing to commit). */
+  readonly advanced: (endLsn: Lsn) => void;
 }
 
 /** The per-attempt pieces apply works with. */
@@ -547,7 +547,7 @@ export class ApplyLoop {
       );
     }
     metrics.appliedPosition(progress.applied);
-    this.deps.advanced();
+    this.deps.advanced(x.commit.endLsn);
     if (this.current?.begin === x.begin) this.current = null;
   }
 

@@ -147,8 +147,8 @@ export class Link {
       operator: this.operator,
       stopping: () => this.stopping,
       drained: () => this.backpressure(),
-      advanced: () => {
-        this.backoff.reset();
+      advanced: (endLsn) => {
+        this.backoff.progress(endLsn);
         this.feedbackSoon();
       },
     });
@@ -387,6 +387,7 @@ export class Link {
 
     this.replication = new ReplicationConnection({
       dsn: peer.dsn,
+      peer: peer.name,
       applicationName: applicationName(peer.name, config.node.name),
       slot: this.slot,
       publication: config.replication.publication,

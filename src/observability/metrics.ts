@@ -20,7 +20,7 @@ export type ChangeOp = (typeof CHANGE_OPS)[number];
 export const FILTER_REASONS = ['origin', 'operator_skip'] as const;
 export type FilterReason = (typeof FILTER_REASONS)[number];
 
-export const APPLY_ERROR_KINDS = ['connection', 'unique_violation', 'schema', 'timeout', 'serialization', 'other'] as const;
+export const APPLY_ERROR_KINDS = ['connection', 'unique_violation', 'schema', 'timeout', 'serialization', 'resources', 'other'] as const;
 export type ApplyErrorKind = (typeof APPLY_ERROR_KINDS)[number];
 
 /** The conflict types that can end in the dead letters (a unique key other than the primary key). */

@@ -197,6 +197,24 @@ export class PostgresServer {
     await launch.exited;
   }
 
+  /**
+   * Immediate shutdown (SIGQUIT, what `pg_ctl stop -m immediate` sends): backends quit at once, no
+   * checkpoint, crash recovery at the next start. SIGKILL if the server is still there after 15 s.
+   */
+  async stopImmediate(): Promise<void> {
+    const launch = this.launch;
+    if (!launch || launch.done) return;
+    signalProcess(this.lastPid, 'SIGQUIT');
+    if (!(await settlesWithin(launch.exited, STOP_GRACE_MS))) await this.kill();
+    await launch.exited;
+  }
+
+  /** Starts again after stop(), stopImmediate() or kill(), on the same port and data directory. */
+  async startAgain(): Promise<void> {
+    if (this.running) return;
+    await this.launchAndWait(this.currentPort);
+  }
+
   /** SIGKILL to the postmaster and all its children at once: a crash, for recovery tests. */
   async kill(): Promise<void> {
     const launch = this.launch;

@@ -28,6 +28,8 @@ export interface ReplicationConnectionOptions {
   readonly applicationName: string;
   readonly slot: string;
   readonly publication: string;
+  /** The peer's node name, for messages. */
+  readonly peer?: string;
   /** The walsender sends keepalives at half of wal_sender_timeout; this bounds connect time. */
   readonly connectTimeoutMs?: number;
 }
@@ -38,6 +40,25 @@ export interface StartOptions {
   readonly onMessage: (m: ReplicationMessage) => void;
   /** A decoding error in the handler: the stream cannot continue. */
   readonly onError: (err: unknown) => void;
+}
+
+/**
+ * The slot this link reads on the peer has been invalidated: the peer removed WAL the slot still
+ * needed. Changes of the peer are missing here for good; only re-synchronizing this node helps.
+ */
+export class SlotLostError extends Error {
+  readonly code = 'PGBIDI_SLOT_LOST';
+  override readonly name = 'SlotLostError';
+  constructor(
+    readonly slot: string,
+    peer = 'the peer',
+  ) {
+    super(
+      `replication slot ${slot} on ${peer} is lost (pg_replication_slots.wal_status = 'lost'): ${peer} removed WAL it still needed ` +
+        `(max_slot_wal_keep_size or idle_replication_slot_timeout), and changes made on ${peer} since are missing on this node. ` +
+        `The link cannot resume: re-synchronize this node (empty its replicated tables under a replication origin, then \`pgbidi join --config <this node's config> --from ${peer}\`; README "A lost slot")`,
+    );
+  }
 }
 
 export class ReplicationConnection {
@@ -71,11 +92,17 @@ export class ReplicationConnection {
 
   /**
    * Creates the slot if it is missing (CREATE_REPLICATION_SLOT … LOGICAL pgoutput, durable).
-   * `beforeCreate` may veto the creation by throwing (a link whose node parted: link/link.ts).
+   * `beforeCreate` may veto the creation by throwing (a link whose node parted: link/link.ts). A slot
+   * whose WAL is gone (wal_status 'lost', PG 13+: invalidated by max_slot_wal_keep_size, or on 18 by
+   * idle_replication_slot_timeout) can never stream again: SlotLostError, instead of the walsender's
+   * ERROR on START_REPLICATION, whose SQLSTATE (55000) says no more than "not in the right state".
    */
   async ensureSlot(beforeCreate?: () => Promise<void>): Promise<'created' | 'exists'> {
     const client = this.requireClient();
-    const found = await client.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quoteLiteral(this.options.slot)}`);
+    const found = await client.query<{ wal_status: string | null }>(
+      `SELECT wal_status FROM pg_replication_slots WHERE slot_name = ${quoteLiteral(this.options.slot)}`,
+    );
+    if (found.rows[0]?.wal_status === 'lost') throw new SlotLostError(this.options.slot, this.options.peer);
     if (found.rowCount) return 'exists';
     await beforeCreate?.();
     await client.query(`CREATE_REPLICATION_SLOT ${quoteIdent(this.options.slot)} LOGICAL pgoutput NOEXPORT_SNAPSHOT`);
