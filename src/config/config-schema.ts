@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { POLICIES, UNIQUE_POLICIES } from '../conflict/policy.js';
+import { POLICIES, REJECTED_ROW_POLICIES, UNIQUE_POLICIES } from '../conflict/policy.js';
 
 /**
  * The agent's configuration. Key names are part of the operator interface: keep them stable.
@@ -73,6 +73,7 @@ export const configSchema = z
       .object({
         default_policy: z.enum(POLICIES).default('last_update_wins'),
         unique_violation: z.enum(UNIQUE_POLICIES).default('dead_letter'),
+        rejected_row: z.enum(REJECTED_ROW_POLICIES).default('dead_letter'),
         tables: z
           .array(
             z
@@ -87,7 +88,7 @@ export const configSchema = z
         log_retention_days: z.number().int().positive().default(7),
       })
       .strict()
-      .default({ default_policy: 'last_update_wins', unique_violation: 'dead_letter', tables: [], log_retention_days: 7 }),
+      .default({ default_policy: 'last_update_wins', unique_violation: 'dead_letter', rejected_row: 'dead_letter', tables: [], log_retention_days: 7 }),
     http: z
       .object({
         listen: listen.default('127.0.0.1:9464'),

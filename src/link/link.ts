@@ -212,7 +212,15 @@ export class Link {
    * the data) or skip it (it is committed empty, so the skip is durable and recorded).
    */
   resolve(action: 'retry' | 'skip'): boolean {
-    return this.operator.resolve(action);
+    if (this.operator.resolve(action)) return true;
+    // A link waiting out its backoff (a schema that does not fit yet, a peer that did not answer):
+    // the operator fixed it and wants the next attempt now. Nothing to skip there.
+    if (action === 'retry' && this.state === 'backoff' && this.wakeBackoff) {
+      this.deps.log.info({}, 'operator asked for the next attempt now');
+      this.wakeBackoff();
+      return true;
+    }
+    return false;
   }
 
   /** Queues a dead letter of this link for another attempt; resolves with the outcome. */
