@@ -28,6 +28,7 @@ import { TransactionApplier } from '../apply/transaction-applier.js';
 import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
 import { applicationName, HEARTBEAT_PREFIX, originName, slotName } from '../node/names.js';
+import { connecting, nodeEndpoint, peerEndpoint, ServerSettingError } from '../node/connection-problem.js';
 import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn, parseLsn } from '../protocol/lsn.js';
@@ -299,7 +300,25 @@ export class Link {
 
     this.control = new pg.Client({ connectionString: config.node.dsn, application_name: `pgbidi_${config.node.name}_control` });
     this.control.on('error', onConnError);
-    await this.control.connect();
+    const local = nodeEndpoint(config.node.dsn);
+    const control = this.control;
+    await connecting(local, () => control.connect());
+    // Checked by setup, but a restart with another postgresql.conf would make every conflict check
+    // fail ("could not get commit timestamp data"): say so before applying anything.
+    const tct = await control.query<{ t: string; origin: boolean }>(
+      `SELECT current_setting('track_commit_timestamp') AS t, EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) AS origin`,
+      [this.origin],
+    );
+    if (tct.rows[0]?.origin !== true) {
+      throw new ServerSettingError(
+        `this node is not set up for peer ${peer.name} (no replication origin ${this.origin}): run pgbidi setup --config FILE for it; the link retries with backoff`,
+      );
+    }
+    if (tct.rows[0]?.t !== 'on') {
+      throw new ServerSettingError(
+        `track_commit_timestamp is '${tct.rows[0]?.t ?? '?'}' on this node: set track_commit_timestamp = on in its postgresql.conf and restart PostgreSQL (conflict resolution reads commit times); the link retries with backoff`,
+      );
+    }
 
     const session = new ApplySession({
       dsn: config.node.dsn,
@@ -308,7 +327,7 @@ export class Link {
       statementTimeoutMs: config.replication.statement_timeout_ms,
     });
     this.session = session;
-    const startLsn = await session.connect(onConnError);
+    const startLsn = await connecting(local, () => session.connect(onConnError));
     const relations = new RelationCache(() => session.pg);
     this.relations = relations;
     const locks = config.peers.length > 1;
@@ -330,8 +349,15 @@ export class Link {
       slot: this.slot,
       publication: config.replication.publication,
     });
-    await this.replication.connect(onConnError);
+    const replication = this.replication;
+    const peerIndex = config.peers.findIndex((p) => p.name === peer.name);
+    await connecting(peerEndpoint(peer.name, peerIndex, peer.dsn), () => replication.connect(onConnError));
     this.peerVersion = this.replication.serverVersionNum;
+    if (replication.walLevel !== 'logical') {
+      throw new ServerSettingError(
+        `wal_level is '${replication.walLevel}' on peer ${peer.name}: set wal_level = logical in its postgresql.conf and restart it (logical decoding needs it); the link retries with backoff`,
+      );
+    }
     const slot = await this.replication.ensureSlot();
     if (slot === 'created') log.warn({ slot: this.slot }, 'created the missing slot on the peer: changes before now are not replicated');
 

@@ -6,6 +6,8 @@ import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { resolveTables } from './table-selection.js';
 import type { SelectedTable } from './table-selection.js';
 import { globToRegExp } from '../util/glob.js';
+import { sqlState } from '../apply/error-kind.js';
+import { connecting, explainConnectionError, nodeEndpoint } from './connection-problem.js';
 
 export class SetupError extends Error {
   readonly code = 'PGBIDI_SETUP_FAILED';
@@ -33,7 +35,12 @@ const MIN_VERSION_NUM = 150000;
  */
 export async function setupNode(config: Config): Promise<SetupReport> {
   const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
-  await client.connect();
+  const node = nodeEndpoint(config.node.dsn);
+  try {
+    await connecting(node, () => client.connect());
+  } catch (err) {
+    throw new SetupError([(err as Error).message]);
+  }
   try {
     const settings = await readSettings(client);
     const needed = config.peers.length;
@@ -150,6 +157,9 @@ export async function setupNode(config: Config): Promise<SetupReport> {
     };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
+    // A role that may not create the schema, the publication or the slots: the operator's problem
+    // to fix, named with the grant it needs (SQLSTATE 42501 insufficient_privilege).
+    if (sqlState(err) === '42501') throw new SetupError([explainConnectionError(err, node).message]);
     throw err;
   } finally {
     await client.end();
