@@ -113,7 +113,7 @@ describe.each(availableServerVersions())('bad environments on $label', ({ binDir
     }
   }
 
-  it('a running agent keeps its links in backoff and says what is wrong: peer down, wrong password, node not set up, wal_level, track_commit_timestamp', async () => {
+  it('a running agent keeps its links in backoff and says what is wrong: peer down, wrong password, missing privilege, node not set up, wal_level, track_commit_timestamp', async () => {
     const c = cluster.get();
     const server = odd as PostgresServer;
     await c.setupAll();
@@ -129,6 +129,11 @@ describe.each(availableServerVersions())('bad environments on $label', ({ binDir
       {
         raw: { ...base, peers: [{ name: 'b', dsn: withUser(c.dsn('b'), 'pw_user', 'wrong-password') }] },
         says: ['password authentication failed on peer b', 'PGBIDI_PEER_B_PASSWORD'],
+      },
+      {
+        // The agent's role on its own node lacks what the README's GRANTs give (origins, tables).
+        raw: { ...base, node: { name: 'a', dsn: withUser(c.dsn('a'), 'weak', PASSWORD) } },
+        says: ['user weak lacks a privilege on this node (node.dsn', 'Least privilege'],
       },
       {
         // Node a has no origin for a peer named c: it was never set up for it.

@@ -28,7 +28,7 @@ import { TransactionApplier } from '../apply/transaction-applier.js';
 import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
 import { applicationName, HEARTBEAT_PREFIX, originName, slotName } from '../node/names.js';
-import { connecting, nodeEndpoint, peerEndpoint, ServerSettingError } from '../node/connection-problem.js';
+import { connecting, ConnectionProblemError, explainConnectionError, nodeEndpoint, peerEndpoint, ServerSettingError } from '../node/connection-problem.js';
 import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn, parseLsn } from '../protocol/lsn.js';
@@ -268,7 +268,12 @@ export class Link {
     }
   }
 
-  private recordError(err: unknown): void {
+  private recordError(failure: unknown): void {
+    // A missing privilege met while applying (the connections explain their own): name the role and the fix.
+    const err =
+      sqlState(failure) === '42501' && !(failure instanceof ConnectionProblemError)
+        ? explainConnectionError(failure, nodeEndpoint(this.deps.config.node.dsn))
+        : failure;
     const message = redactSecrets(err instanceof Error ? err.message : String(err));
     const code = sqlState(err) ?? ((err as { code?: unknown } | null)?.code as string | undefined) ?? null;
     this.lastError = { message, code: typeof code === 'string' ? code : null, at: new Date(this.clock()).toISOString() };
