@@ -211,3 +211,43 @@ describe.each(availableServerVersions())('schemas that differ, on $label', ({ bi
     await converged(c);
   });
 });
+
+describe.each(availableServerVersions())('conflicts.rejected_row: error, on $label', ({ binDir }) => {
+  const cluster = useCluster(() => ({
+    binDir,
+    nodes: ['a', 'b'],
+    schema: SCHEMA,
+    conflicts: { rejected_row: 'error' },
+    replication: { reconnect: { initial_delay_ms: 200, max_delay_ms: 2000 } },
+  }));
+
+  it('pauses the link on a refused row instead of setting it aside, and applies it once the schema accepts it', async () => {
+    const c = cluster.get();
+    await c.setupAll();
+    await c.startAgent('a');
+    await c.startAgent('b');
+    await c.query('b', `ALTER TABLE checked ADD CONSTRAINT qty_small CHECK (qty < 100)`);
+    await c.query('a', `INSERT INTO checked VALUES (1, 5), (2, 500)`);
+    const after = Math.floor(Math.random() * 1e9);
+    await c.query('a', 'INSERT INTO marker VALUES ($1)', [after]);
+    await eventually('the link pauses on the refused row', () => linkFrom(c, 'b', 'a').lastError?.code === 'PGBIDI_ROW_REJECTED', 60_000);
+    const message = linkFrom(c, 'b', 'a').lastError?.message ?? '';
+    expect(message).toContain('public.checked.qty');
+    expect(message).toContain('{"id":"2"}');
+    expect(message).toContain('qty_small');
+    // Neither the refused row nor its transaction nor anything after it is applied.
+    expect(await c.query('b', 'SELECT id FROM checked')).toEqual([]);
+    expect(await c.query('b', 'SELECT 1 FROM marker WHERE id = $1', [after])).toEqual([]);
+
+    await c.query('b', `ALTER TABLE checked DROP CONSTRAINT qty_small`);
+    await eventually(
+      'marker behind the refused row arrives',
+      async () => (await c.query('b', 'SELECT 1 FROM marker WHERE id = $1', [after])).length === 1,
+      60_000,
+    );
+    expect(await c.query('b', `SELECT count(*)::int AS n FROM pgbidi.dead_letters`)).toEqual([{ n: 0 }]);
+    const hashes = await c.waitConverged('public', 'checked', 60_000);
+    expect(hashes.get('b')).toEqual(hashes.get('a'));
+    expect(hashes.get('b')?.rows).toBe(2);
+  });
+});
