@@ -25,7 +25,7 @@ Usage:
   pgbidi status --config FILE [--json]   per-link state, LSNs, lag, last error, schema drift; mesh and sequence checks
   pgbidi status --config FILE --watch [--count N]   the same, refreshed every second until Ctrl-C
   pgbidi resolve --config FILE --peer NAME (--retry | --skip)   release a link halted by the error policy
-  pgbidi dead-letters --config FILE [--json] [--retry ID]        list changes kept aside, or apply one again
+  pgbidi dead-letters --config FILE [--json] [--retry ID|all]    list changes kept aside, or apply them again
   pgbidi part   --config FILE [--node NAME] [--force]   this node leaves the group, or NAME (gone for good) is removed
   pgbidi --help | --version
 
@@ -254,32 +254,54 @@ interface DeadLetterRow {
   readonly table: string;
   readonly op: string;
   readonly constraint_name: string | null;
+  readonly column_name: string | null;
+  readonly key: Record<string, string | null> | null;
   readonly remote_commit_ts: Date;
   readonly remote_commit_lsn: string;
   readonly attempts: number;
   readonly reason: string;
 }
 
+async function pendingDeadLetterIds(config: Config): Promise<string[]> {
+  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
+  await client.connect();
+  try {
+    const r = await client.query<{ id: string }>(`SELECT id::text AS id FROM pgbidi.dead_letters WHERE status = 'pending' ORDER BY id`);
+    return r.rows.map((x) => x.id);
+  } finally {
+    await client.end();
+  }
+}
+
 async function deadLetters(config: Config, values: Values, io: Io): Promise<number> {
   if (values.retry !== undefined) {
-    const r = await agentPost(config, `/dead-letters/${encodeURIComponent(values.retry)}/retry`, {}, io);
-    if (!r) return 1;
-    io.out(`${JSON.stringify(r.body)}\n`);
-    return r.status === 200 && r.body.outcome === 'applied' ? 0 : 1;
+    // `--retry all`: every pending dead letter, oldest first (after a schema fix that accepts them all).
+    const ids = values.retry === 'all' ? await pendingDeadLetterIds(config) : [values.retry];
+    if (ids.length === 0) io.out('no pending dead letters\n');
+    let ok = true;
+    for (const id of ids) {
+      const r = await agentPost(config, `/dead-letters/${encodeURIComponent(id)}/retry`, {}, io);
+      if (!r) return 1;
+      io.out(`${JSON.stringify(r.body)}\n`);
+      ok &&= r.status === 200 && r.body.outcome === 'applied';
+    }
+    return ok ? 0 : 1;
   }
   const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
   await client.connect();
   try {
     const r = await client.query<DeadLetterRow>(
       `SELECT id, logged_at, peer, conflict_type, table_schema || '.' || table_name AS "table", op, constraint_name,
-              remote_commit_ts, remote_commit_lsn::text, attempts, reason
+              column_name, key, remote_commit_ts, remote_commit_lsn::text, attempts, reason
          FROM pgbidi.dead_letters WHERE status = 'pending' ORDER BY id`,
     );
     if (values.json) io.out(`${JSON.stringify(r.rows, null, 2)}\n`);
     else if (r.rows.length === 0) io.out('no pending dead letters\n');
     else
       for (const d of r.rows)
-        io.out(`#${d.id}  ${d.peer}  ${d.conflict_type}  ${d.table}  ${d.op}  ${d.constraint_name ?? ''}  attempts=${d.attempts}  ${d.reason}\n`);
+        io.out(
+          `#${d.id}  ${d.peer}  ${d.conflict_type}  ${d.table}${d.column_name ? `.${d.column_name}` : ''}  ${d.op}  ${d.key ? JSON.stringify(d.key) : ''}  ${d.constraint_name ?? ''}  attempts=${d.attempts}  ${d.reason}\n`,
+        );
     return 0;
   } finally {
     await client.end();

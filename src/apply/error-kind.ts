@@ -9,7 +9,7 @@ export function errorKind(err: unknown): ApplyErrorKind {
   if (code === undefined) {
     const errno = (err as { code?: unknown } | null)?.code;
     if (typeof errno === 'string' && /^E[A-Z]+$/.test(errno)) return 'connection';
-    if (err instanceof Error && (err as { code?: unknown }).code === 'PGBIDI_SCHEMA_MISMATCH') return 'schema';
+    if (errno === 'PGBIDI_SCHEMA_MISMATCH' || errno === 'PGBIDI_ROW_REJECTED') return 'schema';
     return 'other';
   }
   if (code === '23505') return 'unique_violation';

@@ -3,8 +3,17 @@ import type { ClientBase } from 'pg';
 /** What apply needs to know about a local table, read from the catalog of the node it writes to. */
 export interface LocalColumn {
   readonly name: string;
-  /** format_type() of the column: the cast target for the text values pgoutput sends. */
+  /**
+   * The cast target for the text values pgoutput sends: format_type() of the column, without the
+   * length of a varchar, char, bit or varbit (and their arrays). An explicit cast to such a length
+   * truncates silently (SQL standard, "Character Types"), while the assignment to the column raises
+   * 22001: a remote value too long here must be refused, not cut.
+   */
   readonly type: string;
+  /** format_type() of the column with its modifier, as declared: for messages. */
+  readonly declaredType?: string;
+  /** pg_attribute.atttypid, to compare with the peer's (only built-in OIDs are comparable). */
+  readonly typeOid?: number;
   /** 'a' = GENERATED ALWAYS AS IDENTITY, 'd' = BY DEFAULT, '' = none. */
   readonly identity: '' | 'a' | 'd';
   /** Stored generated columns are recomputed locally and never written. */
@@ -42,8 +51,13 @@ SELECT c.oid::int AS oid, c.relreplident AS replident, ${PRIMARY_KEY_COLUMNS_SQL
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`;
 
+/** bpchar, varchar, bit, varbit and their array types (pg_type.dat). */
+const LENGTH_TRUNCATING_TYPES = [1042, 1043, 1560, 1562, 1014, 1015, 1561, 1563];
+
 const COLUMNS_SQL = `
-SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,
+SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS declared, a.atttypid::int AS type_oid,
+       CASE WHEN a.atttypid IN (${LENGTH_TRUNCATING_TYPES.join(', ')}) THEN format_type(a.atttypid, NULL)
+            ELSE format_type(a.atttypid, a.atttypmod) END AS type,
        a.attidentity::text AS identity, a.attgenerated <> '' AS generated
   FROM pg_attribute a
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
@@ -53,12 +67,16 @@ export async function loadLocalTable(client: ClientBase, schema: string, name: s
   const t = await client.query<{ oid: number; replident: LocalTable['replicaIdentity']; pk: string[] }>(TABLE_SQL, [schema, name]);
   const row = t.rows[0];
   if (!row) throw new UnknownTableError(schema, name);
-  const cols = await client.query<{ name: string; type: string; identity: string; generated: boolean }>(COLUMNS_SQL, [row.oid]);
+  const cols = await client.query<{ name: string; type: string; declared: string; type_oid: number; identity: string; generated: boolean }>(COLUMNS_SQL, [
+    row.oid,
+  ]);
   const columns = new Map<string, LocalColumn>();
   for (const c of cols.rows) {
     columns.set(c.name, {
       name: c.name,
       type: c.type,
+      declaredType: c.declared,
+      typeOid: Number(c.type_oid),
       identity: c.identity === 'a' || c.identity === 'd' ? c.identity : '',
       generated: c.generated,
     });

@@ -77,9 +77,18 @@ function numbers(text: string | null): number[] {
 const OPS: Record<string, ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete' };
 const NO_EVENTS: readonly never[] = [];
 
+/** Shapes kept in the procedure besides those of the CALLs in flight (see define()). */
+const MAX_RECENT_SHAPES = 64;
+
 export class ProcedureApplier {
   private readonly registry = new ShapeRegistry();
-  private definedGeneration = -1;
+  /** Shape ids of the procedure as last defined. */
+  private defined = new Set<number>();
+  /** Shape ids of the CALLs not yet answered, with how many of them use each. */
+  private readonly pinned = new Map<number, number>();
+  /** When each shape was last in a CALL (a counter), to keep the recent ones defined. */
+  private readonly lastUsed = new Map<number, number>();
+  private tick = 0;
   private readonly policies = new WeakMap<TableMapping, ShapePolicy>();
   private readonly policyOf = (m: TableMapping): ShapePolicy => {
     let p = this.policies.get(m);
@@ -124,7 +133,25 @@ export class ProcedureApplier {
    * the one that failed), read back from the origin's progress and pgbidi.conflicts.
    */
   async run(group: EncodedGroup, expected: Lsn): Promise<GroupResult> {
-    await this.define();
+    const ids = group.shapeIds.filter((id) => id > 0);
+    this.tick++;
+    for (const id of ids) {
+      this.lastUsed.set(id, this.tick);
+      this.pinned.set(id, (this.pinned.get(id) ?? 0) + 1);
+    }
+    try {
+      return await this.call(group, expected, new Set(ids));
+    } finally {
+      for (const id of ids) {
+        const n = (this.pinned.get(id) ?? 1) - 1;
+        if (n > 0) this.pinned.set(id, n);
+        else this.pinned.delete(id);
+      }
+    }
+  }
+
+  private async call(group: EncodedGroup, expected: Lsn, needed: ReadonlySet<number>): Promise<GroupResult> {
+    await this.define(needed);
     const txns = group.txns;
     const params = [
       formatLsn(expected),
@@ -149,14 +176,32 @@ export class ProcedureApplier {
     return { committed: outcomes, size: txns.length, stopped };
   }
 
-  private async define(): Promise<void> {
-    if (this.definedGeneration === this.registry.generation) return;
-    const generation = this.registry.generation;
-    const shapes = this.registry.current((m) => this.relations.get(m.relationId) === m);
+  /**
+   * (Re)defines the procedure when it lacks a shape that a CALL needs. It holds the shapes of the
+   * CALLs not yet answered (a CALL sent before this definition runs after it: same session, in
+   * order) and, of the others, the most recently used up to MAX_RECENT_SHAPES: a procedure with every
+   * shape ever seen grows with the number of tables, and redefining and compiling it for each new
+   * table made a workload over 1,000 tables quadratic (one small transaction per second after 200).
+   */
+  private async define(needed: ReadonlySet<number>): Promise<void> {
+    if ([...needed].every((id) => this.defined.has(id))) return;
+    const all = this.registry.current((m) => this.relations.get(m.relationId) === m);
+    const must = all.filter((s) => needed.has(s.id) || this.pinned.has(s.id));
+    const recent = all
+      .filter((s) => !needed.has(s.id) && !this.pinned.has(s.id))
+      .sort((x, y) => (this.lastUsed.get(y.id) ?? 0) - (this.lastUsed.get(x.id) ?? 0))
+      .slice(0, Math.max(0, MAX_RECENT_SHAPES - must.length));
+    const shapes = [...must, ...recent].sort((x, y) => x.id - y.id);
     this.constants ??= await this.readConstants();
-    // RETURNING old.* is new in PostgreSQL 18.
-    await this.session.define(applyProcedureSql(shapes, { returningOld: this.session.serverVersionNum >= 180_000, ...this.constants }));
-    this.definedGeneration = generation;
+    // Marked before the answer: a CALL sent meanwhile finds its shapes in this definition.
+    this.defined = new Set(shapes.map((s) => s.id));
+    try {
+      // RETURNING old.* is new in PostgreSQL 18.
+      await this.session.define(applyProcedureSql(shapes, { returningOld: this.session.serverVersionNum >= 180_000, ...this.constants }));
+    } catch (err) {
+      this.defined = new Set();
+      throw err;
+    }
   }
 
   private constants: { peerOrigin: number; epoch: string } | null = null;

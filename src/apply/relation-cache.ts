@@ -1,7 +1,7 @@
 import type { ClientBase } from 'pg';
 import type { RelationMessage } from '../protocol/pgoutput-messages.js';
-import { loadLocalTable } from './local-catalog.js';
-import { mapRelation, SchemaMismatchError } from './table-mapping.js';
+import { loadLocalTable, UnknownTableError } from './local-catalog.js';
+import { builtinTypeOids, mapRelation, SchemaMismatchError } from './table-mapping.js';
 import type { TableMapping } from './table-mapping.js';
 
 /**
@@ -40,8 +40,27 @@ export class RelationCache {
     if (cached) return cached;
     const r = this.relations.get(relationId);
     if (!r) throw new SchemaMismatchError(`change for relation ${relationId} arrived before its Relation message`);
-    const local = await loadLocalTable(this.client(), r.namespace, r.name);
-    const m = mapRelation(r, local);
+    const client = this.client();
+    let local;
+    try {
+      local = await loadLocalTable(client, r.namespace, r.name);
+    } catch (err) {
+      if (!(err instanceof UnknownTableError)) throw err;
+      throw new SchemaMismatchError(`table ${r.namespace}.${r.name} does not exist on this node, but the peer publishes it`, {
+        table: `${r.namespace}.${r.name}`,
+        fix: `create it here with the columns it has on the peer (${r.columns.map((c) => c.name).join(', ')}), or take it out of the peer's publication (replication.tables)`,
+      });
+    }
+    const oids = builtinTypeOids(r);
+    const names = new Map<number, string>();
+    if (oids.length) {
+      const t = await client.query<{ oid: number; name: string }>(
+        'SELECT oid::int AS oid, format_type(oid, NULL) AS name FROM pg_type WHERE oid = ANY($1::oid[])',
+        [oids],
+      );
+      for (const row of t.rows) names.set(Number(row.oid), row.name);
+    }
+    const m = mapRelation(r, local, (oid) => names.get(oid) ?? `type OID ${oid}`);
     this.mappings.set(relationId, m);
     return m;
   }

@@ -1,5 +1,6 @@
 import type { RelationMessage } from '../protocol/pgoutput-messages.js';
 import type { LocalTable } from './local-catalog.js';
+import { qualifiedName, quoteIdent } from '../util/sql.js';
 
 /**
  * How one remote relation (as described by its latest Relation message) maps onto the local table:
@@ -26,21 +27,76 @@ export interface TableMapping {
   readonly remoteColumnCount: number;
 }
 
+/**
+ * The peer sends a table or column that does not fit this node's schema. It concerns every row of
+ * the table, so the link stops before the transaction and retries with backoff: once the schema is
+ * fixed the next attempt applies it, nothing is skipped (`pgbidi resolve --peer P --retry` retries at
+ * once). `row` is the first row that met the problem, by key column.
+ */
 export class SchemaMismatchError extends Error {
   readonly code = 'PGBIDI_SCHEMA_MISMATCH';
-  constructor(message: string) {
-    super(message);
+  constructor(
+    readonly problem: string,
+    readonly where: { readonly table?: string; readonly column?: string; readonly fix?: string; readonly row?: string } = {},
+  ) {
+    super(
+      `${problem}${where.row ? `; first refused row: ${where.row}` : ''}${where.fix ? `; to fix: ${where.fix}` : ''}` +
+        (where.fix ? '; the link retries with backoff and resumes by itself once the schema fits (pgbidi resolve --peer PEER --retry: at once)' : ''),
+    );
     this.name = 'SchemaMismatchError';
+  }
+
+  /** The same problem, naming the first row (its key values) that met it. */
+  withRow(row: string): SchemaMismatchError {
+    return this.where.row ? this : new SchemaMismatchError(this.problem, { ...this.where, row });
   }
 }
 
-export function mapRelation(relation: RelationMessage, local: LocalTable): TableMapping {
+/** First OID of objects that are not built in (transam.h FirstNormalObjectId): only built-in type OIDs are the same on every node. */
+const FIRST_NORMAL_OID = 16384;
+
+/**
+ * Built-in type pairs (peer → here) whose every value converts without loss through its text form:
+ * a column widened on one node first (a rolling ALTER COLUMN … TYPE) keeps replicating. A value too
+ * long for a narrower varchar is refused row by row (a dead letter), not here.
+ */
+const LOSSLESS: ReadonlyMap<number, readonly number[]> = new Map([
+  [21, [23, 20, 1700]], // int2 → int4, int8, numeric
+  [23, [20, 1700]], // int4 → int8, numeric
+  [20, [1700]], // int8 → numeric
+  [700, [701]], // float4 → float8
+  [1043, [25]], // varchar → text
+  [25, [1043]], // text → varchar
+  [114, [3802]], // json → jsonb
+]);
+
+function sameType(remote: number, local: number): boolean {
+  if (remote === 0 || remote >= FIRST_NORMAL_OID || local >= FIRST_NORMAL_OID || remote === local) return true;
+  return LOSSLESS.get(remote)?.includes(local) ?? false;
+}
+
+/** `typeName` names a built-in type OID (format_type on this node); the peer's types are only known by OID. */
+export function mapRelation(relation: RelationMessage, local: LocalTable, typeName: (oid: number) => string = (oid) => `type OID ${oid}`): TableMapping {
   const where = `${relation.namespace}.${relation.name}`;
+  const table = qualifiedName(local.schema, local.name);
   const columns: MappedColumn[] = [];
   relation.columns.forEach((rc, index) => {
     const lc = local.columns.get(rc.name);
-    if (!lc) throw new SchemaMismatchError(`column ${where}.${rc.name} exists on the peer but not on this node`);
+    if (!lc) {
+      throw new SchemaMismatchError(`column ${where}.${rc.name} exists on the peer but not on this node`, {
+        table: where,
+        column: rc.name,
+        fix: `ALTER TABLE ${table} ADD COLUMN ${quoteIdent(rc.name)} ${rc.typeOid > 0 && rc.typeOid < FIRST_NORMAL_OID ? typeName(rc.typeOid) : '<its type on the peer>'}`,
+      });
+    }
     if (lc.generated) return; // recomputed locally from the other columns
+    if (lc.typeOid !== undefined && !sameType(rc.typeOid, lc.typeOid)) {
+      throw new SchemaMismatchError(`column ${where}.${rc.name} is ${lc.type} here but ${typeName(rc.typeOid)} on the peer`, {
+        table: where,
+        column: rc.name,
+        fix: `give it the same type on every node (ALTER TABLE ${table} ALTER COLUMN ${quoteIdent(rc.name)} TYPE ${typeName(rc.typeOid)} here, or the other way on the peer)`,
+      });
+    }
     columns.push({
       index,
       name: rc.name,
@@ -52,8 +108,19 @@ export function mapRelation(relation: RelationMessage, local: LocalTable): Table
   const key: MappedColumn[] = [];
   for (const pk of local.primaryKey) {
     const c = columns.find((m) => m.name === pk);
-    if (!c) throw new SchemaMismatchError(`primary key column ${where}.${pk} is not sent by the peer`);
+    if (!c) {
+      throw new SchemaMismatchError(`primary key column ${where}.${pk} is not sent by the peer`, {
+        table: where,
+        column: pk,
+        fix: `give the table the same primary key on every node`,
+      });
+    }
     key.push(c);
   }
   return { relationId: relation.relationId, local, columns, key, remoteColumnCount: relation.columns.length };
+}
+
+/** Built-in type OIDs of a relation's columns, for naming them in an error (see mapRelation). */
+export function builtinTypeOids(relation: RelationMessage): number[] {
+  return [...new Set(relation.columns.map((c) => c.typeOid).filter((oid) => oid > 0 && oid < FIRST_NORMAL_OID))];
 }

@@ -3,6 +3,8 @@ import { applyRules } from '../conflict/table-policies.js';
 import { METADATA_SCHEMA } from '../node/names.js';
 import { sqlState } from './error-kind.js';
 import { storeChange } from './dead-letter.js';
+import { describeRejection, rejectionType } from './rejected-row.js';
+import type { Rejection } from './rejected-row.js';
 import type { TablePolicy } from '../conflict/table-policies.js';
 import type { ChangeOp } from '../observability/metrics.js';
 import type { ChangeMessage, InsertMessage, RelationMessage, Tuple, UpdateMessage } from '../protocol/pgoutput-messages.js';
@@ -41,6 +43,8 @@ export interface BatchOutcome {
   readonly tables: ReadonlySet<string>;
   /** One entry per multi-row statement: what it wrote to, for tracing. */
   readonly runs: readonly { readonly table: string; readonly op: ChangeOp; readonly rows: number }[];
+  /** Rows this node's schema refused, set aside as dead letters (applyCarefully only). */
+  readonly rejected?: readonly Rejection[];
 }
 
 type Key = (string | null)[];
@@ -53,6 +57,15 @@ const FAST_PATH_PAUSE_MS = 10_000;
 const DEFAULT_POLICY: TablePolicy = { policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' };
 
 /** A conflict under the `error` policy: the transaction rolls back and the link waits for an operator. */
+/** A row refused under `conflicts.rejected_row: error`: the link retries the transaction with backoff until the schema accepts it. */
+export class RowRejectedError extends Error {
+  readonly code = 'PGBIDI_ROW_REJECTED';
+  constructor(readonly rejection: Rejection) {
+    super(`${rejection.reason}; the link retries with backoff and resumes once the row applies (pgbidi resolve --peer PEER --retry: at once)`);
+    this.name = 'RowRejectedError';
+  }
+}
+
 export class ConflictHaltError extends Error {
   readonly code = 'PGBIDI_CONFLICT_HALT';
   constructor(readonly conflicts: readonly ConflictRecord[]) {
@@ -307,7 +320,8 @@ export class TransactionApplier {
     version: RemoteVersion,
     deadLetter: { readonly peer: string; readonly commitLsn: string },
   ): Promise<BatchOutcome> {
-    const total: BatchOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: new Set(), runs: [] };
+    const rejected: Rejection[] = [];
+    const total: BatchOutcome = { applied: { insert: 0, update: 0, delete: 0, truncate: 0 }, conflicts: [], tables: new Set(), runs: [], rejected };
     for (const change of changes) {
       await this.session.pg.query('SAVEPOINT pgbidi_change');
       try {
@@ -318,10 +332,22 @@ export class TransactionApplier {
         (total.runs as BatchOutcome['runs'][number][]).push(...o.runs);
         await this.session.pg.query('RELEASE SAVEPOINT pgbidi_change');
       } catch (err) {
-        if (sqlState(err) !== UNIQUE_VIOLATION || change.tag === 'truncate') throw err;
+        const refused = rejectionType(sqlState(err));
+        if ((sqlState(err) !== UNIQUE_VIOLATION && refused === null) || change.tag === 'truncate') throw err;
         await this.session.pg.query('ROLLBACK TO SAVEPOINT pgbidi_change');
         await this.session.pg.query('RELEASE SAVEPOINT pgbidi_change');
         const m = await this.mapping(change.relationId);
+        if (refused !== null) {
+          const r = await describeRejection(this.session.pg, m, change, err, refused);
+          if ((this.policyOf(tableName(m)).rejected ?? 'dead_letter') === 'error') throw new RowRejectedError(r);
+          const relation = this.relations.message(change.relationId) as RelationMessage;
+          await this.session.run(
+            deadLetterStatement(deadLetter, relation, change, version, { ...r, reason: `${r.reason}, then pgbidi dead-letters --retry ID` }),
+          );
+          rejected.push(r);
+          (total.tables as Set<string>).add(tableName(m));
+          continue;
+        }
         const unique = this.policyOf(tableName(m)).unique;
         const resolution: Resolution = unique === 'dead_letter' ? 'dead_letter' : unique;
         // PostgreSQL 18's multiple_unique_conflicts: the row collides with more than one unique key.
@@ -336,23 +362,18 @@ export class TransactionApplier {
         if (resolution === 'dead_letter') {
           const relation = this.relations.message(change.relationId) as RelationMessage;
           const e = err as { message?: string; constraint?: string };
-          await this.session.run({
-            text: `INSERT INTO ${METADATA_SCHEMA}.dead_letters (peer, conflict_type, table_schema, table_name, op, change, reason, sqlstate, constraint_name, remote_commit_ts, remote_commit_lsn)
-                   VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10::timestamptz, $11::pg_lsn)`,
-            values: [
-              deadLetter.peer,
+          await this.session.run(
+            deadLetterStatement(deadLetter, relation, change, version, {
               type,
-              m.local.schema,
-              m.local.name,
-              change.tag,
-              JSON.stringify(storeChange(relation, change)),
-              e.message ?? 'unique violation',
-              UNIQUE_VIOLATION,
-              e.constraint ?? null,
-              version.commitTimestamp,
-              deadLetter.commitLsn,
-            ],
-          });
+              schema: m.local.schema,
+              table: m.local.name,
+              reason: e.message ?? 'unique violation',
+              sqlstate: UNIQUE_VIOLATION,
+              constraint: e.constraint ?? null,
+              column: null,
+              key: Object.fromEntries(m.key.map((c, i) => [c.name, key[i] ?? null])),
+            }),
+          );
         }
       }
     }
@@ -403,8 +424,13 @@ export class TransactionApplier {
   /** Loads the mapping of every table of the batch, then plans it. */
   private async plan(changes: readonly ChangeMessage[]): Promise<Run[]> {
     for (const change of changes) {
-      if (change.tag === 'truncate') for (const id of change.relationIds) await this.mapping(id);
-      else await this.mapping(change.relationId);
+      try {
+        if (change.tag === 'truncate') for (const id of change.relationIds) await this.mapping(id);
+        else await this.mapping(change.relationId);
+      } catch (err) {
+        if (err instanceof SchemaMismatchError && change.tag !== 'truncate') throw err.withRow(remoteRow(this.relations.message(change.relationId), change));
+        throw err;
+      }
     }
     return this.planWith(changes, (id) => this.relations.get(id)) as Run[];
   }
@@ -648,6 +674,35 @@ export class TransactionApplier {
   }
 }
 
+/** The row of pgbidi.dead_letters for a change set aside, complete enough to be applied again (dead-letter.ts). */
+function deadLetterStatement(
+  at: { readonly peer: string; readonly commitLsn: string },
+  relation: RelationMessage,
+  change: Exclude<ChangeMessage, { tag: 'truncate' }>,
+  version: RemoteVersion,
+  d: Pick<Rejection, 'schema' | 'table' | 'reason' | 'sqlstate' | 'constraint' | 'column' | 'key'> & { readonly type: string },
+): Statement {
+  return {
+    text: `INSERT INTO ${METADATA_SCHEMA}.dead_letters (peer, conflict_type, table_schema, table_name, op, change, reason, sqlstate, constraint_name, remote_commit_ts, remote_commit_lsn, column_name, key)
+           VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10::timestamptz, $11::pg_lsn, $12, $13::jsonb)`,
+    values: [
+      at.peer,
+      d.type,
+      d.schema,
+      d.table,
+      change.tag,
+      JSON.stringify(storeChange(relation, change)),
+      d.reason,
+      d.sqlstate,
+      d.constraint,
+      version.commitTimestamp,
+      at.commitLsn,
+      d.column,
+      JSON.stringify(d.key),
+    ],
+  };
+}
+
 function conflictRecord(m: TableMapping, type: ConflictType, resolution: Resolution, key: Key, version: RemoteVersion): ConflictRecord {
   return {
     type,
@@ -663,6 +718,20 @@ function conflictRecord(m: TableMapping, type: ConflictType, resolution: Resolut
 function runOp(r: Run): ChangeOp {
   if (r.kind === 'identity') return r.changes[0]?.tag === 'delete' ? 'delete' : 'update';
   return r.kind;
+}
+
+/** A change as the operator can find it: its operation and the key values the peer sent (its replica identity). */
+function remoteRow(relation: RelationMessage | undefined, change: Exclude<ChangeMessage, { tag: 'truncate' }>): string {
+  const tuple = change.tag === 'delete' ? change.oldTuple : change.tag === 'update' && change.oldTuple ? change.oldTuple : change.newTuple;
+  const cols = relation?.columns ?? [];
+  const keyed = cols.some((c) => c.isKey) ? cols.filter((c) => c.isKey) : cols;
+  const values: Record<string, string | null> = {};
+  for (const c of keyed) {
+    const v = tuple[cols.indexOf(c)];
+    if (v === undefined || v === UNCHANGED_TOAST) continue;
+    values[c.name] = v === null ? null : typeof v === 'string' ? v : v.toString('utf8');
+  }
+  return `${change.tag} ${JSON.stringify(values)}`;
 }
 
 function tupleObject(m: TableMapping, tuple: Tuple): Record<string, string | null> {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { POLICIES, UNIQUE_POLICIES } from '../conflict/policy.js';
+import { POLICIES, REJECTED_ROW_POLICIES, UNIQUE_POLICIES } from '../conflict/policy.js';
 
 /**
  * The agent's configuration. Key names are part of the operator interface: keep them stable.
@@ -25,7 +25,21 @@ const dsn = z
 
 const tablePattern = z.string().regex(/^[A-Za-z_*?][A-Za-z0-9_$*?]*\.[A-Za-z_*?][A-Za-z0-9_$*?]*$/, 'must be schema.table; * and ? are wildcards');
 
-const listen = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464');
+const listen = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464')
+  .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'the port must be at most 65535 (0 picks a free one)');
+
+/** host:port/database of a DSN, to tell two DSNs that name the same database. */
+function databaseOf(dsn: string): string | null {
+  try {
+    const u = new URL(dsn);
+    const host = (u.searchParams.get('host') ?? u.hostname).toLowerCase().replace(/^localhost$/, '127.0.0.1');
+    return `${host}:${u.searchParams.get('port') ?? (u.port || '5432')}/${decodeURIComponent(u.pathname.slice(1)) || decodeURIComponent(u.username)}`;
+  } catch {
+    return null;
+  }
+}
 
 const positiveMs = z.number().int().positive();
 
@@ -85,6 +99,7 @@ export const configSchema = z
       .object({
         default_policy: z.enum(POLICIES).default('last_update_wins'),
         unique_violation: z.enum(UNIQUE_POLICIES).default('dead_letter'),
+        rejected_row: z.enum(REJECTED_ROW_POLICIES).default('dead_letter'),
         tables: z
           .array(
             z
@@ -99,7 +114,7 @@ export const configSchema = z
         log_retention_days: z.number().int().positive().default(7),
       })
       .strict()
-      .default({ default_policy: 'last_update_wins', unique_violation: 'dead_letter', tables: [], log_retention_days: 7 }),
+      .default({ default_policy: 'last_update_wins', unique_violation: 'dead_letter', rejected_row: 'dead_letter', tables: [], log_retention_days: 7 }),
     http: z
       .object({
         listen: listen.default('127.0.0.1:9464'),
@@ -137,6 +152,18 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['peers', i, 'name'], message: `duplicates ${first} (${p.name})` });
       } else {
         seen.set(p.name, `peers.${i}.name`);
+      }
+    });
+    // Two entries that name one database: a node replicating into itself, or one peer twice.
+    const databases = new Map<string, string>();
+    [{ path: ['node', 'dsn'], dsn: c.node.dsn }, ...c.peers.map((p, i) => ({ path: ['peers', i, 'dsn'], dsn: p.dsn }))].forEach(({ path, dsn }) => {
+      const db = databaseOf(dsn);
+      if (db === null) return;
+      const first = databases.get(db);
+      if (first !== undefined) {
+        ctx.addIssue({ code: 'custom', path, message: `names the same database (${db}) as ${first}: every node needs its own database` });
+      } else {
+        databases.set(db, path.join('.'));
       }
     });
     c.conflicts.tables.forEach((t, i) => {

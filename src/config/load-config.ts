@@ -64,6 +64,16 @@ export function parseConfig(raw: unknown, env: Env, source = 'config'): Config {
     );
   }
   const issues: ConfigIssue[] = [];
+  // A per-peer variable whose name matches no peer is a typo that would go unnoticed (the DSN of the
+  // file would be used instead).
+  const peerVariable = /^PGBIDI_PEER_(.+)_(DSN|PASSWORD)$/;
+  const peerNames = new Set(result.data.peers.map((p) => p.name.toUpperCase()));
+  for (const name of Object.keys(env).sort()) {
+    const m = peerVariable.exec(name);
+    if (m && env[name] !== undefined && !peerNames.has(m[1] ?? '')) {
+      issues.push({ path: name, message: `names no peer of this config (peers: ${result.data.peers.map((p) => p.name).join(', ')}); rename or unset it` });
+    }
+  }
   const config: Config = { ...result.data, http: { ...result.data.http, admin_token: adminToken(env, result.data.http.admin_token_file, issues) } };
   config.node.dsn = withPassword(config.node.dsn, env[ENV_OVERRIDES.nodePassword], 'node.dsn', issues);
   config.peers.forEach((p, i) => {

@@ -13,6 +13,15 @@ export type Policy = (typeof POLICIES)[number];
 export const UNIQUE_POLICIES = ['dead_letter', 'error', 'skip'] as const;
 export type UniquePolicy = (typeof UNIQUE_POLICIES)[number];
 
+/**
+ * What happens to a remote row that this node's schema refuses although its table and columns fit: a
+ * CHECK or NOT NULL constraint the peer does not have, a value that does not convert to the local
+ * type (apply/rejected-row.ts). `dead_letter` sets it aside and applies the rest; `error` stops the
+ * link before the transaction until the schema accepts it. Never skipped: nothing is lost.
+ */
+export const REJECTED_ROW_POLICIES = ['dead_letter', 'error'] as const;
+export type RejectedRowPolicy = (typeof REJECTED_ROW_POLICIES)[number];
+
 /** A row version: origin commit time (µs since 2000) and origin node, ordered lexicographically. */
 export interface Version {
   readonly ts: bigint;

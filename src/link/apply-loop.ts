@@ -1,6 +1,7 @@
 import type { ApplySession } from '../apply/apply-session.js';
 import { conflictLogStatement } from '../apply/conflict-log.js';
 import { sqlState } from '../apply/error-kind.js';
+import { rejectionType } from '../apply/rejected-row.js';
 import { OUT_OF_ORDER } from '../apply/apply-procedure-sql.js';
 import type { GroupResult, ProcedureApplier, TransactionOutcome } from '../apply/procedure-applier.js';
 import type { EncodedGroup } from '../apply/step-encoder.js';
@@ -58,6 +59,16 @@ interface InFlight {
 function advancedTo(group: EncodedGroup): Lsn | null {
   for (let i = group.txns.length - 1; i >= 0; i--) if ((group.nsteps[i] ?? 0) > 0) return (group.txns[i] as RemoteTransaction).commit.endLsn;
   return null;
+}
+
+/**
+ * A failure that one row of the transaction may cause alone (SQLSTATE 23505 on another unique key, a
+ * row the schema refuses): the transaction is applied again change by change, each in a savepoint,
+ * so that the row is set aside by its policy and the rest applies.
+ */
+function changeByChange(err: unknown): boolean {
+  const code = sqlState(err);
+  return code === '23505' || rejectionType(code) !== null;
 }
 
 const OP_OF: Record<ChangeMessage['tag'], ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete', truncate: 'truncate' };
@@ -224,7 +235,7 @@ export class ApplyLoop {
     } else if (current && err instanceof FastPathFailedError) {
       this.slow.add(current.begin.finalLsn);
       again = true;
-    } else if (current && sqlState(err) === '23505' && !this.careful.has(current.begin.finalLsn)) {
+    } else if (current && changeByChange(err) && !this.careful.has(current.begin.finalLsn)) {
       this.careful.add(current.begin.finalLsn);
       again = true;
     }
@@ -360,7 +371,7 @@ export class ApplyLoop {
       // The order guard firing for the first CALL in flight means the agent lost track: restart
       // from the origin's progress.
       if (sqlState(err) === OUT_OF_ORDER) throw err;
-      if (sqlState(err) === '23505') this.careful.add(stopped.begin.finalLsn);
+      if (changeByChange(err)) this.careful.add(stopped.begin.finalLsn);
       this.deps.log.debug(
         { commitLsn: formatLsn(stopped.begin.finalLsn), err: { message: (err as Error).message, code: sqlState(err) } },
         'transaction taken from the apply procedure to the statement path',
@@ -447,6 +458,13 @@ export class ApplyLoop {
     for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: started, endedAtMs: ended });
     open.changes += changes.length;
     open.conflicts.push(...outcome.conflicts);
+    for (const r of outcome.rejected ?? []) {
+      this.deps.metrics.rowRejected(`${r.schema}.${r.table}`, r.type);
+      this.deps.log.warn(
+        { table: `${r.schema}.${r.table}`, column: r.column, key: r.key, sqlstate: r.sqlstate, constraint: r.constraint, commitLsn: formatLsn(finalLsn) },
+        `remote row set aside as a dead letter: ${r.reason}`,
+      );
+    }
     for (const t of outcome.tables) open.tables.add(t);
     for (const op of CHANGE_OPS) open.applied[op] += outcome.applied[op];
   }

@@ -29,6 +29,7 @@ import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
 import { applicationName, HEARTBEAT_PREFIX, originName, slotName } from '../node/names.js';
 import { partedLink, PeerPartedError } from '../node/parted-nodes.js';
+import { connecting, ConnectionProblemError, explainConnectionError, nodeEndpoint, peerEndpoint, ServerSettingError } from '../node/connection-problem.js';
 import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn, parseLsn } from '../protocol/lsn.js';
@@ -223,7 +224,15 @@ export class Link {
    * the data) or skip it (it is committed empty, so the skip is durable and recorded).
    */
   resolve(action: 'retry' | 'skip'): boolean {
-    return this.operator.resolve(action);
+    if (this.operator.resolve(action)) return true;
+    // A link waiting out its backoff (a schema that does not fit yet, a peer that did not answer):
+    // the operator fixed it and wants the next attempt now. Nothing to skip there.
+    if (action === 'retry' && this.state === 'backoff' && this.wakeBackoff) {
+      this.deps.log.info({}, 'operator asked for the next attempt now');
+      this.wakeBackoff();
+      return true;
+    }
+    return false;
   }
 
   /** Queues a dead letter of this link for another attempt; resolves with the outcome. */
@@ -323,7 +332,12 @@ export class Link {
     return this.state === 'parted';
   }
 
-  private recordError(err: unknown): void {
+  private recordError(failure: unknown): void {
+    // A missing privilege met while applying (the connections explain their own): name the role and the fix.
+    const err =
+      sqlState(failure) === '42501' && !(failure instanceof ConnectionProblemError)
+        ? explainConnectionError(failure, nodeEndpoint(this.deps.config.node.dsn))
+        : failure;
     const message = redactSecrets(err instanceof Error ? err.message : String(err));
     const code = sqlState(err) ?? ((err as { code?: unknown } | null)?.code as string | undefined) ?? null;
     this.lastError = { message, code: typeof code === 'string' ? code : null, at: new Date(this.clock()).toISOString() };
@@ -355,11 +369,29 @@ export class Link {
 
     this.control = new pg.Client({ connectionString: config.node.dsn, application_name: `pgbidi_${config.node.name}_control` });
     this.control.on('error', onConnError);
-    await this.control.connect();
-    await this.control.query(WITHOUT_SYNC_WAIT);
+    const local = nodeEndpoint(config.node.dsn);
+    const control = this.control;
+    await connecting(local, () => control.connect());
+    await control.query(WITHOUT_SYNC_WAIT);
     // A peer that left the group (pgbidi part) is neither read nor given its slot back.
-    const parted = await partedLink(this.control, null, config.node.name, peer.name);
+    const parted = await partedLink(control, null, config.node.name, peer.name);
     if (parted) throw parted;
+    // Checked by setup, but a restart with another postgresql.conf would make every conflict check
+    // fail ("could not get commit timestamp data"): say so before applying anything.
+    const tct = await control.query<{ t: string; origin: boolean }>(
+      `SELECT current_setting('track_commit_timestamp') AS t, EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) AS origin`,
+      [this.origin],
+    );
+    if (tct.rows[0]?.origin !== true) {
+      throw new ServerSettingError(
+        `this node is not set up for peer ${peer.name} (no replication origin ${this.origin}): run pgbidi setup --config FILE for it; the link retries with backoff`,
+      );
+    }
+    if (tct.rows[0]?.t !== 'on') {
+      throw new ServerSettingError(
+        `track_commit_timestamp is '${tct.rows[0]?.t ?? '?'}' on this node: set track_commit_timestamp = on in its postgresql.conf and restart PostgreSQL (conflict resolution reads commit times); the link retries with backoff`,
+      );
+    }
 
     const session = new ApplySession({
       dsn: config.node.dsn,
@@ -369,7 +401,7 @@ export class Link {
       synchronousCommit: peer.synchronous ? 'local' : 'off',
     });
     this.session = session;
-    const startLsn = await session.connect(onConnError);
+    const startLsn = await connecting(local, () => session.connect(onConnError));
     const relations = new RelationCache(() => session.pg);
     this.relations = relations;
     const locks = config.peers.length > 1;
@@ -392,8 +424,15 @@ export class Link {
       slot: this.slot,
       publication: config.replication.publication,
     });
-    await this.replication.connect(onConnError);
+    const replication = this.replication;
+    const peerIndex = config.peers.findIndex((p) => p.name === peer.name);
+    await connecting(peerEndpoint(peer.name, peerIndex, peer.dsn), () => replication.connect(onConnError));
     this.peerVersion = this.replication.serverVersionNum;
+    if (replication.walLevel !== 'logical') {
+      throw new ServerSettingError(
+        `wal_level is '${replication.walLevel}' on peer ${peer.name}: set wal_level = logical in its postgresql.conf and restart it (logical decoding needs it); the link retries with backoff`,
+      );
+    }
     // A missing slot is also what pgbidi part leaves: re-create it only for a node still in the group.
     const slot = await this.replication.ensureSlot(async () => {
       const gone = await this.askParted();

@@ -3,6 +3,8 @@ import type { StoredChange } from '../apply/dead-letter.js';
 import { conflictLogStatement } from '../apply/conflict-log.js';
 import type { ApplySession } from '../apply/apply-session.js';
 import { sqlState } from '../apply/error-kind.js';
+import { rejectionType } from '../apply/rejected-row.js';
+import { SchemaMismatchError } from '../apply/table-mapping.js';
 import type { RelationCache } from '../apply/relation-cache.js';
 import type { TransactionApplier } from '../apply/transaction-applier.js';
 import type { ConflictRecord } from '../conflict/conflict-types.js';
@@ -28,7 +30,7 @@ export class LinkNotStreamingError extends Error {
 
 export interface DeadLetterRetry {
   readonly id: number;
-  readonly outcome: 'applied' | 'still_conflicting' | 'not_pending';
+  readonly outcome: 'applied' | 'still_conflicting' | 'still_refused' | 'not_pending';
   readonly message?: string;
 }
 
@@ -156,9 +158,11 @@ export class OperatorActions {
         await session.pg.query('RELEASE SAVEPOINT pgbidi_retry');
         result = { id: task.id, outcome: 'applied' };
       } catch (err) {
-        if (sqlState(err) !== '23505') throw err;
+        // Still refused: the dead letter stays pending with the new reason; the link goes on.
+        const refused = rejectionType(sqlState(err)) !== null || err instanceof SchemaMismatchError;
+        if (sqlState(err) !== '23505' && !refused) throw err;
         await session.pg.query('ROLLBACK TO SAVEPOINT pgbidi_retry');
-        result = { id: task.id, outcome: 'still_conflicting', message: (err as Error).message };
+        result = { id: task.id, outcome: refused ? 'still_refused' : 'still_conflicting', message: (err as Error).message };
       }
       await session.pg.query(
         `UPDATE ${METADATA_SCHEMA}.dead_letters SET attempts = attempts + 1, last_attempt_at = now(),

@@ -52,6 +52,10 @@ export function metadataSchemaSql(selfName: string): string[] {
        status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'applied', 'discarded')),
        attempts int NOT NULL DEFAULT 0,
        last_attempt_at timestamptz)`,
+    // Rows this node's schema refused (apply/rejected-row.ts) are dead letters too: the column at
+    // fault and the row's key, for the operator (added after the first release: IF NOT EXISTS).
+    `ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS column_name text`,
+    `ALTER TABLE ${s}.dead_letters ADD COLUMN IF NOT EXISTS key jsonb`,
     // Deleted keys, so that an older write cannot bring a row back (technical research §6.2). The
     // version of a tombstone is its own xmin, like a live row's. Never published.
     `CREATE TABLE IF NOT EXISTS ${s}.tombstones (

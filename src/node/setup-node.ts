@@ -10,6 +10,8 @@ import { globToRegExp } from '../util/glob.js';
 import { configureSynchronousLinks, SynchronousLinkError, WITHOUT_SYNC_WAIT } from './synchronous-links.js';
 import type { SynchronousLinkReport } from './synchronous-links.js';
 import { compareWithPeers, describeDifference } from './schema-compare.js';
+import { sqlState } from '../apply/error-kind.js';
+import { connecting, explainConnectionError, nodeEndpoint } from './connection-problem.js';
 
 async function connectPeer(dsn: string): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
@@ -46,7 +48,12 @@ const MIN_VERSION_NUM = 150000;
  */
 export async function setupNode(config: Config): Promise<SetupReport> {
   const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
-  await client.connect();
+  const node = nodeEndpoint(config.node.dsn);
+  try {
+    await connecting(node, () => client.connect());
+  } catch (err) {
+    throw new SetupError([(err as Error).message]);
+  }
   try {
     await client.query(WITHOUT_SYNC_WAIT);
     const settings = await readSettings(client);
@@ -182,6 +189,9 @@ export async function setupNode(config: Config): Promise<SetupReport> {
     };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
+    // A role that may not create the schema, the publication or the slots: the operator's problem
+    // to fix, named with the grant it needs (SQLSTATE 42501 insufficient_privilege).
+    if (sqlState(err) === '42501') throw new SetupError([explainConnectionError(err, node).message]);
     throw err;
   } finally {
     await client.end();

@@ -426,6 +426,11 @@ export class LinkMetrics {
     else this.conflictsPending.set(key, { table, type, resolution, n: count });
   }
 
+  /** A remote row this node's schema refused, set aside as a dead letter (apply/rejected-row.ts). */
+  rowRejected(table: string, reason: string): void {
+    this.m.deadLetters.inc({ peer: this.peer, table, reason });
+  }
+
   clockSkew(seconds: number, exceeded: boolean): void {
     this.m.clockSkew.set(this.labels, Math.max(0, seconds));
     if (exceeded) this.m.clockSkewExceeded.inc(this.labels);

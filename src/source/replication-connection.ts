@@ -65,6 +65,8 @@ export class ReplicationConnection {
   private client: pg.Client | null = null;
   private streaming: Promise<unknown> | null = null;
   serverVersionNum = 0;
+  /** The peer's wal_level, read at connect: logical decoding needs 'logical'. */
+  walLevel = '';
 
   constructor(private readonly options: ReplicationConnectionOptions) {}
 
@@ -81,8 +83,9 @@ export class ReplicationConnection {
     await client.connect();
     this.client = client;
     // The simple query protocol is the only one a walsender accepts; no parameters here.
-    const v = await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`);
+    const v = await client.query<{ v: string; w: string }>(`SELECT current_setting('server_version_num') AS v, current_setting('wal_level') AS w`);
     this.serverVersionNum = Number(v.rows[0]?.v ?? 0);
+    this.walLevel = v.rows[0]?.w ?? '';
   }
 
   private get connection(): CopyBothConnection {

@@ -36,7 +36,13 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       await client.query(`CREATE TABLE "we""ird"."ta ble" (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, ${columns.join(', ')})`);
     });
     const local = await loadLocalTable(client, 'we"ird', 'ta ble');
-    const remote = ['id', 'n', ...AWKWARD, ...FILLERS].map((name) => ({ name, isKey: name === 'id', typeOid: 25, typeMod: -1 }));
+    // The peer's types are the local ones (int4 = 23, text = 25): a column of another type is a schema mismatch.
+    const remote = ['id', 'n', ...AWKWARD, ...FILLERS].map((name) => ({
+      name,
+      isKey: name === 'id',
+      typeOid: name === 'id' || name === 'n' ? 23 : 25,
+      typeMod: -1,
+    }));
     mapping = mapRelation({ tag: 'relation', relationId: 1, namespace: 'we"ird', name: 'ta ble', replicaIdentity: 'default', columns: remote }, local);
   });
 

@@ -35,6 +35,11 @@ export class AgentProcess {
     this.startedAt = Date.now();
   }
 
+  /** The agent's process id while it runs (to read its memory from /proc). */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
   get msSinceStart(): number {
     return Date.now() - this.startedAt;
   }
