@@ -1,7 +1,8 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { Config } from '../config/config-schema.js';
 import { redactSecrets } from '../config/redact.js';
 import { METADATA_SCHEMA, originName, ORIGIN_PREFIX, slotName } from './names.js';
+import { tryConnect } from './try-connect.js';
 import { partedRecords } from './parted-nodes.js';
 
 /**
@@ -17,8 +18,6 @@ export interface MeshProblem {
   /** What is wrong and how to fix it, naming the node. */
   readonly message: string;
 }
-
-const CONNECT_TIMEOUT_MS = 5000;
 
 export async function checkMesh(config: Config): Promise<MeshProblem[]> {
   const self = config.node.name;
@@ -148,16 +147,8 @@ async function isSetUp(client: pg.Client): Promise<boolean> {
   return Boolean(r.rows[0]?.t);
 }
 
-async function connect(dsn: string): Promise<pg.Client | Error> {
-  const client = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_mesh_check', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    return client;
-  } catch (err) {
-    await client.end().catch(() => undefined);
-    return new Error(redactSecrets(err instanceof Error ? err.message : String(err)));
-  }
+function connect(dsn: string): Promise<pg.Client | Error> {
+  return tryConnect(dsn, 'pgbidi_mesh_check');
 }
 
 /** The mesh check's lines as `setup` and `status` print them. */

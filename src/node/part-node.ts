@@ -1,10 +1,11 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { Config, PeerConfig } from '../config/config-schema.js';
 import { redactSecrets } from '../config/redact.js';
 import { sqlState } from '../apply/error-kind.js';
 import { quoteIdent } from '../util/sql.js';
 import { applicationName, METADATA_SCHEMA, originName, slotName } from './names.js';
 import { forgetStandby } from './synchronous-links.js';
+import { tryConnect } from './try-connect.js';
 import { partedRecords, recordParted } from './parted-nodes.js';
 
 /**
@@ -61,7 +62,6 @@ export interface PartReport {
   readonly warnings: readonly string[];
 }
 
-const CONNECT_TIMEOUT_MS = 5000;
 const POLL_MS = 200;
 
 export async function partNode(config: Config, options: PartOptions = {}): Promise<PartReport> {
@@ -333,16 +333,8 @@ function unreachable(node: string, x: string, err: Error): NodePartResult {
   };
 }
 
-async function connect(dsn: string): Promise<pg.Client | Error> {
-  const client = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_part', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    return client;
-  } catch (err) {
-    await client.end().catch(() => undefined);
-    return new Error(message(err));
-  }
+function connect(dsn: string): Promise<pg.Client | Error> {
+  return tryConnect(dsn, 'pgbidi_part');
 }
 
 async function connectAll(nodes: readonly PeerConfig[]): Promise<Map<string, pg.Client | Error>> {

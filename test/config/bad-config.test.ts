@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
-import { ConfigError, parseConfig } from '../../src/config/load-config.js';
+import { issuesOf } from '../support/config-issues.js';
 
 /** Config mistakes (README "Bad input"): each names its key and the fix, all at once, exit code 2. */
 
@@ -11,16 +11,6 @@ const valid = {
   node: { name: 'a', dsn: 'postgres://pgbidi@10.0.0.1:5432/app' },
   peers: [{ name: 'b', dsn: 'postgres://pgbidi@10.0.0.2:5432/app' }],
 };
-
-function issuesOf(raw: unknown, env: Record<string, string> = {}): string[] {
-  try {
-    parseConfig(raw, env);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues.map((i) => `${i.path}: ${i.message}`);
-    throw err;
-  }
-  return [];
-}
 
 describe('bad config', () => {
   it('names wrong types and unknown keys, at every level', () => {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
-import { ConfigError, parseConfig } from '../../src/config/load-config.js';
+import { parseConfig } from '../../src/config/load-config.js';
+import { issuesOf } from '../support/config-issues.js';
 import { redactDsn, redactSecrets } from '../../src/config/redact.js';
 
 const valid = {
@@ -12,16 +13,6 @@ const valid = {
   replication: { tables: ['public.*'] },
   http: { listen: '127.0.0.1:9464' },
 };
-
-function issuesOf(raw: unknown, env: Record<string, string> = {}): string[] {
-  try {
-    parseConfig(raw, env);
-  } catch (err) {
-    if (err instanceof ConfigError) return err.issues.map((i) => `${i.path}: ${i.message}`);
-    throw err;
-  }
-  return [];
-}
 
 describe('config', () => {
   it('accepts the documented minimal config, fills defaults and freezes the result', () => {
