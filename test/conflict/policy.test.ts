@@ -100,7 +100,7 @@ describe('conflict resolution (pure)', () => {
         { match: ['public.*'], policy: 'first_update_wins' as const, delta_columns: [] },
       ],
     };
-    expect(tablePolicy(config, 'public.accounts')).toEqual({ policy: 'delta', deltaColumns: ['balance'], unique: 'dead_letter' });
+    expect(tablePolicy(config, 'public.accounts')).toEqual({ policy: 'delta', deltaColumns: ['balance'], unique: 'dead_letter', rejected: 'dead_letter' });
     expect(tablePolicy(config, 'public.users').policy).toBe('first_update_wins');
     expect(tablePolicy(config, 'other.t').policy).toBe('last_update_wins');
     expect(applyRules(tablePolicy(config, 'public.users'))).toEqual({
