@@ -46,6 +46,7 @@ import { ProgressTracker } from './progress-tracker.js';
 import { TransactionAssembler } from './transaction-assembler.js';
 import type { AssemblerSink } from './transaction-assembler.js';
 import { WITHOUT_SYNC_WAIT } from '../node/synchronous-links.js';
+import { tryConnect } from '../node/try-connect.js';
 import type { TransactionObserver } from './transaction-observer.js';
 
 export { LinkNotStreamingError } from './operator-actions.js';
@@ -295,16 +296,10 @@ export class Link {
    */
   private async askParted(): Promise<PeerPartedError | null> {
     const { config, peer } = this.deps;
+    // Either node may be down: unreachable counts as not parted.
     const open = async (dsn: string): Promise<pg.Client | null> => {
-      const c = new pg.Client({ connectionString: dsn, application_name: `pgbidi_${config.node.name}_control`, connectionTimeoutMillis: 5000 });
-      c.on('error', () => undefined);
-      try {
-        await c.connect();
-        return c;
-      } catch {
-        await c.end().catch(() => undefined);
-        return null;
-      }
+      const c = await tryConnect(dsn, `pgbidi_${config.node.name}_control`);
+      return c instanceof Error ? null : c;
     };
     const [local, remote] = await Promise.all([open(config.node.dsn), open(peer.dsn)]);
     try {
