@@ -250,6 +250,20 @@ export class TransactionApplier {
     return outcome;
   }
 
+  /**
+   * Whether apply() with this batch may run ahead of the answers of the batches before it: it sends
+   * every statement before its first await (prepared, so no catalog read comes first), and it takes
+   * no decision that needs an answer before the next batch may follow: every run is a plain INSERT
+   * (no recheck on a fresh snapshot), and it is not the first batch of its transaction (there a
+   * failed plain INSERT is redone at once, which batches sent behind it would not survive; later,
+   * the failure asks for the whole transaction again: FastPathFailedError).
+   */
+  sendsAhead(prepared: PreparedBatch | null, options: BatchOptions): boolean {
+    if (prepared === null || options.firstInTransaction === true || prepared.firstInTransaction) return false;
+    if (prepared.fastAllowed !== (fastAllowed(options) && this.fastPathKnown === true)) return false;
+    return prepared.runs.length > 0 && prepared.runs.every((r) => prepared.fast.has(r) && this.fastPathOpen(r.mapping));
+  }
+
   /** Reads what prepare() needs to know about the node before the first batch arrives. */
   async ready(): Promise<void> {
     await this.fastPathAvailable();

@@ -8,7 +8,7 @@ import type { EncodedGroup } from '../apply/step-encoder.js';
 import type { RelationCache } from '../apply/relation-cache.js';
 import type { RemoteVersion } from '../apply/statements.js';
 import { ConflictHaltError, FastPathFailedError } from '../apply/transaction-applier.js';
-import type { PreparedBatch, TransactionApplier } from '../apply/transaction-applier.js';
+import type { BatchOutcome, PreparedBatch, TransactionApplier } from '../apply/transaction-applier.js';
 import type { Config } from '../config/config-schema.js';
 import type { ConflictRecord } from '../conflict/conflict-types.js';
 import { HEARTBEAT_PREFIX, TRACEPARENT_PREFIX } from '../node/names.js';
@@ -44,6 +44,12 @@ const MAX_GROUP_TRANSACTIONS = 1000;
 
 /** CALLs sent before the first one's answer: one executing, one ready behind it. */
 const MAX_CALLS_IN_FLIGHT = 2;
+
+/**
+ * Batches of one large transaction sent before the answer of the first of them: one executing, one
+ * ready behind it, so that the server does not wait for the agent between batches.
+ */
+const MAX_BATCHES_AHEAD = 2;
 
 /** Fewer transactions than this wait GATHER_MS for others before a CALL takes them. */
 const GATHER_TRANSACTIONS = 50;
@@ -129,6 +135,8 @@ interface OpenTransaction {
   traceparent: string | null;
   readonly tables: Set<string>;
   readonly batches: Batch[];
+  /** Batches on the wire whose answers are not read yet, oldest first (see TransactionApplier.sendsAhead). */
+  readonly ahead: { readonly outcome: Promise<BatchOutcome>; readonly startedAt: number }[];
 }
 
 /** A transaction done, as the link accounts for it. */
@@ -428,6 +436,7 @@ export class ApplyLoop {
       traceparent: null,
       tables: new Set(),
       batches: [],
+      ahead: [],
     };
     this.current = { begin, startedAt };
     this.deps.progress.resumed();
@@ -447,16 +456,44 @@ export class ApplyLoop {
       return;
     }
     const started = this.deps.clock();
+    const options = { firstInTransaction: open.changes === 0, fast: !this.slow.has(finalLsn) };
+    if (!this.careful.has(finalLsn) && a.statements.sendsAhead(prepared, options)) {
+      // Nothing in this batch waits for an answer before the next one may follow: its statements go
+      // out now, and its answer is read before the transaction's COMMIT (or the next batch that
+      // needs answers). A failure aborts the transaction, so the batches behind it apply nothing.
+      while (open.ahead.length >= MAX_BATCHES_AHEAD) await this.readAhead(open);
+      const outcome = a.statements.apply(changes, open.version, options, prepared);
+      outcome.catch(() => undefined);
+      open.ahead.push({ outcome, startedAt: started });
+      open.changes += changes.length;
+      return;
+    }
+    await this.readAllAhead(open);
     let outcome;
     if (this.careful.has(finalLsn)) {
       await this.settle();
       outcome = await a.statements.applyCarefully(changes, open.version, { peer: this.deps.peer, commitLsn: formatLsn(finalLsn) });
     } else {
-      outcome = await a.statements.apply(changes, open.version, { firstInTransaction: open.changes === 0, fast: !this.slow.has(finalLsn) }, prepared);
+      outcome = await a.statements.apply(changes, open.version, options, prepared);
     }
-    const ended = this.deps.clock();
-    for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: started, endedAtMs: ended });
     open.changes += changes.length;
+    this.accountBatch(open, outcome, started);
+  }
+
+  /** Reads the answer of the oldest batch sent ahead (its failure is the transaction's). */
+  private async readAhead(open: OpenTransaction): Promise<void> {
+    const next = open.ahead.shift();
+    if (next) this.accountBatch(open, await next.outcome, next.startedAt);
+  }
+
+  private async readAllAhead(open: OpenTransaction): Promise<void> {
+    while (open.ahead.length > 0) await this.readAhead(open);
+  }
+
+  private accountBatch(open: OpenTransaction, outcome: BatchOutcome, started: number): void {
+    const ended = this.deps.clock();
+    const finalLsn = open.begin.finalLsn;
+    for (const r of outcome.runs) open.batches.push({ ...r, startedAtMs: started, endedAtMs: ended });
     open.conflicts.push(...outcome.conflicts);
     for (const r of outcome.rejected ?? []) {
       this.deps.metrics.rowRejected(`${r.schema}.${r.table}`, r.type);
@@ -472,6 +509,7 @@ export class ApplyLoop {
   private async commit(a: ApplyAttempt, commit: CommitMessage): Promise<void> {
     const open = this.open;
     if (!open) throw new ApplyOrderError('commit outside a transaction');
+    await this.readAllAhead(open);
     // One COMMIT at a time in flight: the one before settles before this one is sent.
     await this.settle();
     if (open.conflicts.length) await a.session.run(conflictLogStatement(this.deps.peer, open.conflicts, commit.commitLsn));
