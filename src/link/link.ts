@@ -558,8 +558,15 @@ export class Link {
     this.backpressure();
   }
 
+  /**
+   * Reading pauses at max_queued_changes (at least two batches, so that one is applied while the next
+   * waits) and resumes at half of it. A short queue is also a faster one: what waits in it outlives
+   * the young generation of the heap, and copying it there was a third of the agent's CPU in bulk
+   * apply at the former default of 10,000 (W1 profile; 2,000: W1 +24 %, W4 -15 % time, -50 MiB RSS).
+   */
   private backpressure(): void {
-    const max = this.deps.config.replication.max_queued_changes;
+    const { max_queued_changes, apply_batch_size } = this.deps.config.replication;
+    const max = Math.max(max_queued_changes, 2 * apply_batch_size);
     this.deps.metrics.queue(this.queue.changes, max);
     if (this.state === 'streaming' && this.queue.changes >= max) {
       this.replication?.pause();
