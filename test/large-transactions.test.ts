@@ -49,3 +49,61 @@ describe.each(availableServerVersions())('large transactions on $label', ({ binD
     expect(onA).toEqual([{ t: 'insert_exists/keep_local' }]);
   });
 });
+
+/**
+ * Transactions of one batch each, every one a plain INSERT: each is sent ahead of its answers, its
+ * COMMIT and the next transaction behind it. When one meets an existing row, its COMMIT finds it
+ * aborted, nothing behind it commits, and the link applies it again from the origin's progress.
+ */
+describe.each(availableServerVersions())('transactions sent ahead of their answers on $label', ({ binDir }) => {
+  const cluster = useCluster(() => ({
+    binDir,
+    nodes: ['a', 'b'],
+    schema: [`CREATE TABLE ahead (id int PRIMARY KEY, v text)`],
+    replication: { apply_batch_size: 100, apply_procedure_max_changes: 20 },
+  }));
+
+  it('applies three one-batch transactions, the second meeting an existing row, each once and in order', async () => {
+    const c = cluster.get();
+    await c.setupAll();
+    await c.startAgent('a');
+    await c.startAgent('b');
+    // b's link knows the table (a batch is built ahead only for a table it has mapped).
+    await c.query('a', `INSERT INTO ahead SELECT g, 'warm' FROM generate_series(1001, 1060) g`);
+    await eventually('b holds the first rows', async () => (await c.query<{ n: number }>('b', `SELECT count(*)::int AS n FROM ahead`))[0]?.n === 60);
+    // b's row stays away from a for now, and is older than a's transaction: a's version wins.
+    await c.stopAgent('a');
+    await c.query('b', `INSERT INTO ahead VALUES (130, 'from b')`);
+    for (const first of [1, 101, 201]) {
+      await c.query('a', `INSERT INTO ahead SELECT g, 'from a' FROM generate_series(${first}, ${first + 59}) g`);
+    }
+    await c.startAgent('a');
+    await eventually(
+      'both nodes hold a’s 180 rows',
+      async () => {
+        const counts = await Promise.all(
+          ['a', 'b'].map(async (n) => (await c.query<{ n: number }>(n, `SELECT count(*)::int AS n FROM ahead WHERE v = 'from a'`))[0]?.n),
+        );
+        return counts.every((n) => n === 180);
+      },
+      60_000,
+    );
+    await c.waitConverged('public', 'ahead');
+    // The transaction with row 130 failed its plain INSERT after it was sent ahead: applied again.
+    const link = c.agents
+      .get('b')
+      ?.status()
+      .find((l) => l.peer === 'a');
+    expect(link?.reconnects).toBeGreaterThanOrEqual(1);
+    // Each remote transaction committed once and alone (a later one committed ahead of a failed one
+    // would have moved the origin past it, and its rows would be missing above): three local
+    // transactions on b, each with its remote commit time.
+    const commits = await c.query<{ first: number }>(
+      'b',
+      `SELECT min(id) AS first FROM ahead WHERE v = 'from a' GROUP BY xmin ORDER BY min(pg_xact_commit_timestamp(xmin))`,
+    );
+    expect(commits.map((r) => r.first)).toEqual([1, 101, 201]);
+    const logged = await c.query<{ t: string }>('b', `SELECT conflict_type || '/' || resolution AS t FROM pgbidi.conflicts WHERE table_name = 'ahead'`);
+    expect(logged).toEqual([{ t: 'insert_exists/apply_remote' }]);
+  });
+});

@@ -255,6 +255,11 @@ export function insertRowsFast(m: TableMapping, rows: readonly Row[]): Statement
   };
 }
 
+/** The fast path's gate alone: fails with FAST_PATH_CLOSED while the table has a tombstone. */
+export function noTombstonesGate(m: TableMapping): Statement {
+  return { text: `SELECT ${METADATA_SCHEMA}.no_tombstones($1) AS ok`, values: [qualified(m)] };
+}
+
 /** Outcome flags of an update run's unwritten rows: see updateRows. */
 export interface UpdateRowFlags {
   readonly ord: string;

@@ -22,6 +22,7 @@ import {
   FAST_PATH_CLOSED,
   insertRowsFast,
   lockKeys,
+  noTombstonesGate,
   undoDeletedLater,
   truncateTables,
   updateByIdentity,
@@ -120,6 +121,11 @@ export interface BatchOptions {
   readonly firstInTransaction?: boolean;
   /** Plain INSERTs may be tried (default: only in the first batch). */
   readonly fast?: boolean;
+  /**
+   * Sent before the answers of what precedes it are read (see sendsAhead): statements may follow it
+   * at once, so a failed plain INSERT is never redone in place, not even in the first batch.
+   */
+  readonly ahead?: boolean;
 }
 
 function fastAllowed(options: BatchOptions): boolean {
@@ -140,8 +146,8 @@ export class FastPathFailedError extends Error {
 }
 
 interface Pending {
-  /** lock: advisory key locks; main: the run's statement; undo: see undoDeletedLater. */
-  readonly role: 'lock' | 'main' | 'undo';
+  /** lock: advisory key locks; main: the run's statement; undo: see undoDeletedLater; gate: see build. */
+  readonly role: 'lock' | 'main' | 'undo' | 'gate';
   readonly run?: Run;
   readonly mapping: TableMapping;
   readonly result: Promise<{ rows: Record<string, unknown>[] }>;
@@ -222,7 +228,7 @@ export class TransactionApplier {
       const code = sqlState(reason);
       if (run && fast.has(run) && (code === UNIQUE_VIOLATION || code === FAST_PATH_CLOSED)) {
         this.fastPathPaused.set(tableName(run.mapping), Date.now() + FAST_PATH_PAUSE_MS);
-        if (!first) throw new FastPathFailedError(tableName(run.mapping), code);
+        if (!first || options.ahead === true) throw new FastPathFailedError(tableName(run.mapping), code);
         await this.session.pg.query('ROLLBACK');
         await this.session.begin();
         return this.apply(changes, version, { firstInTransaction: true, fast: false });
@@ -251,15 +257,16 @@ export class TransactionApplier {
   }
 
   /**
-   * Whether apply() with this batch may run ahead of the answers of the batches before it: it sends
-   * every statement before its first await (prepared, so no catalog read comes first), and it takes
-   * no decision that needs an answer before the next batch may follow: every run is a plain INSERT
-   * (no recheck on a fresh snapshot), and it is not the first batch of its transaction (there a
-   * failed plain INSERT is redone at once, which batches sent behind it would not survive; later,
-   * the failure asks for the whole transaction again: FastPathFailedError).
+   * Whether apply() with this batch may run ahead of its own answers, with `ahead: true`: it sends
+   * every statement before its first await (prepared, so no catalog read comes first), and nothing
+   * it can find needs a decision before what follows it, not even before its transaction's COMMIT:
+   * every run is a plain INSERT (no recheck on a fresh snapshot, no conflict to log), and instead of
+   * undoing rows a newer delete removed meanwhile, the tombstone gate is checked again after the
+   * inserts (build). Any failure aborts the transaction, whose COMMIT then answers ROLLBACK, and asks
+   * for it again without the fast path (FastPathFailedError).
    */
   sendsAhead(prepared: PreparedBatch | null, options: BatchOptions): boolean {
-    if (prepared === null || options.firstInTransaction === true || prepared.firstInTransaction) return false;
+    if (prepared === null || prepared.firstInTransaction !== (options.firstInTransaction === true)) return false;
     if (prepared.fastAllowed !== (fastAllowed(options) && this.fastPathKnown === true)) return false;
     return prepared.runs.length > 0 && prepared.runs.every((r) => prepared.fast.has(r) && this.fastPathOpen(r.mapping));
   }
@@ -319,7 +326,14 @@ export class TransactionApplier {
       statements.push({ role: 'main', run, mapping: run.mapping, statement });
     }
     for (const [m, t] of tables) {
-      if (t.written.length) statements.push({ role: 'undo', mapping: m, statement: undoDeletedLater(m, t.written, t.version) });
+      if (t.written.length === 0) continue;
+      // A table the batch only writes plain INSERTs to: a newer delete of one of its keys that
+      // committed while the inserts waited left a tombstone, so the gate fails now where the undo
+      // would have deleted the row, and the batch applies again without the fast path (its
+      // conflict is logged then). Its answer is then never needed before the COMMIT (sendsAhead).
+      const gateAgain = runs.every((r) => r.mapping !== m || fast.has(r));
+      const statement = gateAgain ? noTombstonesGate(m) : undoDeletedLater(m, t.written, t.version);
+      statements.push(gateAgain ? { role: 'gate', run: runs.find((r) => r.mapping === m), mapping: m, statement } : { role: 'undo', mapping: m, statement });
     }
     return { runs, fast, tables, statements, firstInTransaction: first, fastAllowed: fastPath };
   }

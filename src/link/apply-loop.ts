@@ -46,8 +46,8 @@ const MAX_GROUP_TRANSACTIONS = 1000;
 const MAX_CALLS_IN_FLIGHT = 2;
 
 /**
- * Batches of one large transaction sent before the answer of the first of them: one executing, one
- * ready behind it, so that the server does not wait for the agent between batches.
+ * Batches of one transaction sent before the answer of the first of them: one executing, one ready
+ * behind it, so that the server does not wait for the agent between batches.
  */
 const MAX_BATCHES_AHEAD = 2;
 
@@ -75,6 +75,12 @@ function advancedTo(group: EncodedGroup): Lsn | null {
 function changeByChange(err: unknown): boolean {
   const code = sqlState(err);
   return code === '23505' || rejectionType(code) !== null;
+}
+
+/** The reason of the first of these promises (in order) that rejects, or null when none does. */
+async function firstFailure(outcomes: readonly Promise<unknown>[]): Promise<unknown> {
+  for (const s of await Promise.allSettled(outcomes)) if (s.status === 'rejected') return s.reason as unknown;
+  return null;
 }
 
 const OP_OF: Record<ChangeMessage['tag'], ChangeOp> = { insert: 'insert', update: 'update', delete: 'delete', truncate: 'truncate' };
@@ -458,11 +464,12 @@ export class ApplyLoop {
     const started = this.deps.clock();
     const options = { firstInTransaction: open.changes === 0, fast: !this.slow.has(finalLsn) };
     if (!this.careful.has(finalLsn) && a.statements.sendsAhead(prepared, options)) {
-      // Nothing in this batch waits for an answer before the next one may follow: its statements go
-      // out now, and its answer is read before the transaction's COMMIT (or the next batch that
-      // needs answers). A failure aborts the transaction, so the batches behind it apply nothing.
+      // Nothing in this batch needs an answer before what follows it: its statements go out now,
+      // and its answer is read before the next batch that needs answers, or after its transaction's
+      // COMMIT (settle). A failure aborts the transaction: the batches behind it apply nothing and
+      // its COMMIT answers ROLLBACK, which settle() reports with the failure that caused it.
       while (open.ahead.length >= MAX_BATCHES_AHEAD) await this.readAhead(open);
-      const outcome = a.statements.apply(changes, open.version, options, prepared);
+      const outcome = a.statements.apply(changes, open.version, { ...options, ahead: true }, prepared);
       outcome.catch(() => undefined);
       open.ahead.push({ outcome, startedAt: started });
       open.changes += changes.length;
@@ -509,7 +516,6 @@ export class ApplyLoop {
   private async commit(a: ApplyAttempt, commit: CommitMessage): Promise<void> {
     const open = this.open;
     if (!open) throw new ApplyOrderError('commit outside a transaction');
-    await this.readAllAhead(open);
     // One COMMIT at a time in flight: the one before settles before this one is sent.
     await this.settle();
     if (open.conflicts.length) await a.session.run(conflictLogStatement(this.deps.peer, open.conflicts, commit.commitLsn));
@@ -532,13 +538,18 @@ export class ApplyLoop {
     if (!pending) return;
     this.committing = null;
     const { commit, txn } = pending;
+    const ahead = txn.ahead.map((b) => b.outcome);
     let wrote: boolean;
     try {
       ({ wrote } = await pending.result);
+      // Batches sent ahead of their answers came before the COMMIT, so they are answered too.
+      await this.readAllAhead(txn);
     } catch (err) {
-      // The failure belongs to this transaction, not to the one that may have begun since.
+      // The failure belongs to this transaction, not to the one that may have begun since; when a
+      // batch sent ahead failed, the COMMIT only found the transaction aborted: that batch's failure
+      // is the cause (a failed plain INSERT asks for the transaction again without the fast path).
       this.current = { begin: txn.begin, startedAt: txn.startedAt };
-      throw err;
+      throw (await firstFailure(ahead)) ?? err;
     }
     // Only a transaction that wrote advanced the origin; one that wrote nothing (a heartbeat, or
     // changes that all lost) is processed like a filtered one, or the peer would keep its WAL.
