@@ -110,6 +110,24 @@ export async function forgetStandby(client: pg.Client, node: string, standby: st
   return (await configurePeer(client, node, standby, false)).status === 'removed';
 }
 
+/** How long a session waits to see its own ALTER SYSTEM after pg_reload_conf(). */
+const RELOAD_WAIT_MS = 10_000;
+
+/**
+ * pg_reload_conf() only signals the postmaster: each backend, this one included, takes the new file
+ * in when it next reads a command, so current_setting() may still give the old list for a moment.
+ * The lock is held until this session sees the new value; the next read-modify-write (in this
+ * session or another, after it) then starts from it instead of undoing this edit.
+ */
+async function untilReloaded(client: pg.Client, value: string): Promise<void> {
+  const deadline = Date.now() + RELOAD_WAIT_MS;
+  for (;;) {
+    const r = await client.query<{ v: string }>(`SELECT current_setting('synchronous_standby_names') AS v`);
+    if ((r.rows[0]?.v ?? '') === value || Date.now() > deadline) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 async function configurePeer(client: pg.Client, peer: string, standby: string, want: boolean): Promise<SynchronousLinkReport> {
   // Setups of several nodes may edit one peer's list at once: read-modify-write under a lock.
   // ALTER SYSTEM cannot run in a transaction block, so the lock is a session lock.
@@ -131,6 +149,7 @@ async function configurePeer(client: pg.Client, peer: string, standby: string, w
     // ALTER SYSTEM takes no parameters: the value is built from validated node names only.
     await client.query(next === '' ? 'ALTER SYSTEM RESET synchronous_standby_names' : `ALTER SYSTEM SET synchronous_standby_names = '${next}'`);
     await client.query('SELECT pg_reload_conf()');
+    await untilReloaded(client, next);
     return { peer, synchronous: want, standby, status: want ? 'set' : 'removed', value: next };
   } finally {
     await client.query('SELECT pg_advisory_unlock(hashtext($1))', [LOCK_KEY]).catch(() => undefined);
