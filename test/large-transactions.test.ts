@@ -2,18 +2,23 @@ import { describe, expect, it } from 'vitest';
 import { availableServerVersions } from './support/pg-versions.js';
 import { eventually, useCluster } from './support/cluster-fixture.js';
 
+/** Two nodes and one table; transactions above 20 changes take the statement path, in batches of 100. */
+function useBatchCluster(binDir: string, table: string): ReturnType<typeof useCluster> {
+  return useCluster(() => ({
+    binDir,
+    nodes: ['a', 'b'],
+    schema: [`CREATE TABLE ${table} (id int PRIMARY KEY, v text)`],
+    replication: { apply_batch_size: 100, apply_procedure_max_changes: 20 },
+  }));
+}
+
 /**
  * Large transactions take the statement path in batches (apply_batch_size), each batch of inserts a
  * plain INSERT while nothing conflicts. A batch after the first that meets an existing row cannot
  * be redone alone: the transaction is applied again from its start, with conflict-aware upserts.
  */
 describe.each(availableServerVersions())('large transactions on $label', ({ binDir }) => {
-  const cluster = useCluster(() => ({
-    binDir,
-    nodes: ['a', 'b'],
-    schema: [`CREATE TABLE big (id int PRIMARY KEY, v text)`],
-    replication: { apply_batch_size: 100, apply_procedure_max_changes: 20 },
-  }));
+  const cluster = useBatchCluster(binDir, 'big');
 
   it('applies a 1,000-row transaction whose sixth batch meets an existing row, once, with the row resolved', async () => {
     const c = cluster.get();
@@ -56,12 +61,7 @@ describe.each(availableServerVersions())('large transactions on $label', ({ binD
  * aborted, nothing behind it commits, and the link applies it again from the origin's progress.
  */
 describe.each(availableServerVersions())('transactions sent ahead of their answers on $label', ({ binDir }) => {
-  const cluster = useCluster(() => ({
-    binDir,
-    nodes: ['a', 'b'],
-    schema: [`CREATE TABLE ahead (id int PRIMARY KEY, v text)`],
-    replication: { apply_batch_size: 100, apply_procedure_max_changes: 20 },
-  }));
+  const cluster = useBatchCluster(binDir, 'ahead');
 
   it('applies three one-batch transactions, the second meeting an existing row, each once and in order', async () => {
     const c = cluster.get();
