@@ -204,8 +204,7 @@ export class TransactionApplier {
   ): Promise<BatchOutcome> {
     const first = options.firstInTransaction === true;
     const allowed = fastAllowed(options);
-    let batch =
-      prepared !== null && prepared.firstInTransaction === first && prepared.fastAllowed === (allowed && this.fastPathKnown === true) ? prepared : null;
+    let batch = this.fits(prepared, options) ? prepared : null;
     // Built before a fast-path attempt on one of its tables failed: not again for now.
     if (batch && [...batch.fast].some((r) => !this.fastPathOpen(r.mapping))) {
       batch = this.build(batch.runs, version, first, false);
@@ -266,9 +265,17 @@ export class TransactionApplier {
    * for it again without the fast path (FastPathFailedError).
    */
   sendsAhead(prepared: PreparedBatch | null, options: BatchOptions): boolean {
-    if (prepared === null || prepared.firstInTransaction !== (options.firstInTransaction === true)) return false;
-    if (prepared.fastAllowed !== (fastAllowed(options) && this.fastPathKnown === true)) return false;
+    if (!this.fits(prepared, options)) return false;
     return prepared.runs.length > 0 && prepared.runs.every((r) => prepared.fast.has(r) && this.fastPathOpen(r.mapping));
+  }
+
+  /** A batch prepare() built for the same place in the transaction and the same fast-path choice. */
+  private fits(prepared: PreparedBatch | null, options: BatchOptions): prepared is PreparedBatch {
+    return (
+      prepared !== null &&
+      prepared.firstInTransaction === (options.firstInTransaction === true) &&
+      prepared.fastAllowed === (fastAllowed(options) && this.fastPathKnown === true)
+    );
   }
 
   /** Reads what prepare() needs to know about the node before the first batch arrives. */

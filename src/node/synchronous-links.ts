@@ -110,6 +110,12 @@ export async function forgetStandby(client: pg.Client, node: string, standby: st
   return (await configurePeer(client, node, standby, false)).status === 'removed';
 }
 
+/** synchronous_standby_names as this session sees it. */
+async function standbyNamesNow(client: pg.Client): Promise<string> {
+  const r = await client.query<{ v: string }>(`SELECT current_setting('synchronous_standby_names') AS v`);
+  return r.rows[0]?.v ?? '';
+}
+
 /** How long a session waits to see its own ALTER SYSTEM after pg_reload_conf(). */
 const RELOAD_WAIT_MS = 10_000;
 
@@ -122,8 +128,7 @@ const RELOAD_WAIT_MS = 10_000;
 async function untilReloaded(client: pg.Client, value: string): Promise<void> {
   const deadline = Date.now() + RELOAD_WAIT_MS;
   for (;;) {
-    const r = await client.query<{ v: string }>(`SELECT current_setting('synchronous_standby_names') AS v`);
-    if ((r.rows[0]?.v ?? '') === value || Date.now() > deadline) return;
+    if ((await standbyNamesNow(client)) === value || Date.now() > deadline) return;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
@@ -133,8 +138,7 @@ async function configurePeer(client: pg.Client, peer: string, standby: string, w
   // ALTER SYSTEM cannot run in a transaction block, so the lock is a session lock.
   await client.query('SELECT pg_advisory_lock(hashtext($1))', [LOCK_KEY]);
   try {
-    const r = await client.query<{ v: string }>(`SELECT current_setting('synchronous_standby_names') AS v`);
-    const current = r.rows[0]?.v ?? '';
+    const current = await standbyNamesNow(client);
     const names = parseStandbyNames(current);
     if (names === null) {
       if (!want) return { peer, synchronous: want, standby, status: 'not listed', value: current };
