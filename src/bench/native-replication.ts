@@ -17,7 +17,7 @@ import type { LocalCluster } from '../testbed/local-cluster.js';
 import { quoteIdent, quoteLiteral } from '../util/sql.js';
 import { BenchError } from './bench-error.js';
 import { BENCH_DATABASE, driverClient, MARKS_TABLE, now } from './bench-settings.js';
-import { processCpuSeconds } from './proc-stats.js';
+import { backendCpuSeconds } from './proc-stats.js';
 import { hasCycle, waitForWalsender } from './replication.js';
 import type { ApplierUsage, Link, Replication, Started, Topology } from './replication.js';
 
@@ -98,7 +98,7 @@ export class NativeReplication implements Replication {
     try {
       // Leader apply workers, and parallel apply workers on 16+ (any running for a large transaction).
       const r = await client.query<{ pid: number }>(`SELECT pid FROM pg_stat_subscription WHERE pid IS NOT NULL`);
-      const cpu = r.rows.map((row) => processCpuSeconds(row.pid));
+      const cpu = r.rows.map((row) => backendCpuSeconds(row.pid));
       const applyCpuSeconds = cpu.length && cpu.every((c) => c !== null) ? cpu.reduce<number>((s, c) => s + (c ?? 0), 0) : null;
       return { applyCpuSeconds, agentCpuSeconds: null, agentPeakRssBytes: null };
     } finally {

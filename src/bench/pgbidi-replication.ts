@@ -22,7 +22,7 @@ import { AgentProcess } from './agent-process.js';
 import type { Variant } from './bench-results.js';
 import { APPLIER_ROLE, driverClient } from './bench-settings.js';
 import { Instrumentation } from './instrumentation.js';
-import { processCpuSeconds } from './proc-stats.js';
+import { backendCpuSeconds } from './proc-stats.js';
 import { waitForWalsender } from './replication.js';
 import type { ApplierUsage, Replication, Started, Topology } from './replication.js';
 
@@ -93,7 +93,7 @@ export class PgbidiReplication implements Replication {
         `SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = current_database() AND backend_type = 'client backend'`,
         [APPLIER_ROLE],
       );
-      const cpu = r.rows.map((row) => processCpuSeconds(row.pid));
+      const cpu = r.rows.map((row) => backendCpuSeconds(row.pid));
       backendCpu = cpu.every((c) => c !== null) ? cpu.reduce<number>((s, c) => s + (c ?? 0), 0) : null;
     } finally {
       await client.end().catch(() => undefined);

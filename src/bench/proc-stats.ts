@@ -17,6 +17,13 @@ export function parseStatCpuTicks(text: string): number {
   return utime + stime;
 }
 
+/** Nanoseconds on CPU from the text of /proc/<pid>/schedstat (its first field, sum_exec_runtime). */
+export function parseSchedstatCpuNanos(text: string): number {
+  const n = Number(text.split(' ')[0]);
+  if (!Number.isFinite(n) || text.trim() === '') throw new RangeError(`no run time in /proc schedstat line: ${text.slice(0, 120)}`);
+  return n;
+}
+
 /** VmHWM (peak resident set size) in bytes from the text of /proc/<pid>/status; null if absent. */
 export function parseVmHwmBytes(text: string): number | null {
   const m = /^VmHWM:\s+(\d+)\s+kB$/m.exec(text);
@@ -41,6 +48,20 @@ export function processCpuSeconds(pid: number): number | null {
     return parseStatCpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) / clockTicksPerSecond();
   } catch {
     return null;
+  }
+}
+
+/**
+ * CPU seconds a single-threaded process (a PostgreSQL backend or apply worker) has used so far, at
+ * nanosecond resolution: /proc/<pid>/stat counts whole clock ticks (10 ms), which rounds a short
+ * apply to 0. /proc/<pid>/schedstat covers only the main thread, which is the whole of a backend;
+ * it needs CONFIG_SCHED_INFO, so stat's ticks stand in where it is missing. Null if unreadable.
+ */
+export function backendCpuSeconds(pid: number): number | null {
+  try {
+    return parseSchedstatCpuNanos(readFileSync(`/proc/${pid}/schedstat`, 'utf8')) / 1e9;
+  } catch {
+    return processCpuSeconds(pid);
   }
 }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { BenchError } from '../../src/bench/bench-error.js';
 import { heartbeatLags, markBase } from '../../src/bench/mark-probes.js';
 import { parsePgbenchSummary } from '../../src/bench/pgbench.js';
-import { parseStatCpuTicks, parseVmHwmBytes } from '../../src/bench/proc-stats.js';
+import { parseSchedstatCpuNanos, parseStatCpuTicks, parseVmHwmBytes } from '../../src/bench/proc-stats.js';
 import { profileStatements } from '../../src/bench/statement-profile.js';
 import type { StatementRow } from '../../src/bench/statement-profile.js';
 
@@ -35,6 +35,11 @@ describe('/proc parsers', () => {
     const line = '4242 (node (bench) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 11 0 145703 3133440 380';
     expect(parseStatCpuTicks(line)).toBe(1234 + 567);
     expect(() => parseStatCpuTicks('4242 (x) S 1')).toThrow(RangeError);
+  });
+
+  it('reads run time in nanoseconds from schedstat', () => {
+    expect(parseSchedstatCpuNanos('68276512 59971 2\n')).toBe(68276512);
+    expect(() => parseSchedstatCpuNanos('')).toThrow(RangeError);
   });
 
   it('reads VmHWM in bytes', () => {
