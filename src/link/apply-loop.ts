@@ -170,8 +170,6 @@ export class ApplyLoop {
   conflicts = 0;
   lastAppliedCommit: bigint | null = null;
   lastHeartbeat: bigint | null = null;
-  /** Inside a transaction, or working on queued ones. */
-  busy = false;
 
   /** Transactions (by commit LSN) to apply change by change after a unique violation. */
   private readonly careful = new Set<bigint>();
@@ -205,11 +203,9 @@ export class ApplyLoop {
       const item = queue.peek();
       if (!item) {
         await this.settle();
-        this.busy = this.open !== null;
         await queue.wait();
         continue;
       }
-      this.busy = true;
       if (item.kind === 'transaction') {
         await this.small(a);
         continue;
@@ -264,7 +260,6 @@ export class ApplyLoop {
     this.open = null;
     this.committing = null;
     this.current = null;
-    this.busy = false;
   }
 
   // ---- small transactions: the apply procedure ----

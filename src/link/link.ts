@@ -536,7 +536,7 @@ export class Link {
       skipped: (t) => {
         received(t.endLsn);
         if (t.reason === 'origin') this.filtered++;
-        this.progress.processed(t.endLsn, this.queue.length === 0 && !this.apply.busy);
+        this.progress.processed(t.endLsn);
       },
     };
   }
@@ -601,8 +601,8 @@ export class Link {
 
   /**
    * Standby status update. flush = the origin's progress after pg_replication_origin_progress(…, true)
-   * flushed local WAL up to it: only durable commits are confirmed. When nothing received is pending,
-   * keepalive and filtered positions are confirmed too.
+   * flushed local WAL up to it: only durable commits are confirmed, and keepalive and filtered
+   * positions once what came before them is (ProgressTracker).
    */
   private async feedback(): Promise<void> {
     const control = this.control;
@@ -611,8 +611,7 @@ export class Link {
     const r = await control.query<{ lsn: string | null }>('SELECT pg_replication_origin_progress($1, true)::text AS lsn', [this.origin]);
     const lsn = r.rows[0]?.lsn;
     if (lsn) this.progress.durableUpTo(parseLsn(lsn));
-    const idle = !this.assembler.receiving && this.queue.length === 0 && !this.apply.busy;
-    const confirmed = this.progress.confirm(idle);
+    const confirmed = this.progress.confirm();
     if (this.replication !== replication) return;
     replication.sendStatus({
       written: this.progress.received > confirmed ? this.progress.received : confirmed,

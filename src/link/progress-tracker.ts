@@ -6,10 +6,12 @@ import { pgMicrosToUnixMs } from '../protocol/pg-time.js';
  * Where one link stands, as positions in the peer's WAL, and the lag they imply. Pure: the link
  * feeds it events and reads what to confirm.
  *
- *   received ≥ applied ≥ durable ≥ … ; confirmed only ever takes durable positions, or, when nothing
- *   received is pending, the positions of transactions that needed no local commit (filtered by
- *   origin, empty, or keepalives): like worker.c send_feedback without pending transactions, or the
- *   peer would retain WAL forever on idle or filtered traffic.
+ *   received ≥ applied ≥ durable ≥ … ; confirmed only ever takes durable positions, or positions
+ *   that needed no local commit (transactions filtered by origin or that wrote nothing, keepalives)
+ *   once every transaction received before them is done and durable: like worker.c send_feedback
+ *   without pending transactions, or the peer would retain WAL forever on idle or filtered traffic.
+ *   Such a position waits for the transactions ahead of it, not for a moment when nothing at all is
+ *   pending: with heartbeats arriving in step with feedback there may never be one.
  */
 export class ProgressTracker {
   /** Highest position received (commit end or keepalive walEnd). */
@@ -20,11 +22,17 @@ export class ProgressTracker {
   durable: Lsn = ZERO_LSN;
   /** Last position confirmed to the peer. */
   confirmed: Lsn = ZERO_LSN;
-  /** Positions processed without a local commit: confirmable once nothing is pending. */
+  /** Highest position without a local commit whose predecessors are all durable: confirmable. */
   private idle: Lsn = ZERO_LSN;
+  /** Such positions whose predecessors are done; `needs`: what must be durable first (applied then). */
+  private ready: { readonly lsn: Lsn; readonly needs: Lsn }[] = [];
+  /** Such positions behind transactions not yet done: `seq` transactions received before them. */
+  private waiting: { readonly lsn: Lsn; readonly seq: number }[] = [];
   /** Commit times of received transactions not yet applied, oldest first. */
   private pending: bigint[] = [];
   private head = 0;
+  /** Transactions dropped from the front of `pending`: base + head are done, base + length received. */
+  private base = 0;
   /** The oldest unapplied commit time across a reconnect, until apply resumes. */
   private oldestUnapplied: bigint | null = null;
 
@@ -34,15 +42,21 @@ export class ProgressTracker {
   startAttempt(origin: Lsn): void {
     this.applied = maxLsn(this.applied, origin);
     this.durable = origin;
-    this.pending = [];
-    this.head = 0;
+    this.restartCount();
   }
 
   /** The attempt ended: what was received and not applied is received again, and still lags. */
   endAttempt(): void {
     this.oldestUnapplied = this.pending[this.head] ?? this.oldestUnapplied;
+    this.restartCount();
+  }
+
+  /** What was received and not done is received again: positions waiting behind it, too. */
+  private restartCount(): void {
     this.pending = [];
     this.head = 0;
+    this.base = 0;
+    this.waiting = [];
   }
 
   receivedUpTo(lsn: Lsn): void {
@@ -52,7 +66,7 @@ export class ProgressTracker {
   /** A keepalive: its walEnd needs no local commit when no transaction is being received. */
   keepalive(walEnd: Lsn, receiving: boolean): void {
     this.received = maxLsn(this.received, walEnd);
-    if (!receiving) this.idle = maxLsn(this.idle, walEnd);
+    if (!receiving) this.noCommitAt(walEnd);
   }
 
   /** A transaction that will be applied was received. */
@@ -60,9 +74,29 @@ export class ProgressTracker {
     this.pending.push(commitTime);
   }
 
-  /** A transaction processed without a local commit (filtered, or nothing to write). */
-  processed(endLsn: Lsn, nothingPending: boolean): void {
-    if (nothingPending) this.idle = maxLsn(this.idle, endLsn);
+  /** A transaction received and dropped without a local commit (filtered by origin). */
+  processed(endLsn: Lsn): void {
+    this.noCommitAt(endLsn);
+  }
+
+  /** A position that needs no local commit, behind every transaction received so far. */
+  private noCommitAt(lsn: Lsn): void {
+    const seq = this.base + this.pending.length;
+    if (seq <= this.base + this.head) {
+      this.readyAt(lsn);
+      return;
+    }
+    const last = this.waiting[this.waiting.length - 1];
+    // Positions behind the same transactions wait as one.
+    if (last?.seq === seq) this.waiting[this.waiting.length - 1] = { lsn: maxLsn(last.lsn, lsn), seq };
+    else this.waiting.push({ lsn, seq });
+  }
+
+  private readyAt(lsn: Lsn): void {
+    const last = this.ready[this.ready.length - 1];
+    // Positions that need the same commits durable are confirmable together.
+    if (last?.needs === this.applied) this.ready[this.ready.length - 1] = { lsn: maxLsn(last.lsn, lsn), needs: last.needs };
+    else this.ready.push({ lsn, needs: this.applied });
   }
 
   /** Apply picked up where the last attempt left: lag counts from the queue again. */
@@ -75,10 +109,16 @@ export class ProgressTracker {
     if (this.head < this.pending.length) this.head++;
     if (this.head > 1024 && this.head * 2 > this.pending.length) {
       this.pending = this.pending.slice(this.head);
+      this.base += this.head;
       this.head = 0;
     }
     if (advancedOrigin) this.applied = maxLsn(this.applied, endLsn);
-    else this.idle = maxLsn(this.idle, endLsn);
+    else this.readyAt(endLsn);
+    const done = this.base + this.head;
+    for (let w = this.waiting[0]; w !== undefined && w.seq <= done; w = this.waiting[0]) {
+      this.readyAt(w.lsn);
+      this.waiting.shift();
+    }
   }
 
   durableUpTo(lsn: Lsn): void {
@@ -86,16 +126,18 @@ export class ProgressTracker {
   }
 
   /**
-   * What to confirm now; `idle`: nothing received is pending anywhere in the link. Never beyond
-   * `applied`: the origin's progress is read on another connection and moves inside RecordTransactionCommit,
-   * before the applying transaction is visible (ProcArrayEndTransaction comes after), so a durable
-   * position read during a commit in flight would release a synchronous committer on the peer before
-   * its rows can be read here.
+   * What to confirm now. Never beyond `applied`: the origin's progress is read on another connection
+   * and moves inside RecordTransactionCommit, before the applying transaction is visible
+   * (ProcArrayEndTransaction comes after), so a durable position read during a commit in flight
+   * would release a synchronous committer on the peer before its rows can be read here.
    */
-  confirm(idle: boolean): Lsn {
+  confirm(): Lsn {
+    for (let r = this.ready[0]; r !== undefined && r.needs <= this.durable; r = this.ready[0]) {
+      this.idle = maxLsn(this.idle, r.lsn);
+      this.ready.shift();
+    }
     const done = this.durable < this.applied ? this.durable : this.applied;
-    const flushed = idle && this.durable >= this.applied ? maxLsn(done, this.idle) : done;
-    this.confirmed = maxLsn(this.confirmed, flushed);
+    this.confirmed = maxLsn(this.confirmed, maxLsn(done, this.idle));
     return this.confirmed;
   }
 
