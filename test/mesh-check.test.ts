@@ -8,7 +8,7 @@ import { parseConfig } from '../src/config/load-config.js';
 import { checkMesh } from '../src/node/mesh-check.js';
 import { setupNode } from '../src/node/setup-node.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
-import { useCluster } from './support/cluster-fixture.js';
+import { eventually, useCluster } from './support/cluster-fixture.js';
 import { availableServerVersions } from './support/pg-versions.js';
 
 const messages = async (raw: RawConfig): Promise<string[]> => (await checkMesh(parseConfig(raw, {}))).map((p) => p.message);
@@ -63,10 +63,14 @@ describe.each(availableServerVersions())('mesh checks ($label)', ({ binDir }) =>
     const status: string[] = [];
     expect(await main(['status', '--config', file], { out: (s) => status.push(s), err: (s) => status.push(s) })).toBe(0);
     expect(status.join('')).toContain('mesh: peer b has no publication pgbidi');
+    // The agent's link re-creates the slot on b when it gets that far in its start; the publication stays missing.
+    await eventually('slot pgbidi_b_to_a re-created by the agent', async () => {
+      const rows = await c.query('b', `SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgbidi_b_to_a'`);
+      return rows.length === 1;
+    });
     const json: string[] = [];
     expect(await main(['status', '--config', file, '--json'], { out: (s) => json.push(s), err: (s) => json.push(s) })).toBe(0);
     const body = JSON.parse(json.join('')) as { mesh: { peer: string; message: string }[] };
-    // The agent's link re-created the slot on b at start; the publication is still missing.
     expect(body.mesh.map((m) => m.message)).toEqual([expect.stringContaining('peer b has no publication pgbidi')]);
 
     await setupNode(c.config('b'));
