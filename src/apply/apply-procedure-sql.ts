@@ -270,16 +270,21 @@ class ShapeSql {
     }
   }
 
-  /** The same rule over a row of the statement (alias t), for a guarded UPDATE or DELETE. */
+  /**
+   * The same rule over a row of the statement (alias t), for a guarded UPDATE or DELETE: the order
+   * of remote_wins (metadata-schema.ts), with the commit timestamp read once in a row comparison
+   * ((a, b) < (c, d) compares b and d only when a = c, and is null when a is).
+   */
   guard(rule: OverwriteRule): string {
     const own = `t.xmin = ${OWN_IF_ASSIGNED}`;
-    const cts = CTS('t.xmin');
-    const node = `coalesce(${S}.node_of_origin(${ROIDENT('t.xmin')}), '') COLLATE "C"`;
+    const local = `(${CTS('t.xmin')}, coalesce(${S}.node_of_origin(${ROIDENT('t.xmin')}), '') COLLATE "C")`;
+    const remote = `(${V}.ts, ${P}.peer COLLATE "C")`;
     switch (rule) {
       case 'remote_newer':
-        return `(${own} OR ${cts} IS NULL OR ${cts} < ${V}.ts OR (${cts} = ${V}.ts AND ${node} < ${P}.peer COLLATE "C"))`;
+        // A row without a commit timestamp loses to any remote version (the comparison is null).
+        return `(${own} OR (${local} < ${remote}) IS NOT FALSE)`;
       case 'remote_older':
-        return `(${own} OR (${cts} IS NOT NULL AND (${V}.ts < ${cts} OR (${V}.ts = ${cts} AND ${P}.peer COLLATE "C" < ${node}))))`;
+        return `(${own} OR (${remote} < ${local}) IS TRUE)`;
       case 'always':
         return 'true';
       case 'same_origin':
@@ -457,9 +462,10 @@ function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: Procedure
   const where = `${sql.keyMatch('t')} AND ${options.returningOld ? sql.guard(rule) : sql.quiet(rule)}`;
   if (!options.returningOld) return [`${write(where)};`, 'IF FOUND THEN', body(wrote()), 'ELSE', body(slow), 'END IF;'];
   return [
-    `${write(where)} RETURNING ${sql.oldOriginDiffers()} AS od, CASE WHEN ${sql.oldOriginDiffers()} THEN to_jsonb(old) END AS loc INTO ${V}.w;`,
+    // to_jsonb of a row is never null: the old row is returned exactly when it was an *_origin_differs.
+    `${write(where)} RETURNING CASE WHEN ${sql.oldOriginDiffers()} THEN to_jsonb(old) END AS loc INTO ${V}.w;`,
     'IF FOUND THEN',
-    body(wrote(`IF ${V}.w.od THEN`, body(sql.conflict(differs, 'apply_remote', `${V}.w.loc`, remote)), 'END IF;')),
+    body(wrote(`IF ${V}.w.loc IS NOT NULL THEN`, body(sql.conflict(differs, 'apply_remote', `${V}.w.loc`, remote)), 'END IF;')),
     'ELSE',
     body(slow),
     'END IF;',

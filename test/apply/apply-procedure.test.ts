@@ -108,4 +108,56 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     const progress = await client.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
     expect(progress.rows[0]?.lsn).toBe('0/40');
   });
+
+  it('decides a tie of commit times by node name, the same way as remote_wins', async () => {
+    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
+    const shapes: StepShape[] = [
+      { mapping, table: 'we"ird.ta ble', rules, losing: 'keep_local', carried: mapping.columns, sent: mapping.columns, complete: true, id: 1, kind: 'update' },
+    ];
+    const row = (id: number, v: string): (string | null)[] =>
+      mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
+    const at = '2020-01-01 00:00:00+00'; // past: the procedure waits for a remote commit time ahead of the clock
+    // Rows 10 and 11 last written by node c at `at` (another origin's session, its commit time set).
+    const writer = new pg.Client({ connectionString: server.connectionString() });
+    const applier = new pg.Client({ connectionString: server.connectionString() });
+    await Promise.all([writer.connect(), applier.connect()]);
+    try {
+      await writer.query(`SELECT pg_replication_origin_create('pgbidi_c')`);
+      await writer.query(`SELECT pg_replication_origin_session_setup('pgbidi_c')`);
+      await writer.query('BEGIN');
+      await writer.query(`INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (10, 'local'), (11, 'local')`);
+      await writer.query(`SELECT pg_replication_origin_xact_setup('0/1', $1)`, [at]);
+      await writer.query('COMMIT');
+      const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_q')::int AS ro`)).rows;
+      await applier.query(
+        applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000, peerOrigin: origin?.ro ?? 0, epoch: '2000-01-01 00:00:00+00' }),
+      );
+      await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_q')`);
+      const call = (expected: string, peer: string, lsn: string, id: number): Promise<pg.QueryResult> =>
+        applier.query(`CALL pg_temp.pgbidi_apply($1, $2, $3::pg_lsn[], $3::pg_lsn[], $4::timestamptz[], '{1}', '{1}', $5::text[], NULL, NULL, NULL, NULL)`, [
+          expected,
+          peer,
+          [lsn],
+          [at],
+          row(id, peer),
+        ]);
+      // The same commit time: node a sorts before c, so c's version stays; d sorts after c and wins.
+      expect((await call('0/0', 'a', '0/100', 10)).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
+      expect((await call('0/100', 'd', '0/200', 11)).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
+      const rows = await applier.query(`SELECT id, "old" FROM "we""ird"."ta ble" WHERE id IN (10, 11) ORDER BY id`);
+      expect(rows.rows).toEqual([
+        { id: 10, old: 'local' },
+        { id: 11, old: 'd' },
+      ]);
+      const logged = await applier.query(
+        `SELECT conflict_type || '/' || resolution AS t, key AS k FROM pgbidi.conflicts WHERE key IN ('["10"]', '["11"]') ORDER BY id`,
+      );
+      expect(logged.rows).toEqual([
+        { t: 'update_origin_differs/keep_local', k: ['10'] },
+        { t: 'update_origin_differs/apply_remote', k: ['11'] },
+      ]);
+    } finally {
+      await Promise.all([writer.end(), applier.end()]);
+    }
+  });
 });
