@@ -19,6 +19,7 @@ import type { RawConfig } from '../config/config-schema.js';
 import { BenchError } from './bench-error.js';
 import { now } from './bench-settings.js';
 import { processCpuSeconds, processPeakRssBytes } from './proc-stats.js';
+import { signalAndWait } from '../util/child-exit.js';
 
 const BIN = fileURLToPath(new URL('../../bin/pgbidi.js', import.meta.url));
 const READY_TIMEOUT_MS = 60_000;
@@ -168,12 +169,7 @@ export class AgentProcess {
   async stop(): Promise<void> {
     this.stopRequested = true;
     const child = this.child;
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-    await exited;
-    clearTimeout(timer);
+    await signalAndWait(child, 'SIGTERM', STOP_GRACE_MS);
   }
 }
 

@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { sleep } from './cluster-fixture.js';
+import { hasExited, signalAndWait } from '../../src/util/child-exit.js';
+import type { ChildExit } from '../../src/util/child-exit.js';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'pgbidi.js');
 
-export type Exit = { code: number | null; signal: NodeJS.Signals | null };
+export type Exit = ChildExit;
 
 /** One agent as a child process (bin/pgbidi.js runs dist/), so that it can be SIGKILLed at any moment. */
 export class AgentProcess {
@@ -48,23 +49,15 @@ export class AgentProcess {
   async kill9(): Promise<void> {
     const child = this.child;
     this.child = null;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGKILL');
-    await exited;
+    if (child) await signalAndWait(child, 'SIGKILL');
   }
 
   async terminate(timeoutMs = 20_000): Promise<Exit> {
     const child = this.child;
     if (!child) throw new Error('agent is not running');
-    if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
-    const exited = new Promise<Exit>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    child.kill('SIGTERM');
-    const result = await Promise.race([exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
-    if (result === 'timeout') {
-      child.kill('SIGKILL');
-      throw new Error('agent did not exit after SIGTERM');
-    }
+    const exited = hasExited(child);
+    const result = await signalAndWait(child, 'SIGTERM', timeoutMs);
+    if (!exited && result.signal === 'SIGKILL') throw new Error('agent did not exit after SIGTERM');
     this.child = null;
     return result;
   }

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import type { RawConfig } from '../../config/config-schema.js';
+import { hasExited, signalAndWait } from '../../util/child-exit.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/pgbidi.js', import.meta.url));
 const READY_TIMEOUT_MS = 90_000;
@@ -98,10 +99,8 @@ export class FaultAgent {
   async kill9(): Promise<void> {
     const child = this.child;
     this.child = null;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGKILL');
-    await exited;
+    if (!child || hasExited(child)) return;
+    await signalAndWait(child, 'SIGKILL');
     this.kills++;
   }
 
@@ -109,12 +108,7 @@ export class FaultAgent {
   async stop(): Promise<void> {
     const child = this.child;
     this.child = null;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-    await exited;
-    clearTimeout(timer);
+    if (child) await signalAndWait(child, 'SIGTERM', STOP_GRACE_MS);
   }
 
   async status(): Promise<FaultLinkStatus[]> {
