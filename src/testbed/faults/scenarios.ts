@@ -164,9 +164,16 @@ const peerUnreachableAtStart: Scenario = {
 /** Changes queued on a link that only a large transaction in flight explains (batches of 1,000). */
 const IN_FLIGHT_QUEUED = 1000;
 
-/** Commits a large transaction on `peer`; resolves once `node`'s link from it is in the middle of it, saying where. */
-async function largeTransactionInFlight(ctx: ScenarioContext, peer: string, node: string, batch: number): Promise<string> {
-  const { cluster, profile } = ctx;
+/**
+ * Starts the workload, picks a node and one of its peers, and after a second commits a large
+ * transaction on the peer; resolves once the node's link from it is in the middle of it, saying where.
+ */
+async function largeTransactionInFlight(ctx: ScenarioContext, batch: number): Promise<{ node: string; peer: string; when: string }> {
+  const { cluster, profile, startWorkload, pick } = ctx;
+  startWorkload();
+  const node = pick(cluster.nodes);
+  const peer = pick(others(cluster, node));
+  await sleep(1000);
   const before = await cluster.agent(node).link(peer);
   const applied = before?.changesApplied ?? 0;
   await largeTransaction(cluster.dsn(peer), peer, batch, profile.bulkRows);
@@ -180,23 +187,18 @@ async function largeTransactionInFlight(ctx: ScenarioContext, peer: string, node
     60_000,
     25,
   );
-  return l ? `with ${l.queuedChanges} changes queued` : 'not caught in flight (applied, or still decoded on the peer)';
+  return { node, peer, when: l ? `with ${l.queuedChanges} changes queued` : 'not caught in flight (applied, or still decoded on the peer)' };
 }
 
 const peerGoneMidTransaction: Scenario = {
   name: 'peer-gone-mid-transaction',
   async run(ctx) {
-    const { cluster, profile, startWorkload, pick } = ctx;
-    startWorkload();
-    const node = pick(cluster.nodes);
-    const peer = pick(others(cluster, node));
-    await sleep(1000);
-    const inFlight = await largeTransactionInFlight(ctx, peer, node, 1);
+    const { cluster, profile } = ctx;
+    const { node, peer, when } = await largeTransactionInFlight(ctx, 1);
     cluster.proxy(peer, node).cutAll();
     await sleep(2000);
     cluster.proxy(peer, node).restore();
     await sleep(profile.loadMs);
-    const when = inFlight;
     return { action: `${peer} cut off from ${node}'s agent during a ${profile.bulkRows}-row transaction ${when}, 2 s`, partitions: 1 };
   },
 };
@@ -204,18 +206,13 @@ const peerGoneMidTransaction: Scenario = {
 const localGoneWhileApplying: Scenario = {
   name: 'local-gone-while-applying',
   async run(ctx) {
-    const { cluster, profile, startWorkload, pick } = ctx;
-    startWorkload();
-    const node = pick(cluster.nodes);
-    const peer = pick(others(cluster, node));
-    await sleep(1000);
-    const inFlight = await largeTransactionInFlight(ctx, peer, node, 2);
+    const { cluster, profile } = ctx;
+    const { node, peer, when } = await largeTransactionInFlight(ctx, 2);
     const server = cluster.local.server(node);
     await server.stopImmediate();
     await sleep(2000);
     await server.startAgain();
     await sleep(profile.loadMs);
-    const when = inFlight;
     return { action: `PostgreSQL of ${node} stopped (immediate) while applying a ${profile.bulkRows}-row transaction from ${peer} ${when}, 2 s`, restarts: 1 };
   },
 };
