@@ -16,10 +16,10 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import type { RawConfig } from '../config/config-schema.js';
+import { signalAndWait } from '../util/child-exit.js';
 import { BenchError } from './bench-error.js';
 import { now } from './bench-settings.js';
 import { processCpuSeconds, processPeakRssBytes } from './proc-stats.js';
-import { signalAndWait } from '../util/child-exit.js';
 
 const BIN = fileURLToPath(new URL('../../bin/pgbidi.js', import.meta.url));
 const READY_TIMEOUT_MS = 60_000;

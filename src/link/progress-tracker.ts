@@ -115,10 +115,9 @@ export class ProgressTracker {
     if (advancedOrigin) this.applied = maxLsn(this.applied, endLsn);
     else this.readyAt(endLsn);
     const done = this.base + this.head;
-    for (let w = this.waiting[0]; w !== undefined && w.seq <= done; w = this.waiting[0]) {
-      this.readyAt(w.lsn);
-      this.waiting.shift();
-    }
+    let n = 0;
+    for (let w = this.waiting[n]; w !== undefined && w.seq <= done; w = this.waiting[++n]) this.readyAt(w.lsn);
+    if (n > 0) this.waiting.splice(0, n);
   }
 
   durableUpTo(lsn: Lsn): void {
@@ -132,10 +131,10 @@ export class ProgressTracker {
    * would release a synchronous committer on the peer before its rows can be read here.
    */
   confirm(): Lsn {
-    for (let r = this.ready[0]; r !== undefined && r.needs <= this.durable; r = this.ready[0]) {
-      this.idle = maxLsn(this.idle, r.lsn);
-      this.ready.shift();
-    }
+    // In order of position and of what they need: what is confirmable now is a run at the front.
+    let n = 0;
+    for (let r = this.ready[n]; r !== undefined && r.needs <= this.durable; r = this.ready[++n]) this.idle = maxLsn(this.idle, r.lsn);
+    if (n > 0) this.ready.splice(0, n);
     const done = this.durable < this.applied ? this.durable : this.applied;
     this.confirmed = maxLsn(this.confirmed, maxLsn(done, this.idle));
     return this.confirmed;
