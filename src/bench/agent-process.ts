@@ -18,6 +18,7 @@ import { stringify } from 'yaml';
 import type { RawConfig } from '../config/config-schema.js';
 import { signalAndWait } from '../util/child-exit.js';
 import { BenchError } from './bench-error.js';
+import { DroppedSpanCounter } from './dropped-spans.js';
 import { now } from './bench-settings.js';
 import { processCpuSeconds, processPeakRssBytes } from './proc-stats.js';
 
@@ -61,6 +62,7 @@ function profileArgs(name: string): string[] {
 export class AgentProcess {
   private cpuAtReady = 0;
   private stderrTail = '';
+  private readonly dropped = new DroppedSpanCounter();
   private stopRequested = false;
   /** now() when /status first answered with its node. */
   readyAt = 0;
@@ -87,7 +89,10 @@ export class AgentProcess {
     });
     if (logFd !== null) closeSync(logFd);
     const agent = new AgentProcess(options.name, child, listen, spawnedAt);
-    child.stderr?.setEncoding('utf8').on('data', (s: string) => (agent.stderrTail = (agent.stderrTail + s).slice(-4000)));
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      agent.stderrTail = (agent.stderrTail + s).slice(-4000);
+      agent.dropped.push(s);
+    });
     running.add(agent);
     child.once('exit', (code, signal) => {
       running.delete(agent);
@@ -119,6 +124,11 @@ export class AgentProcess {
   cpuSeconds(): number | null {
     const total = processCpuSeconds(this.pid);
     return total === null ? null : total - this.cpuAtReady;
+  }
+
+  /** Spans the agent's batch span processor reported dropped so far (tracing with OTEL_LOG_LEVEL set). */
+  get droppedSpans(): number {
+    return this.dropped.total;
   }
 
   /** Peak resident set size (VmHWM) so far, in bytes; null once gone. */

@@ -6,7 +6,8 @@
  *
  * Variants: 'default' and 'observability-off' run the agents with a silent logger, no tracing and
  * nobody scraping; 'observability-on' writes info logs to a file, traces every transaction over
- * OTLP/HTTP to a local sink, and scrapes /metrics every second (instrumentation.ts).
+ * OTLP/HTTP to a local sink, and scrapes /metrics every second (instrumentation.ts); its usage()
+ * fails when the agent reported dropped spans (dropped-spans.ts).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +20,7 @@ import { freePort } from '../pg-server/free-port.js';
 import type { PostgresServer } from '../pg-server/postgres-server.js';
 import type { LocalCluster } from '../testbed/local-cluster.js';
 import { AgentProcess } from './agent-process.js';
+import { BenchError } from './bench-error.js';
 import type { Variant } from './bench-results.js';
 import { APPLIER_ROLE, driverClient } from './bench-settings.js';
 import { Instrumentation } from './instrumentation.js';
@@ -84,6 +86,10 @@ export class PgbidiReplication implements Replication {
 
   async usage(node: string): Promise<ApplierUsage> {
     const agent = this.agents.get(node);
+    // Spans dropped are spans not paid for: the observability-on figures would understate its cost.
+    if (this.instrumentation && agent && agent.droppedSpans > 0) {
+      throw new BenchError('BENCH_UNEXPECTED', `agent ${node} dropped ${agent.droppedSpans} spans (its batch span processor's queue was full)`);
+    }
     const agentCpuSeconds = agent?.cpuSeconds() ?? null;
     const client = await driverClient(this.server(node));
     let backendCpu: number | null;
