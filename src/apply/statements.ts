@@ -225,6 +225,15 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   };
 }
 
+/**
+ * Built-in scalar types (pg_type.dat OIDs) whose array literal our arrayLiteral writes as the type's
+ * own array input reads it: the element delimiter is a comma (box's is a semicolon) and an element is
+ * one value (not an array). An element's text goes to the same input function as a cast from text.
+ * bool, bytea, int8, int2, int4, text, json, float4, float8, varchar, date, time, timestamp,
+ * timestamptz, interval, numeric, uuid, jsonb.
+ */
+const DIRECT_ARRAY_TYPES: ReadonlySet<number> = new Set([16, 17, 20, 21, 23, 25, 114, 700, 701, 1043, 1082, 1083, 1114, 1184, 1186, 1700, 2950, 3802]);
+
 /** SQLSTATE raised by pgbidi.no_tombstones (metadata-schema.ts): the insert fast path does not apply. */
 export const FAST_PATH_CLOSED = 'PB001';
 
@@ -234,23 +243,25 @@ export const FAST_PATH_CLOSED = 'PB001';
  * row. It is only right when no row of the batch exists (else it fails with 23505) and the table
  * has no tombstone at all (else pgbidi.no_tombstones fails with FAST_PATH_CLOSED, once per statement
  * as an InitPlan); either failure rolls the transaction back and the batch runs through upsertRows.
- * Returns the number of rows inserted.
+ * Every row is inserted or the statement fails, so nothing needs to come back: no RETURNING and no
+ * CTE around it, whose tuplestore cost the server about a seventh of the statement's time on
+ * 1,000-row batches. Columns of a type listed in DIRECT_ARRAY_TYPES arrive as arrays of that type,
+ * parsed once by array_in instead of as text and then cast row by row.
  */
 export function insertRowsFast(m: TableMapping, rows: readonly Row[]): Statement {
   const p = new Params();
   const cols = m.columns;
   const names = cols.map((c) => quoteIdent(c.name)).join(', ');
   const overriding = cols.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
-  const x = inputRows(
-    p,
-    cols.map((c) => ({ alias: c.name, values: column(rows, c) })),
-  );
+  const direct = cols.map((c) => c.typeOid !== undefined && DIRECT_ARRAY_TYPES.has(c.typeOid));
+  const params = cols.map((c, i) => `${p.add(arrayLiteral(column(rows, c)))}::${direct[i] ? c.type : 'text'}[]`).join(', ');
+  const aliases = cols.map((c) => quoteIdent(c.name)).join(', ');
+  const select = cols.map((c, i) => (direct[i] ? `x.${quoteIdent(c.name)}` : castAs(c, c.name))).join(', ');
   const table = p.add(qualified(m));
   return {
     text:
-      `WITH ${x}, ins AS (INSERT INTO ${qualifiedName(m.local.schema, m.local.name)} (${names})${overriding} ` +
-      `SELECT ${cols.map((c) => castAs(c, c.name)).join(', ')} FROM x WHERE (SELECT ${METADATA_SCHEMA}.no_tombstones(${table})) RETURNING 1) ` +
-      `SELECT count(*)::int AS n FROM ins`,
+      `INSERT INTO ${qualifiedName(m.local.schema, m.local.name)} (${names})${overriding} ` +
+      `SELECT ${select} FROM unnest(${params}) AS x(${aliases}) WHERE (SELECT ${METADATA_SCHEMA}.no_tombstones(${table}))`,
     values: p.values,
   };
 }

@@ -11,6 +11,8 @@ export interface MappedColumn {
   readonly index: number;
   readonly name: string;
   readonly type: string;
+  /** The local column's type OID, when the catalog gave it. */
+  readonly typeOid?: number;
   /** GENERATED ALWAYS identity: inserts need OVERRIDING SYSTEM VALUE, updates must not set it. */
   readonly identityAlways: boolean;
   readonly isKey: boolean;
@@ -101,6 +103,7 @@ export function mapRelation(relation: RelationMessage, local: LocalTable, typeNa
       index,
       name: rc.name,
       type: lc.type,
+      ...(lc.typeOid !== undefined ? { typeOid: lc.typeOid } : {}),
       identityAlways: lc.identity === 'a',
       isKey: local.primaryKey.includes(rc.name),
     });
