@@ -34,7 +34,7 @@ import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn, parseLsn } from '../protocol/lsn.js';
 import { formatPgTimestamp, nowPgMicros, pgMicrosToUnixMs } from '../protocol/pg-time.js';
-import type { ChangeMessage } from '../protocol/pgoutput-messages.js';
+import type { ChangeMessage, PgoutputMessage, StreamCommitMessage, StreamControlMessage } from '../protocol/pgoutput-messages.js';
 import type { ReplicationMessage } from '../protocol/replication-messages.js';
 import { ReplicationConnection } from '../source/replication-connection.js';
 import { ApplyLoop } from './apply-loop.js';
@@ -43,6 +43,8 @@ import { Backoff } from './backoff.js';
 import { OperatorActions } from './operator-actions.js';
 import type { DeadLetterRetry } from './operator-actions.js';
 import { ProgressTracker } from './progress-tracker.js';
+import { StreamSpool } from './stream-spool.js';
+import type { SpooledTransaction } from './stream-spool.js';
 import { TransactionAssembler } from './transaction-assembler.js';
 import type { AssemblerSink } from './transaction-assembler.js';
 import { WITHOUT_SYNC_WAIT } from '../node/synchronous-links.js';
@@ -117,6 +119,15 @@ export class Link {
   // Receive side (per attempt): where in its transaction the next batch is.
   private batchesInTransaction = 0;
   private receivingCommitTime: bigint | null = null;
+  /** Transactions the peer streams before their commit, kept until it (stream-spool.ts). */
+  private readonly spool = new StreamSpool();
+  /** A committed streamed transaction is being read back: what arrives meanwhile waits in `held`. */
+  private replaying = false;
+  private held: ReplicationMessage[] = [];
+  /** Counts resets of the receive side: a read-back of an earlier attempt stops. */
+  private receiverEpoch = 0;
+  /** The read-back waits here for room in the queue. */
+  private roomWaiter: (() => void) | null = null;
 
   // Status.
   private peerVersion = 0;
@@ -466,6 +477,11 @@ export class Link {
   }
 
   private resetReceiver(): void {
+    this.receiverEpoch++;
+    this.spool.reset();
+    this.replaying = false;
+    this.held = [];
+    this.wakeReadBack();
     this.assembler.reset();
     this.batchesInTransaction = 0;
     this.receivingCommitTime = null;
@@ -488,13 +504,20 @@ export class Link {
     await session?.close(); // an open transaction rolls back with the session
     await control?.end().catch(() => undefined);
     this.progress.endAttempt();
+    // Streamed transactions not committed yet come again, whole, on the next attempt.
+    this.resetReceiver();
   }
 
   // ---- receive side: synchronous, runs inside the copyData callback ----
 
   private receive(m: ReplicationMessage): void {
+    if (this.replaying) {
+      this.held.push(m);
+      return;
+    }
     if (m.kind === 'keepalive') {
-      this.progress.keepalive(m.walEnd, this.assembler.receiving);
+      // A streamed transaction not committed yet counts as one being received.
+      this.progress.keepalive(m.walEnd, this.assembler.receiving || this.spool.pending);
       if (m.replyRequested) void this.onControl(() => this.feedback()).catch((err) => this.attemptFailed?.(err));
       // On a synchronous link a keepalive may stand for commits the peer's committers wait on that
       // send nothing (unpublished tables, origin-filtered or empty transactions: §8 of the research).
@@ -502,7 +525,76 @@ export class Link {
       return;
     }
     this.deps.metrics.receivedBytes(m.byteLength);
-    this.assembler.accept(m.message);
+    const msg = m.message;
+    if (isStreamControl(msg)) this.stream(msg);
+    else if (msg.tag === 'origin' && this.spool.inBlock) this.spool.origin();
+    else this.assembler.accept(msg);
+  }
+
+  /** Protocol 2's streamed transactions: kept in the spool until their Stream Commit. */
+  private stream(msg: StreamControlMessage): void {
+    switch (msg.tag) {
+      case 'stream-start':
+        return this.spool.start(msg);
+      case 'stream-stop':
+        return this.spool.stop();
+      case 'streamed':
+        return this.spool.add(msg);
+      case 'stream-abort':
+        return this.spool.abort(msg);
+      case 'stream-commit':
+        return this.readBack(msg);
+    }
+  }
+
+  /**
+   * Stream Commit: the transaction goes through the assembler as if it had arrived whole (Begin,
+   * Origin, its messages, Commit), read back from the spool as the apply queue makes room. Reading
+   * from the peer pauses meanwhile, and what the driver had already parsed waits in `held`.
+   */
+  private readBack(c: StreamCommitMessage): void {
+    const t = this.spool.commit(c.xid);
+    const epoch = this.receiverEpoch;
+    this.replaying = true;
+    this.replication?.pause();
+    this.feedTransaction(t, c, epoch).then(
+      () => {
+        if (epoch !== this.receiverEpoch) return;
+        this.replaying = false;
+        while (!this.replaying && this.held.length > 0) this.receive(this.held.shift() as ReplicationMessage);
+        if (!this.replaying && this.state !== 'paused') this.replication?.resume();
+      },
+      (err: unknown) => {
+        if (epoch === this.receiverEpoch) this.attemptFailed?.(err);
+      },
+    );
+  }
+
+  private async feedTransaction(t: SpooledTransaction | null, c: StreamCommitMessage, epoch: number): Promise<void> {
+    try {
+      this.assembler.accept({ tag: 'begin', finalLsn: c.commitLsn, commitTime: c.commitTime, xid: c.xid });
+      // The Origin message's fields are not used: its presence drops the transaction.
+      if (t?.origin) this.assembler.accept({ tag: 'origin', originLsn: 0n, originName: '' });
+      if (t) {
+        for await (const chunk of t.chunks()) {
+          for (const msg of chunk) {
+            if (epoch !== this.receiverEpoch) return;
+            this.assembler.accept(msg);
+            if (this.queue.changes >= this.maxQueuedChanges()) await new Promise<void>((resolve) => (this.roomWaiter = resolve));
+          }
+        }
+      }
+      if (epoch !== this.receiverEpoch) return;
+      this.assembler.accept({ tag: 'commit', flags: c.flags, commitLsn: c.commitLsn, endLsn: c.endLsn, commitTime: c.commitTime });
+    } finally {
+      t?.discard();
+    }
+  }
+
+  private wakeReadBack(): void {
+    const w = this.roomWaiter;
+    this.roomWaiter = null;
+    w?.();
   }
 
   /** Where the receive stage's output goes: the apply queue, with positions and backpressure. */
@@ -565,16 +657,21 @@ export class Link {
    * apply at the former default of 10,000 (W1 profile; 2,000: W1 +24 %, W4 -15 % time, -50 MiB RSS).
    */
   private backpressure(): void {
-    const { max_queued_changes, apply_batch_size } = this.deps.config.replication;
-    const max = Math.max(max_queued_changes, 2 * apply_batch_size);
+    const max = this.maxQueuedChanges();
     this.deps.metrics.queue(this.queue.changes, max);
+    if (this.queue.changes <= max / 2) this.wakeReadBack();
     if (this.state === 'streaming' && this.queue.changes >= max) {
       this.replication?.pause();
       this.setState('paused');
     } else if (this.state === 'paused' && this.queue.changes <= max / 2) {
-      this.replication?.resume();
+      if (!this.replaying) this.replication?.resume();
       this.setState('streaming');
     }
+  }
+
+  private maxQueuedChanges(): number {
+    const { max_queued_changes, apply_batch_size } = this.deps.config.replication;
+    return Math.max(max_queued_changes, 2 * apply_batch_size);
   }
 
   // ---- feedback and heartbeats, on the control connection ----
@@ -637,4 +734,16 @@ export class Link {
 
 function isoTime(micros: bigint | null): string | null {
   return micros === null ? null : new Date(pgMicrosToUnixMs(micros)).toISOString();
+}
+
+const STREAM_TAGS: ReadonlySet<string> = new Set([
+  'stream-start',
+  'stream-stop',
+  'streamed',
+  'stream-abort',
+  'stream-commit',
+] satisfies StreamControlMessage['tag'][]);
+
+function isStreamControl(m: PgoutputMessage | StreamControlMessage): m is StreamControlMessage {
+  return STREAM_TAGS.has(m.tag);
 }

@@ -1,5 +1,5 @@
 import { ByteReader } from './byte-reader.js';
-import type { PgoutputMessage, RelationColumn, ReplicaIdentity, Tuple, TupleValue, OldTupleKind } from './pgoutput-messages.js';
+import type { PgoutputMessage, RelationColumn, ReplicaIdentity, StreamControlMessage, Tuple, TupleValue, OldTupleKind } from './pgoutput-messages.js';
 import { UNCHANGED_TOAST } from './pgoutput-messages.js';
 
 /** Pure pgoutput decoding: one message's bytes in, one typed message out. No I/O, no state. */
@@ -83,6 +83,39 @@ export function decodePgoutput(payload: Buffer): PgoutputMessage {
     }
     default:
       throw new UnknownMessageError(tag, 'pgoutput message');
+  }
+}
+
+/** 'S', 'E', 'c', 'A': Stream Start, Stop, Commit, Abort. */
+const STREAM_TAGS = new Set([0x53, 0x45, 0x63, 0x41]);
+
+/** Messages that carry a transaction id after their tag inside a stream block (proto.c, `if (TransactionIdIsValid(xid))`). */
+const XID_IN_STREAM = new Set(['I', 'U', 'D', 'T', 'R', 'Y', 'M']);
+
+/**
+ * The stream-level messages of protocol 2 (Stream Start, Stop, Commit, Abort), and, when `inStream`
+ * (between Stream Start and Stop), a message with a transaction id, returned undecoded as
+ * StreamedMessage (a view into `payload`, not a copy); null for anything else (decodePgoutput's). Pure, like decodePgoutput: whether the
+ * stream is inside a block is the caller's state.
+ */
+export function decodeStreamMessage(payload: Buffer, inStream: boolean): StreamControlMessage | null {
+  if (!inStream && !STREAM_TAGS.has(payload[0] as number)) return null;
+  const r = new ByteReader(payload);
+  const tag = r.char();
+  switch (tag) {
+    case 'S':
+      return { tag: 'stream-start', xid: r.uint32(), first: r.byte() === 1 };
+    case 'E':
+      return { tag: 'stream-stop' };
+    case 'c':
+      return { tag: 'stream-commit', xid: r.uint32(), flags: r.byte(), commitLsn: r.uint64(), endLsn: r.uint64(), commitTime: r.int64() };
+    case 'A':
+      return { tag: 'stream-abort', xid: r.uint32(), subxid: r.uint32() };
+    default: {
+      if (!inStream || !XID_IN_STREAM.has(tag)) return null;
+      const xid = r.uint32();
+      return { tag: 'streamed', xid, messageTag: payload[0] as number, body: payload.subarray(r.position) };
+    }
   }
 }
 

@@ -2,7 +2,7 @@ import type { Lsn } from './lsn.js';
 import type { PgMicros } from './pg-time.js';
 
 /**
- * Typed pgoutput messages, protocol version 1 as sent by PostgreSQL 15 and 18 with streaming and
+ * Typed pgoutput messages, protocol version 2 as sent by PostgreSQL 15 and 18 with streaming on and
  * two-phase off ("Logical Replication Message Formats", protocol-logicalrep-message-formats.html;
  * writers in src/backend/replication/logical/proto.c).
  */
@@ -106,6 +106,56 @@ export interface LogicalDecodingMessage {
   readonly prefix: string;
   readonly content: Buffer;
 }
+
+/**
+ * Stream Start ('S', protocol 2+): the changes that follow until Stream Stop belong to transaction
+ * `xid`, which has not committed yet (the walsender streams a transaction once it outgrows
+ * logical_decoding_work_mem instead of spilling it to disk). `first`: its first block.
+ */
+export interface StreamStartMessage {
+  readonly tag: 'stream-start';
+  readonly xid: number;
+  readonly first: boolean;
+}
+
+export interface StreamStopMessage {
+  readonly tag: 'stream-stop';
+}
+
+/** Stream Commit ('c'): the streamed transaction `xid` committed; the same fields as Commit. */
+export interface StreamCommitMessage {
+  readonly tag: 'stream-commit';
+  readonly xid: number;
+  readonly flags: number;
+  readonly commitLsn: Lsn;
+  readonly endLsn: Lsn;
+  readonly commitTime: PgMicros;
+}
+
+/**
+ * Stream Abort ('A'): `subxid` aborted; when it equals `xid` the whole streamed transaction did.
+ * (Protocol 4's abort LSN and time, sent only for parallel streaming, are not requested.)
+ */
+export interface StreamAbortMessage {
+  readonly tag: 'stream-abort';
+  readonly xid: number;
+  readonly subxid: number;
+}
+
+/**
+ * A message inside a Stream Start … Stop block that carries a transaction id ('I', 'U', 'D', 'T',
+ * 'R', 'Y', 'M'): `xid` is the (sub)transaction's; the message as protocol 1 sends it is
+ * `messageTag` followed by `body` (the xid cut out). `body` is a view into the driver's receive
+ * buffer, valid only until the message handler returns: whoever keeps it copies it.
+ */
+export interface StreamedMessage {
+  readonly tag: 'streamed';
+  readonly xid: number;
+  readonly messageTag: number;
+  readonly body: Buffer;
+}
+
+export type StreamControlMessage = StreamStartMessage | StreamStopMessage | StreamCommitMessage | StreamAbortMessage | StreamedMessage;
 
 export type PgoutputMessage =
   | BeginMessage

@@ -1,8 +1,8 @@
 import { ByteReader } from './byte-reader.js';
 import type { Lsn } from './lsn.js';
 import type { PgMicros } from './pg-time.js';
-import { decodePgoutput, UnknownMessageError } from './pgoutput-decoder.js';
-import type { PgoutputMessage } from './pgoutput-messages.js';
+import { decodePgoutput, decodeStreamMessage, UnknownMessageError } from './pgoutput-decoder.js';
+import type { PgoutputMessage, StreamControlMessage } from './pgoutput-messages.js';
 
 /**
  * The walsender's CopyBoth sub-protocol (protocol-replication.html, "START_REPLICATION"):
@@ -15,7 +15,7 @@ export interface XLogData {
   readonly walStart: Lsn;
   readonly walEnd: Lsn;
   readonly sendTime: PgMicros;
-  readonly message: PgoutputMessage;
+  readonly message: PgoutputMessage | StreamControlMessage;
   readonly byteLength: number;
 }
 
@@ -28,8 +28,11 @@ export interface PrimaryKeepalive {
 
 export type ReplicationMessage = XLogData | PrimaryKeepalive;
 
-/** Decodes one CopyData payload completely (the caller's buffer may be reused after this returns). */
-export function decodeReplicationMessage(chunk: Buffer): ReplicationMessage {
+/**
+ * Decodes one CopyData payload completely (the caller's buffer may be reused after this returns).
+ * `inStream`: the stream is between Stream Start and Stop, where messages carry a transaction id.
+ */
+export function decodeReplicationMessage(chunk: Buffer, inStream = false): ReplicationMessage {
   const r = new ByteReader(chunk);
   const tag = r.char();
   if (tag === 'w') {
@@ -41,7 +44,7 @@ export function decodeReplicationMessage(chunk: Buffer): ReplicationMessage {
       walStart,
       walEnd,
       sendTime,
-      message: decodePgoutput(chunk.subarray(r.position)),
+      message: decodeStreamMessage(chunk.subarray(r.position), inStream) ?? decodePgoutput(chunk.subarray(r.position)),
       byteLength: chunk.length,
     };
   }

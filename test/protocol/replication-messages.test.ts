@@ -58,7 +58,7 @@ describe('decodeReplicationMessage: XLogData', () => {
   });
 
   it('an unknown pgoutput tag inside XLogData → UnknownMessageError', () => {
-    const payload = Buffer.from('S\u0000\u0000\u0000\u0001', 'latin1');
+    const payload = Buffer.from('X\u0000\u0000\u0000\u0001', 'latin1');
     const chunk = xlogDataPayload({ walStart: 0n, walEnd: 0n, sendTime: 0n, payload });
     expect(() => decodeReplicationMessage(chunk)).toThrow(UnknownMessageError);
   });
