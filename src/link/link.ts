@@ -34,7 +34,7 @@ import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn, parseLsn } from '../protocol/lsn.js';
 import { formatPgTimestamp, nowPgMicros, pgMicrosToUnixMs } from '../protocol/pg-time.js';
-import type { ChangeMessage, PgoutputMessage, StreamCommitMessage, StreamControlMessage } from '../protocol/pgoutput-messages.js';
+import type { ChangeMessage } from '../protocol/pgoutput-messages.js';
 import type { ReplicationMessage } from '../protocol/replication-messages.js';
 import { ReplicationConnection } from '../source/replication-connection.js';
 import { ApplyLoop } from './apply-loop.js';
@@ -43,8 +43,7 @@ import { Backoff } from './backoff.js';
 import { OperatorActions } from './operator-actions.js';
 import type { DeadLetterRetry } from './operator-actions.js';
 import { ProgressTracker } from './progress-tracker.js';
-import { StreamSpool } from './stream-spool.js';
-import type { SpooledTransaction } from './stream-spool.js';
+import { StreamedTransactions } from './streamed-transactions.js';
 import { TransactionAssembler } from './transaction-assembler.js';
 import type { AssemblerSink } from './transaction-assembler.js';
 import { WITHOUT_SYNC_WAIT } from '../node/synchronous-links.js';
@@ -119,15 +118,8 @@ export class Link {
   // Receive side (per attempt): where in its transaction the next batch is.
   private batchesInTransaction = 0;
   private receivingCommitTime: bigint | null = null;
-  /** Transactions the peer streams before their commit, kept until it (stream-spool.ts). */
-  private readonly spool = new StreamSpool();
-  /** A committed streamed transaction is being read back: what arrives meanwhile waits in `held`. */
-  private replaying = false;
-  private held: ReplicationMessage[] = [];
-  /** Counts resets of the receive side: a read-back of an earlier attempt stops. */
-  private receiverEpoch = 0;
-  /** The read-back waits here for room in the queue. */
-  private roomWaiter: (() => void) | null = null;
+  /** Transactions the peer streams before their commit (protocol 2), until they reach the assembler. */
+  private readonly streamed: StreamedTransactions;
 
   // Status.
   private peerVersion = 0;
@@ -171,6 +163,16 @@ export class Link {
       // procedure (a row at a time, statements planned once: cheaper for small transactions); larger
       // ones stream to multi-row statements in batches. 0: every transaction takes the statements.
       smallTransactionChanges: deps.config.replication.apply_procedure_max_changes,
+    });
+    this.streamed = new StreamedTransactions({
+      accept: (msg) => this.assembler.accept(msg),
+      hasRoom: () => this.queue.changes < this.maxQueuedChanges(),
+      pauseSource: () => this.replication?.pause(),
+      resumeSource: () => {
+        if (this.state !== 'paused') this.replication?.resume();
+      },
+      release: (m) => this.receive(m),
+      failed: (err) => this.attemptFailed?.(err),
     });
   }
 
@@ -477,11 +479,7 @@ export class Link {
   }
 
   private resetReceiver(): void {
-    this.receiverEpoch++;
-    this.spool.reset();
-    this.replaying = false;
-    this.held = [];
-    this.wakeReadBack();
+    this.streamed.reset();
     this.assembler.reset();
     this.batchesInTransaction = 0;
     this.receivingCommitTime = null;
@@ -511,13 +509,10 @@ export class Link {
   // ---- receive side: synchronous, runs inside the copyData callback ----
 
   private receive(m: ReplicationMessage): void {
-    if (this.replaying) {
-      this.held.push(m);
-      return;
-    }
+    if (this.streamed.hold(m)) return;
     if (m.kind === 'keepalive') {
       // A streamed transaction not committed yet counts as one being received.
-      this.progress.keepalive(m.walEnd, this.assembler.receiving || this.spool.pending);
+      this.progress.keepalive(m.walEnd, this.assembler.receiving || this.streamed.pending);
       if (m.replyRequested) void this.onControl(() => this.feedback()).catch((err) => this.attemptFailed?.(err));
       // On a synchronous link a keepalive may stand for commits the peer's committers wait on that
       // send nothing (unpublished tables, origin-filtered or empty transactions: §8 of the research).
@@ -525,76 +520,8 @@ export class Link {
       return;
     }
     this.deps.metrics.receivedBytes(m.byteLength);
-    const msg = m.message;
-    if (isStreamControl(msg)) this.stream(msg);
-    else if (msg.tag === 'origin' && this.spool.inBlock) this.spool.origin();
-    else this.assembler.accept(msg);
-  }
-
-  /** Protocol 2's streamed transactions: kept in the spool until their Stream Commit. */
-  private stream(msg: StreamControlMessage): void {
-    switch (msg.tag) {
-      case 'stream-start':
-        return this.spool.start(msg);
-      case 'stream-stop':
-        return this.spool.stop();
-      case 'streamed':
-        return this.spool.add(msg);
-      case 'stream-abort':
-        return this.spool.abort(msg);
-      case 'stream-commit':
-        return this.readBack(msg);
-    }
-  }
-
-  /**
-   * Stream Commit: the transaction goes through the assembler as if it had arrived whole (Begin,
-   * Origin, its messages, Commit), read back from the spool as the apply queue makes room. Reading
-   * from the peer pauses meanwhile, and what the driver had already parsed waits in `held`.
-   */
-  private readBack(c: StreamCommitMessage): void {
-    const t = this.spool.commit(c.xid);
-    const epoch = this.receiverEpoch;
-    this.replaying = true;
-    this.replication?.pause();
-    this.feedTransaction(t, c, epoch).then(
-      () => {
-        if (epoch !== this.receiverEpoch) return;
-        this.replaying = false;
-        while (!this.replaying && this.held.length > 0) this.receive(this.held.shift() as ReplicationMessage);
-        if (!this.replaying && this.state !== 'paused') this.replication?.resume();
-      },
-      (err: unknown) => {
-        if (epoch === this.receiverEpoch) this.attemptFailed?.(err);
-      },
-    );
-  }
-
-  private async feedTransaction(t: SpooledTransaction | null, c: StreamCommitMessage, epoch: number): Promise<void> {
-    try {
-      this.assembler.accept({ tag: 'begin', finalLsn: c.commitLsn, commitTime: c.commitTime, xid: c.xid });
-      // The Origin message's fields are not used: its presence drops the transaction.
-      if (t?.origin) this.assembler.accept({ tag: 'origin', originLsn: 0n, originName: '' });
-      if (t) {
-        for await (const chunk of t.chunks()) {
-          for (const msg of chunk) {
-            if (epoch !== this.receiverEpoch) return;
-            this.assembler.accept(msg);
-            if (this.queue.changes >= this.maxQueuedChanges()) await new Promise<void>((resolve) => (this.roomWaiter = resolve));
-          }
-        }
-      }
-      if (epoch !== this.receiverEpoch) return;
-      this.assembler.accept({ tag: 'commit', flags: c.flags, commitLsn: c.commitLsn, endLsn: c.endLsn, commitTime: c.commitTime });
-    } finally {
-      t?.discard();
-    }
-  }
-
-  private wakeReadBack(): void {
-    const w = this.roomWaiter;
-    this.roomWaiter = null;
-    w?.();
+    const rest = this.streamed.take(m.message);
+    if (rest) this.assembler.accept(rest);
   }
 
   /** Where the receive stage's output goes: the apply queue, with positions and backpressure. */
@@ -659,12 +586,12 @@ export class Link {
   private backpressure(): void {
     const max = this.maxQueuedChanges();
     this.deps.metrics.queue(this.queue.changes, max);
-    if (this.queue.changes <= max / 2) this.wakeReadBack();
+    if (this.queue.changes <= max / 2) this.streamed.roomMade();
     if (this.state === 'streaming' && this.queue.changes >= max) {
       this.replication?.pause();
       this.setState('paused');
     } else if (this.state === 'paused' && this.queue.changes <= max / 2) {
-      if (!this.replaying) this.replication?.resume();
+      if (!this.streamed.replaying) this.replication?.resume();
       this.setState('streaming');
     }
   }
@@ -734,16 +661,4 @@ export class Link {
 
 function isoTime(micros: bigint | null): string | null {
   return micros === null ? null : new Date(pgMicrosToUnixMs(micros)).toISOString();
-}
-
-const STREAM_TAGS: ReadonlySet<string> = new Set([
-  'stream-start',
-  'stream-stop',
-  'streamed',
-  'stream-abort',
-  'stream-commit',
-] satisfies StreamControlMessage['tag'][]);
-
-function isStreamControl(m: PgoutputMessage | StreamControlMessage): m is StreamControlMessage {
-  return STREAM_TAGS.has(m.tag);
 }
