@@ -5,7 +5,7 @@ import type { ConflictRecord } from '../src/conflict/conflict-types.js';
 import { RESOLUTIONS } from '../src/conflict/conflict-types.js';
 import type { TransactionObserver } from '../src/link/link.js';
 import { createLogger } from '../src/observability/logger.js';
-import { MAX_CONFLICT_EVENTS, Tracing, parseTraceparent, tracingDecision, transactionSpan } from '../src/observability/tracing.js';
+import { MAX_CONFLICT_EVENTS, Tracing, parseTraceparent, spanBatchDefaults, tracingDecision, transactionSpan } from '../src/observability/tracing.js';
 import type { TracingEnv } from '../src/observability/tracing.js';
 import { embeddedBinDir } from '../src/pg-server/postgres-binaries.js';
 import { parseLsn } from '../src/protocol/lsn.js';
@@ -225,6 +225,22 @@ describe('Tracing with the real NodeSDK and an OTLP/HTTP JSON receiver', () => {
     expect(tracing.applied(fakeTransaction())).toBeUndefined();
     await tracing.shutdown();
     expect(receiver.spans().filter((s) => s.resource['service.name'] === 'never-sampled')).toEqual([]);
+  });
+
+  it('queues a burst of spans larger than the SDK default queue (2,048) without dropping any', async () => {
+    const tracing = await Tracing.start({ env: receiverEnv(receiver, { OTEL_SERVICE_NAME: 'burst' }), node: 'b', version: 'test' });
+    // Ended without yielding to the event loop, as a backlog's transactions are between reads:
+    // nothing is exported meanwhile, so only the queue keeps them (the SDK's 2,048 would drop 2,952).
+    for (let i = 0; i < 2_500; i++) tracing.applied(fakeTransaction({ conflicts: [] }));
+    await tracing.shutdown();
+    expect(receiver.spans().filter((s) => s.resource['service.name'] === 'burst')).toHaveLength(5_000);
+  });
+
+  it('keeps the batch span processor settings the environment gives', () => {
+    expect(spanBatchDefaults({})).toEqual({ OTEL_BSP_MAX_QUEUE_SIZE: '16384', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2048' });
+    expect(spanBatchDefaults({ OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '100' })).toEqual({ OTEL_BSP_MAX_QUEUE_SIZE: '16384' });
+    // A smaller queue set by the operator keeps the SDK's batch size, which never exceeds it.
+    expect(spanBatchDefaults({ OTEL_BSP_MAX_QUEUE_SIZE: '1000' })).toEqual({});
   });
 });
 
