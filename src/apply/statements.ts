@@ -255,13 +255,12 @@ export function insertRowsFast(m: TableMapping, rows: readonly Row[]): Statement
   const overriding = cols.some((c) => c.identityAlways) ? ' OVERRIDING SYSTEM VALUE' : '';
   const direct = cols.map((c) => c.typeOid !== undefined && DIRECT_ARRAY_TYPES.has(c.typeOid));
   const params = cols.map((c, i) => `${p.add(arrayLiteral(column(rows, c)))}::${direct[i] ? c.type : 'text'}[]`).join(', ');
-  const aliases = cols.map((c) => quoteIdent(c.name)).join(', ');
   const select = cols.map((c, i) => (direct[i] ? `x.${quoteIdent(c.name)}` : castAs(c, c.name))).join(', ');
   const table = p.add(qualified(m));
   return {
     text:
       `INSERT INTO ${qualifiedName(m.local.schema, m.local.name)} (${names})${overriding} ` +
-      `SELECT ${select} FROM unnest(${params}) AS x(${aliases}) WHERE (SELECT ${METADATA_SCHEMA}.no_tombstones(${table}))`,
+      `SELECT ${select} FROM unnest(${params}) AS x(${names}) WHERE (SELECT ${METADATA_SCHEMA}.no_tombstones(${table}))`,
     values: p.values,
   };
 }

@@ -95,8 +95,8 @@ const XID_IN_STREAM = new Set(['I', 'U', 'D', 'T', 'R', 'Y', 'M']);
 /**
  * The stream-level messages of protocol 2 (Stream Start, Stop, Commit, Abort), and, when `inStream`
  * (between Stream Start and Stop), a message with a transaction id, returned undecoded as
- * StreamedMessage (a view into `payload`, not a copy); null for anything else (decodePgoutput's). Pure, like decodePgoutput: whether the
- * stream is inside a block is the caller's state.
+ * StreamedMessage (a view into `payload`, not a copy); null for anything else (decodePgoutput's).
+ * Pure, like decodePgoutput: whether the stream is inside a block is the caller's state.
  */
 export function decodeStreamMessage(payload: Buffer, inStream: boolean): StreamControlMessage | null {
   if (!inStream && !STREAM_TAGS.has(payload[0] as number)) return null;
