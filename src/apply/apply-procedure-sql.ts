@@ -120,6 +120,8 @@ function render(code: Code, depth = 0): string {
 const CTS = (xmin: string): string => `pg_catalog.pg_xact_commit_timestamp(${xmin})`;
 const ROIDENT = (xmin: string): string => `(pg_catalog.pg_xact_commit_timestamp_origin(${xmin})).roident`;
 const OWN_IF_ASSIGNED = 'pg_catalog.pg_current_xact_id_if_assigned()::xid';
+/** A remembered insert step is step * STEP_SHIFT + value position (both int, so both fit). */
+const STEP_SHIFT = '4294967296';
 
 /** Builds the SQL of one shape's block; values are addressed by their position among the carried columns. */
 class ShapeSql {
@@ -226,16 +228,28 @@ class ShapeSql {
    * (statements.ts undoDeletedLater). The first EXISTS keeps tables without tombstones cheap.
    */
   undoDeletedLater(): Code {
+    return [`IF EXISTS (SELECT 1 FROM ${S}.tombstones WHERE table_name = ${this.tableText}) THEN`, body(this.undoInsert()), 'END IF;'];
+  }
+
+  /** The undo itself: the row this transaction inserted, where a newer tombstone says it is gone. */
+  undoInsert(): Code {
     return [
-      `IF EXISTS (SELECT 1 FROM ${S}.tombstones WHERE table_name = ${this.tableText}) THEN`,
-      body(
-        `DELETE FROM ${this.table} AS t WHERE ${this.keyMatch('t')} AND t.xmin = ${OWN_XID} AND ${this.newerTombstone()};`,
-        'IF FOUND THEN',
-        body(this.conflict('update_deleted', 'skip', 'NULL', 'NULL')),
-        'END IF;',
-      ),
+      `DELETE FROM ${this.table} AS t WHERE ${this.keyMatch('t')} AND t.xmin = ${OWN_XID} AND ${this.newerTombstone()};`,
+      'IF FOUND THEN',
+      body(this.conflict('update_deleted', 'skip', 'NULL', 'NULL')),
       'END IF;',
     ];
+  }
+
+  /**
+   * undoDeletedLater for the insert fast path, without a statement of its own in the usual case. A
+   * table that had tombstones when the CALL began is checked at once, as above. For one that had
+   * none, a newer tombstone can only be one committed since, by a concurrent transaction, and a
+   * check anywhere after the insert sees it: the step is remembered (its index and value position)
+   * and the end of the transaction checks all such tables in the statement that sets up the origin.
+   */
+  undoOrRemember(flag: number): Code {
+    return [`IF ${V}.tb[${flag}] THEN`, body(this.undoInsert()), 'ELSE', body(`${V}.dk := ${V}.dk || (${V}.k::int8 * ${STEP_SHIFT} + ${V}.p);`), 'END IF;'];
   }
 
   insertRow(columns: readonly MappedColumn[]): string {
@@ -335,7 +349,7 @@ export interface ProcedureOptions {
   readonly epoch: string;
 }
 
-function insertBlock(sql: ShapeSql): Code {
+function insertBlock(sql: ShapeSql, flag: number): Code {
   const { shape } = sql;
   const m = shape.mapping;
   const remote = sql.remoteRow(m.columns);
@@ -361,7 +375,7 @@ function insertBlock(sql: ShapeSql): Code {
   return [
     sql.insertRow(m.columns),
     'IF FOUND THEN',
-    body(sql.undoDeletedLater()),
+    body(sql.undoOrRemember(flag)),
     'ELSE',
     body(
       slowPath([
@@ -472,11 +486,14 @@ function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: Procedure
   ];
 }
 
-function shapeBlock(shape: StepShape, options: ProcedureOptions): Code {
+/** 1-based index of each table with insert steps: its flag in tb (tombstones when the CALL began). */
+type TombstoneFlags = ReadonlyMap<string, number>;
+
+function shapeBlock(shape: StepShape, options: ProcedureOptions, flags: TombstoneFlags): Code {
   const sql = new ShapeSql(shape);
   switch (shape.kind) {
     case 'insert':
-      return insertBlock(sql);
+      return insertBlock(sql, flags.get(sql.tableText) ?? 0);
     case 'update':
     case 'delete':
       return writeBlock(sql, shape.kind, options);
@@ -485,10 +502,87 @@ function shapeBlock(shape: StepShape, options: ProcedureOptions): Code {
   }
 }
 
+/**
+ * Reads which tables with insert steps have tombstones (tb, by flag) and which have none (dt): at
+ * the start of the CALL, and again once a remembered insert's table got one.
+ */
+function readTombstoneFlags(flags: TombstoneFlags): Code {
+  const names = `ARRAY[${[...flags.keys()].join(', ')}]::text[]`;
+  return (
+    `SELECT array_agg(q.has ORDER BY q.ord), coalesce(array_agg(q.tbl) FILTER (WHERE NOT q.has), '{}') INTO ${V}.tb, ${V}.dt ` +
+    `FROM (SELECT u.tbl, u.ord, EXISTS (SELECT 1 FROM ${S}.tombstones AS x WHERE x.table_name = u.tbl) AS has ` +
+    `FROM unnest(${names}) WITH ORDINALITY AS u(tbl, ord)) AS q;`
+  );
+}
+
+const ORIGIN_SETUP = `pg_catalog.pg_current_xact_id(), pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts)`;
+
+/**
+ * The end of a remote transaction, up to its COMMIT. Deferred triggers fire before the origin is set
+ * up: PostgreSQL 18 advances the origin also for a transaction that aborts after
+ * pg_replication_origin_xact_setup. The xid makes every transaction write a commit record, so that
+ * the origin's progress says exactly how far apply got.
+ *
+ * With inserts remembered (undoOrRemember), the statement that sets up the origin also looks, on its
+ * own fresh snapshot, for a tombstone of their tables committed since the CALL began. Rarely there is
+ * one: then the setup is taken back, those inserts are checked one by one as undoDeletedLater does,
+ * the flags read again, and the origin set up once more after the deferred triggers.
+ */
+function endOfTransaction(shapes: readonly StepShape[], flags: TombstoneFlags): Code {
+  const plain: Code = ['SET CONSTRAINTS ALL IMMEDIATE;', `PERFORM ${ORIGIN_SETUP};`];
+  if (flags.size === 0) return plain;
+  const undo = shapes
+    .filter((s) => s.kind === 'insert')
+    .map((s, n) => [`${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${s.id} THEN`, body(new ShapeSql(s).undoInsert())]);
+  return [
+    'SET CONSTRAINTS ALL IMMEDIATE;',
+    `IF pg_catalog.cardinality(${V}.dk) = 0 THEN`,
+    body(`PERFORM ${ORIGIN_SETUP};`),
+    'ELSE',
+    body(
+      // A remembered insert wrote a row, so the transaction has its xid. When the EXISTS is true, the
+      // setup after OR may not run (or may): it is taken back below either way.
+      `${V}.dl := EXISTS (SELECT 1 FROM ${S}.tombstones AS x WHERE x.table_name = ANY (${V}.dt)) ` +
+        `OR pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts) IS NULL;`,
+      `IF ${V}.dl THEN`,
+      body(
+        'PERFORM pg_catalog.pg_replication_origin_xact_reset();',
+        `${V}.sk := ${V}.k;`,
+        `${V}.sp := ${V}.p;`,
+        `FOR j IN 1 .. pg_catalog.cardinality(${V}.dk) LOOP`,
+        body(
+          // j is the loop's own variable (a FOR over integers declares it), like i and s above.
+          `${V}.k := (${V}.dk[j] / ${STEP_SHIFT})::int;`,
+          `${V}.p := (${V}.dk[j] % ${STEP_SHIFT})::int;`,
+          `${V}.sh := ${P}.shapes[${V}.k];`,
+          undo,
+          'END IF;',
+        ),
+        'END LOOP;',
+        `${V}.k := ${V}.sk;`,
+        `${V}.p := ${V}.sp;`,
+        readTombstoneFlags(flags),
+        plain,
+      ),
+      'END IF;',
+      `${V}.dk := '{}';`,
+    ),
+    'END IF;',
+  ];
+}
+
 /** CREATE OR REPLACE PROCEDURE pg_temp.pgbidi_apply for the given shapes. */
 export function applyProcedureSql(shapes: readonly StepShape[], options: ProcedureOptions): string {
+  const flags = new Map<string, number>();
+  for (const s of shapes) {
+    const table = new ShapeSql(s).tableText;
+    if (s.kind === 'insert' && !flags.has(table)) flags.set(table, flags.size + 1);
+  }
   const dispatch = render(
-    shapes.map((s, n) => [`${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${s.id} THEN`, body(shapeBlock(s, options), `${V}.p := ${V}.p + ${s.carried.length};`)]),
+    shapes.map((s, n) => [
+      `${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${s.id} THEN`,
+      body(shapeBlock(s, options, flags), `${V}.p := ${V}.p + ${s.carried.length};`),
+    ]),
     3,
   );
   const template = `#variable_conflict use_column
@@ -505,6 +599,11 @@ DECLARE
   dl boolean;
   r record;
   w record;
+  tb boolean[];
+  dt text[];
+  dk int8[] := '{}';
+  sk int;
+  sp int;
 BEGIN
   IF coalesce(pg_catalog.pg_replication_origin_session_progress(false), '0/0') IS DISTINCT FROM ${P}.expected THEN
     RAISE EXCEPTION 'pgbidi: apply out of order: origin progress is %, expected %',
@@ -514,6 +613,7 @@ BEGIN
   ${P}.stop_step := 0;
   ${P}.events := '{}';
   ${P}.commits := '{}';
+${flags.size ? render(readTombstoneFlags(flags), 1) : ''}
   FOR i IN 1 .. coalesce(array_length(${P}.lsns, 1), 0) LOOP
     IF ${P}.nsteps[i] = 0 THEN
       -- Nothing to write (a heartbeat): no commit, the origin stays (the agent accounts for it).
@@ -538,11 +638,7 @@ ${dispatch}
     IF clock_timestamp() <= ${V}.ts THEN
       PERFORM pg_catalog.pg_sleep(extract(epoch FROM ${V}.ts - clock_timestamp())::float8 + 0.000001);
     END IF;
-    -- Deferred triggers fire before the origin is set up: PostgreSQL 18 advances the origin also for
-    -- a transaction that aborts after pg_replication_origin_xact_setup. The xid makes every
-    -- transaction write a commit record, so that the origin's progress says exactly how far apply got.
-    SET CONSTRAINTS ALL IMMEDIATE;
-    PERFORM pg_catalog.pg_current_xact_id(), pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts);
+${render(endOfTransaction(shapes, flags), 2)}
     COMMIT;
     ${P}.done := i;
     ${P}.commits := array_append(${P}.commits, pg_catalog.date_part('epoch', clock_timestamp()) * 1000);

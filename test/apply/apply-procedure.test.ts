@@ -7,7 +7,7 @@ import { mapRelation } from '../../src/apply/table-mapping.js';
 import type { TableMapping } from '../../src/apply/table-mapping.js';
 import { applyRules } from '../../src/conflict/table-policies.js';
 import { POLICIES } from '../../src/conflict/policy.js';
-import { metadataSchemaSql } from '../../src/node/metadata-schema.js';
+import { metadataSchemaSql, tombstoneTriggerSql } from '../../src/node/metadata-schema.js';
 import { PostgresServer } from '../../src/pg-server/postgres-server.js';
 import { availableServerVersions } from '../support/pg-versions.js';
 
@@ -107,6 +107,88 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     expect(tomb.rows).toEqual([{ key: [1] }]);
     const progress = await client.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
     expect(progress.rows[0]?.lsn).toBe('0/40');
+  });
+
+  it('undoes an insert whose key a newer delete removed: one that committed while the insert waited, and one from before', async () => {
+    await client.query(`CREATE TABLE public.race (id int PRIMARY KEY, v text)`);
+    for (const q of tombstoneTriggerSql('public.race', ['id'])) await client.query(q);
+    const local = await loadLocalTable(client, 'public', 'race');
+    const columns = [
+      { name: 'id', isKey: true, typeOid: 23, typeMod: -1 },
+      { name: 'v', isKey: false, typeOid: 25, typeMod: -1 },
+    ];
+    const race = mapRelation({ tag: 'relation', relationId: 2, namespace: 'public', name: 'race', replicaIdentity: 'default', columns }, local);
+    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
+    const base = { mapping: race, table: 'public.race', rules, losing: 'keep_local' as const, carried: race.columns, sent: race.columns, complete: true };
+    const shapes: StepShape[] = [
+      { ...base, id: 1, kind: 'insert' },
+      { ...base, id: 2, kind: 'delete' },
+    ];
+    const writer = new pg.Client({ connectionString: server.connectionString() });
+    const applier = new pg.Client({ connectionString: server.connectionString() });
+    await Promise.all([writer.connect(), applier.connect()]);
+    try {
+      const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_r')::int AS ro`)).rows;
+      await applier.query(
+        applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000, peerOrigin: origin?.ro ?? 0, epoch: '2000-01-01 00:00:00+00' }),
+      );
+      await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_r')`);
+      await applier.query(`SET session_replication_role = replica`); // as apply sessions do: no tombstone trigger
+      const ago = (s: number): string => new Date(Date.now() - s * 1000).toISOString();
+      const stepsOf = (ids: number[]): string => `{${ids.join(',')}}`;
+      const run = (expected: string, lsns: string[], times: string[], shapeIds: number[], vals: (string | null)[]): Promise<pg.QueryResult> =>
+        applier.query(
+          `CALL pg_temp.pgbidi_apply($1, 'r', $2::pg_lsn[], $2::pg_lsn[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], NULL, NULL, NULL, NULL)`,
+          [expected, lsns, times, stepsOf(shapeIds.map(() => 1)), stepsOf(shapeIds), vals],
+        );
+      const version = (id: number): Promise<pg.QueryResult> =>
+        applier.query(`SELECT c.timestamp AS ts, c.roident::int AS ro FROM public.race AS t, pg_xact_commit_timestamp_origin(t.xmin) AS c WHERE t.id = $1`, [
+          id,
+        ]);
+      const logged = async (): Promise<string[]> =>
+        (
+          await applier.query<{ t: string }>(
+            `SELECT conflict_type || '/' || resolution || ' ' || key::text AS t FROM pgbidi.conflicts WHERE peer = 'r' ORDER BY id`,
+          )
+        ).rows.map((r) => r.t);
+
+      // No tombstone when the CALL begins: the inserts are checked at the end of their transactions.
+      // The procedure's own delete leaves an older tombstone: the insert after it stays, with its
+      // own commit time and origin (the origin set up again after the check).
+      const t1 = [ago(9), ago(8), ago(7)];
+      expect((await run('0/0', ['0/10', '0/20', '0/30'], t1, [1, 2, 1], ['30', 'a', '30', 'a', '30', 'b'])).rows[0]).toMatchObject({ done: 3, stop_step: 0 });
+      expect((await version(30)).rows).toEqual([{ ts: new Date(t1[2] as string), ro: origin?.ro }]);
+      expect(await logged()).toEqual([]);
+
+      // A local delete holds key 40 while the remote insert of it waits; it commits after the
+      // insert's snapshot, is newer, and wins: the insert is undone at the end of its transaction.
+      await client.query(`DELETE FROM pgbidi.tombstones`);
+      await writer.query(`INSERT INTO public.race VALUES (40, 'local')`);
+      await writer.query('BEGIN');
+      await writer.query('DELETE FROM public.race WHERE id = 40');
+      const t2 = [ago(6), ago(5)];
+      const waiting = run('0/30', ['0/40', '0/50'], t2, [1, 1], ['40', 'remote', '41', 'remote']);
+      // Until the CALL waits for the writer's lock on the row (without it there would be no race).
+      const blocked = async (): Promise<boolean> =>
+        (await client.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'CALL pg_temp.pgbidi_apply%'`)).rowCount === 1;
+      for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await blocked()).toBe(true);
+      await writer.query('COMMIT');
+      expect((await waiting).rows[0]).toMatchObject({ done: 2, stop_step: 0 });
+      expect((await applier.query('SELECT id FROM public.race WHERE id IN (40, 41) ORDER BY id')).rows).toEqual([{ id: 41 }]);
+      expect((await version(41)).rows).toEqual([{ ts: new Date(t2[1] as string), ro: origin?.ro }]);
+      expect(await logged()).toEqual(['update_deleted/skip ["40"]']);
+
+      // The table has a tombstone when the CALL begins: an insert of an older version of key 40 is
+      // undone at once.
+      expect((await run('0/50', ['0/60', '0/70'], [ago(4), ago(3)], [1, 1], ['40', 'older', '42', 'x'])).rows[0]).toMatchObject({ done: 2, stop_step: 0 });
+      expect((await applier.query('SELECT id FROM public.race ORDER BY id')).rows).toEqual([{ id: 30 }, { id: 41 }, { id: 42 }]);
+      expect(await logged()).toEqual(['update_deleted/skip ["40"]', 'update_deleted/skip ["40"]']);
+      const progress = await applier.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
+      expect(progress.rows[0]?.lsn).toBe('0/70');
+    } finally {
+      await Promise.all([writer.end(), applier.end()]);
+    }
   });
 
   it('decides a tie of commit times by node name, the same way as remote_wins', async () => {
