@@ -49,7 +49,11 @@ describe('bench --quick on PostgreSQL 18', () => {
             const value = run.figures[figure.key];
             if (!figureApplies(figure, side.engine)) continue;
             expect(value, `${where} ${figure.key}`).toBeTypeOf('number');
-            expect(value, `${where} ${figure.key}`).toBeGreaterThan(0);
+            // A live interval (the source's commit ack to the first poll that sees the row on the target,
+            // live-lag.ts) is clamped at 0: that poll's answer can be handled before the writer's ack when
+            // replication is quicker than the event loop (seen: native W3 catch-up 0 s). Every other figure is positive.
+            if (/^(live|ab|ba|b|c)\.(catchUpSeconds|lagP50|lagP99|lagMax)$/.test(figure.key)) expect(value, `${where} ${figure.key}`).toBeGreaterThanOrEqual(0);
+            else expect(value, `${where} ${figure.key}`).toBeGreaterThan(0);
           }
         }
       }
