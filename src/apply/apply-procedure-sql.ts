@@ -489,8 +489,8 @@ function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: Procedure
 /** 1-based index of each table with insert steps: its flag in tb (tombstones when the CALL began). */
 type TombstoneFlags = ReadonlyMap<string, number>;
 
-function shapeBlock(shape: StepShape, options: ProcedureOptions, flags: TombstoneFlags): Code {
-  const sql = new ShapeSql(shape);
+function shapeBlock(sql: ShapeSql, options: ProcedureOptions, flags: TombstoneFlags): Code {
+  const { shape } = sql;
   switch (shape.kind) {
     case 'insert':
       return insertBlock(sql, flags.get(sql.tableText) ?? 0);
@@ -528,12 +528,10 @@ const ORIGIN_SETUP = `pg_catalog.pg_current_xact_id(), pg_catalog.pg_replication
  * one: then the setup is taken back, those inserts are checked one by one as undoDeletedLater does,
  * the flags read again, and the origin set up once more after the deferred triggers.
  */
-function endOfTransaction(shapes: readonly StepShape[], flags: TombstoneFlags): Code {
+function endOfTransaction(inserts: readonly ShapeSql[], flags: TombstoneFlags): Code {
   const plain: Code = ['SET CONSTRAINTS ALL IMMEDIATE;', `PERFORM ${ORIGIN_SETUP};`];
   if (flags.size === 0) return plain;
-  const undo = shapes
-    .filter((s) => s.kind === 'insert')
-    .map((s, n) => [`${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${s.id} THEN`, body(new ShapeSql(s).undoInsert())]);
+  const undo = inserts.map((sql, n) => [`${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${sql.shape.id} THEN`, body(sql.undoInsert())]);
   return [
     'SET CONSTRAINTS ALL IMMEDIATE;',
     `IF pg_catalog.cardinality(${V}.dk) = 0 THEN`,
@@ -573,15 +571,14 @@ function endOfTransaction(shapes: readonly StepShape[], flags: TombstoneFlags): 
 
 /** CREATE OR REPLACE PROCEDURE pg_temp.pgbidi_apply for the given shapes. */
 export function applyProcedureSql(shapes: readonly StepShape[], options: ProcedureOptions): string {
+  const sqls = shapes.map((s) => new ShapeSql(s));
+  const inserts = sqls.filter((sql) => sql.shape.kind === 'insert');
   const flags = new Map<string, number>();
-  for (const s of shapes) {
-    const table = new ShapeSql(s).tableText;
-    if (s.kind === 'insert' && !flags.has(table)) flags.set(table, flags.size + 1);
-  }
+  for (const sql of inserts) if (!flags.has(sql.tableText)) flags.set(sql.tableText, flags.size + 1);
   const dispatch = render(
-    shapes.map((s, n) => [
-      `${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${s.id} THEN`,
-      body(shapeBlock(s, options, flags), `${V}.p := ${V}.p + ${s.carried.length};`),
+    sqls.map((sql, n) => [
+      `${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${sql.shape.id} THEN`,
+      body(shapeBlock(sql, options, flags), `${V}.p := ${V}.p + ${sql.shape.carried.length};`),
     ]),
     3,
   );
@@ -638,7 +635,7 @@ ${dispatch}
     IF clock_timestamp() <= ${V}.ts THEN
       PERFORM pg_catalog.pg_sleep(extract(epoch FROM ${V}.ts - clock_timestamp())::float8 + 0.000001);
     END IF;
-${render(endOfTransaction(shapes, flags), 2)}
+${render(endOfTransaction(inserts, flags), 2)}
     COMMIT;
     ${P}.done := i;
     ${P}.commits := array_append(${P}.commits, pg_catalog.date_part('epoch', clock_timestamp()) * 1000);
