@@ -13,7 +13,11 @@ describe.each(availableServerVersions())('transactions streamed before their com
   const cluster = useCluster(() => ({
     binDir,
     nodes: ['a', 'b'],
-    schema: [`CREATE TABLE s (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0)`],
+    // e: a table without deletes, whose inserts can take the plain INSERTs (a tombstone closes them).
+    schema: [
+      `CREATE TABLE s (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0)`,
+      `CREATE TABLE e (id int PRIMARY KEY, v text NOT NULL, n int NOT NULL DEFAULT 0)`,
+    ],
     settings: { logical_decoding_work_mem: '64kB' },
   }));
 
@@ -73,6 +77,83 @@ describe.each(availableServerVersions())('transactions streamed before their com
     const streamed = await c.query<{ n: string }>('a', `SELECT coalesce(sum(stream_txns), 0)::text AS n FROM pg_stat_replication_slots`);
     expect(Number(streamed[0]?.n)).toBeGreaterThanOrEqual(3);
     expect(await c.query('b', 'SELECT 1 FROM pgbidi.conflicts')).toEqual([]);
+  });
+
+  it('applies an insert-only streamed transaction while it streams, and from the spool when it cannot go on so', async () => {
+    const c = cluster.get();
+    if (c.agents.size === 0) {
+      await c.setupAll();
+      await c.startAgent('a');
+      await c.startAgent('b');
+    }
+    const count = async (node: string, from: number, to: number): Promise<number> =>
+      (await c.query<{ n: number }>(node, 'SELECT count(*)::int AS n FROM e WHERE id BETWEEN $1 AND $2', [from, to]))[0]?.n ?? -1;
+    // B's apply session has written (it holds an xid) before the transaction committed on A.
+    const applyingEarly = async (): Promise<boolean> =>
+      (
+        await c.query<{ n: number }>(
+          'b',
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'pgbidi_b_from_a' AND backend_xid IS NOT NULL`,
+        )
+      )[0]?.n === 1;
+    const one = new pg.Client({ connectionString: c.dsn('a') });
+    await one.connect();
+    try {
+      // Alone: applied while A's transaction is open, committed with A's commit time and B's origin for A.
+      await one.query('BEGIN');
+      await one.query(`INSERT INTO e (id, v) SELECT g, 'early ' || g FROM generate_series(200001, 205000) g`);
+      await eventually('b applies before a commits', applyingEarly, 30_000);
+      expect(await count('b', 200001, 205000)).toBe(0);
+      await one.query(`INSERT INTO e (id, v) SELECT g, 'early ' || g FROM generate_series(205001, 210000) g`);
+      await one.query('COMMIT');
+      await eventually('every row on b', async () => (await count('b', 200001, 210000)) === 10_000, 60_000);
+      const stamp = `SELECT pg_xact_commit_timestamp(xmin)::text AS t, count(*)::int AS n FROM e WHERE id BETWEEN 200001 AND 210000 GROUP BY 1`;
+      const [onA, onB] = [await c.query<{ t: string; n: number }>('a', stamp), await c.query<{ t: string; n: number }>('b', stamp)];
+      expect(onA).toHaveLength(1);
+      expect(onB).toEqual(onA);
+      const origin = await c.query<{ o: string }>(
+        'b',
+        `SELECT DISTINCT o.roname AS o FROM e s, pg_xact_commit_timestamp_origin(s.xmin) x JOIN pg_replication_origin o ON o.roident = x.roident WHERE s.id BETWEEN 200001 AND 210000`,
+      );
+      expect(origin).toEqual([{ o: 'pgbidi_a' }]);
+
+      // A transaction with changes commits on A while the large one is open: it is applied on B at
+      // once, so the early work is rolled back, and the large one comes from the spool at its commit.
+      await one.query('BEGIN');
+      await one.query(`INSERT INTO e (id, v) SELECT g, 'late ' || g FROM generate_series(300001, 305000) g`);
+      await eventually('b applies before a commits', applyingEarly, 30_000);
+      await c.query('a', `INSERT INTO e (id, v) VALUES (399999, 'between')`);
+      await eventually('the small transaction reaches b first', async () => (await count('b', 399999, 399999)) === 1, 30_000);
+      expect(await count('b', 300001, 305000)).toBe(0);
+      await one.query(`UPDATE e SET n = 7 WHERE id BETWEEN 300001 AND 300100`);
+      await one.query('COMMIT');
+      await eventually('every row on b', async () => (await count('b', 300001, 305000)) === 5000, 60_000);
+      expect((await c.query<{ n: number }>('b', 'SELECT count(*)::int AS n FROM e WHERE id BETWEEN 300001 AND 305000 AND n = 7'))[0]?.n).toBe(100);
+
+      // A key B already holds (written on B while A's agent was down): the early INSERT fails, and the
+      // spool's apply decides the conflict like any other transaction's (A's later commit wins).
+      await c.stopAgent('a');
+      await c.query('b', `INSERT INTO e (id, v) VALUES (400500, 'b first')`);
+      await one.query('BEGIN');
+      await one.query(`INSERT INTO e (id, v) SELECT g, 'a later' FROM generate_series(400001, 405000) g`);
+      await one.query('COMMIT');
+      await eventually('every row on b', async () => (await count('b', 400001, 405000)) === 5000, 60_000);
+      await c.startAgent('a');
+      await eventually(
+        'a and b agree',
+        async () => {
+          const [ha, hb] = await Promise.all([c.tableHash('a', 'public', 'e'), c.tableHash('b', 'public', 'e')]);
+          return ha.md5 === hb.md5 && ha.rows === hb.rows;
+        },
+        60_000,
+      );
+      expect(await c.query('b', `SELECT v FROM e WHERE id = 400500`)).toEqual([{ v: 'a later' }]);
+      expect(await c.query('b', `SELECT conflict_type || '/' || resolution AS k FROM pgbidi.conflicts WHERE table_name = 'e' AND key = '["400500"]'`)).toEqual([
+        { k: 'insert_exists/apply_remote' },
+      ]);
+    } finally {
+      await one.end();
+    }
   });
 
   it('applies a streamed transaction once when the agent stops while it is being read back', async () => {

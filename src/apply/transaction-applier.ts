@@ -189,6 +189,16 @@ export class TransactionApplier {
   }
 
   /**
+   * prepare() for a batch whose tables may not be mapped yet: their mappings are loaded first
+   * (catalog reads). The apply loop's early path builds its batches with it, since it needs to know
+   * before sending a batch whether the batch is plain INSERTs alone (sendsAhead).
+   */
+  async prepareLoaded(changes: readonly ChangeMessage[], version: RemoteVersion, options: BatchOptions): Promise<PreparedBatch> {
+    const runs = await this.plan(changes);
+    return this.build(runs, version, options.firstInTransaction === true, fastAllowed(options) && (await this.fastPathAvailable()));
+  }
+
+  /**
    * Applies one batch of a transaction. An insert run may take the fast path (insertRowsFast) when
    * `fast` allows it (by default only in the first batch). If it does not apply: in the first batch
    * (nothing written yet) the transaction is rolled back, begun again and the batch runs the usual

@@ -18,9 +18,9 @@ import type { ChangeOp, LinkMetrics } from '../observability/metrics.js';
 import { formatLsn, ZERO_LSN } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { formatPgTimestamp, pgMicrosToUnixMs, pgMicrosToUnixSeconds } from '../protocol/pg-time.js';
-import type { BeginMessage, ChangeMessage, CommitMessage, LogicalDecodingMessage } from '../protocol/pgoutput-messages.js';
+import type { BeginMessage, ChangeMessage, CommitMessage, LogicalDecodingMessage, StreamCommitMessage } from '../protocol/pgoutput-messages.js';
 import type { RemoteTransaction } from '../protocol/remote-transaction.js';
-import type { ApplyQueue } from './apply-queue.js';
+import type { ApplyQueue, EarlyCommit } from './apply-queue.js';
 import type { OperatorActions } from './operator-actions.js';
 import type { ProgressTracker } from './progress-tracker.js';
 import type { TransactionObserver } from './transaction-observer.js';
@@ -182,6 +182,10 @@ export class ApplyLoop {
   private committing: { readonly result: Promise<{ wrote: boolean }>; readonly commit: CommitMessage; readonly txn: OpenTransaction } | null = null;
   /** The origin's progress once everything sent so far has committed. */
   private expected: Lsn = ZERO_LSN;
+  /** The streamed transaction applied while it streams (its commit LSN and time come last), while it can go on so. */
+  private early: { readonly xid: number; live: boolean } | null = null;
+  /** Streamed transactions (by xid) whose early COMMIT failed: spooled until their commit next time. */
+  private readonly spoolOnly = new Set<number>();
 
   constructor(private readonly deps: ApplyLoopDeps) {}
 
@@ -212,6 +216,22 @@ export class ApplyLoop {
       }
       queue.shift();
       switch (item.kind) {
+        case 'early-begin':
+          this.earlyBegin(a, item.xid);
+          break;
+        case 'early-changes':
+          await this.earlyChanges(a, item.xid, item.changes);
+          break;
+        case 'early-message':
+          if (this.early?.xid === item.xid && this.early.live && this.open) this.message(this.open, item.message);
+          break;
+        case 'early-abandon':
+          if (this.early?.xid === item.xid) await this.earlyStop(a);
+          this.early = null;
+          break;
+        case 'early-commit':
+          await this.earlyCommit(a, item.commit, item.outcome);
+          break;
         case 'relation':
           a.relations.relation(item.relation);
           break;
@@ -255,8 +275,14 @@ export class ApplyLoop {
     return again;
   }
 
+  /** Whether streamed transaction `xid` may be applied while it streams (its early COMMIT never failed). */
+  earlyAllowed(xid: number): boolean {
+    return !this.spoolOnly.has(xid);
+  }
+
   /** The attempt is over: a COMMIT still in flight is durable or not, the next attempt reads the origin. */
   endAttempt(): void {
+    this.early = null;
     this.open = null;
     this.committing = null;
     this.current = null;
@@ -419,9 +445,96 @@ export class ApplyLoop {
     await this.commit(a, t.commit);
   }
 
+  // ---- a streamed transaction applied while it streams (streamed-transactions.ts, early-apply-feed.ts) ----
+
+  /**
+   * Its commit LSN and time are not known before its Stream Commit: the transaction is open under a
+   * Begin without them, and its batches go out only when they are plain INSERTs alone (sendsAhead),
+   * which use neither.
+   */
+  private earlyBegin(a: ApplyAttempt, xid: number): void {
+    this.begin(a, { tag: 'begin', finalLsn: ZERO_LSN, commitTime: 0n, xid });
+    this.early = { xid, live: true };
+  }
+
+  private async earlyChanges(a: ApplyAttempt, xid: number, changes: readonly ChangeMessage[]): Promise<void> {
+    const open = this.open;
+    if (this.early?.xid !== xid || !this.early.live || !open) return;
+    const options = { firstInTransaction: open.changes === 0, fast: true };
+    const prepared = a.statements.prepare(changes, open.version, options) ?? (await a.statements.prepareLoaded(changes, open.version, options));
+    // Anything but plain INSERTs, or a table whose plain INSERTs failed lately: from the spool.
+    if (!a.statements.sendsAhead(prepared, options)) return this.earlyStop(a);
+    try {
+      while (open.ahead.length >= MAX_BATCHES_AHEAD) await this.readAhead(open);
+    } catch {
+      return this.earlyStop(a); // a plain INSERT failed: a key exists, or a newer delete left a tombstone
+    }
+    const outcome = a.statements.apply(changes, open.version, { ...options, ahead: true }, prepared);
+    outcome.catch(() => undefined);
+    open.ahead.push({ outcome, startedAt: this.deps.clock() });
+    open.changes += changes.length;
+  }
+
+  /** It cannot commit early: what it applied is rolled back, and its commit reads the spool back. */
+  private async earlyStop(a: ApplyAttempt): Promise<void> {
+    const early = this.early;
+    const open = this.open;
+    if (!early?.live || !open) return;
+    early.live = false;
+    this.open = null;
+    this.current = null;
+    await Promise.allSettled([open.begun, ...open.ahead.map((b) => b.outcome)]);
+    await this.settle(); // the COMMIT of the transaction before it, if still in flight
+    await a.session.rollback();
+    this.deps.log.debug({ xid: early.xid, changes: open.changes }, 'streamed transaction rolled back: it is applied at its commit instead');
+  }
+
+  /**
+   * Its Stream Commit: every batch's answer is read first; when all applied, the transaction takes
+   * its commit LSN and time and commits like any other (origin set up with them right before the
+   * COMMIT), and its spooled copy is dropped. Otherwise it is rolled back and the spool read back.
+   */
+  private async earlyCommit(a: ApplyAttempt, c: StreamCommitMessage, outcome: EarlyCommit): Promise<void> {
+    const early = this.early;
+    const open = this.open;
+    if (early?.xid !== c.xid || !early.live || !open) {
+      this.early = null;
+      outcome.done(false);
+      return;
+    }
+    let applied = true;
+    try {
+      await this.readAllAhead(open);
+    } catch {
+      applied = false;
+    }
+    if (!applied || this.deps.operator.isSkipped(c.commitLsn)) {
+      await this.earlyStop(a);
+      this.early = null;
+      outcome.done(false);
+      return;
+    }
+    this.early = null;
+    const begin: BeginMessage = { tag: 'begin', finalLsn: c.commitLsn, commitTime: c.commitTime, xid: c.xid };
+    this.open = { ...open, begin, version: { commitTimestamp: formatPgTimestamp(c.commitTime), node: this.deps.peer } };
+    this.current = { begin, startedAt: open.startedAt };
+    outcome.committing();
+    await this.commit(a, { tag: 'commit', flags: c.flags, commitLsn: c.commitLsn, endLsn: c.endLsn, commitTime: c.commitTime });
+    try {
+      await this.settle();
+    } catch (err) {
+      // The attempt ends here and the transaction comes again: from the spool this time.
+      this.spoolOnly.add(c.xid);
+      throw err;
+    }
+    this.deps.log.debug({ xid: c.xid, commitLsn: formatLsn(c.commitLsn), changes: open.changes }, 'streamed transaction applied while it streamed');
+    outcome.done(true);
+  }
+
   // ---- the statement path ----
 
   private begin(a: ApplyAttempt, begin: BeginMessage): void {
+    if (this.open) throw new ApplyOrderError('a transaction begins inside another');
     const begun = a.session.begin();
     begun.catch(() => undefined);
     const startedAt = this.deps.clock();

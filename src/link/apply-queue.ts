@@ -1,18 +1,47 @@
 import type { PreparedBatch } from '../apply/transaction-applier.js';
 import type { RemoteTransaction } from '../protocol/remote-transaction.js';
-import type { BeginMessage, ChangeMessage, CommitMessage, LogicalDecodingMessage, RelationMessage } from '../protocol/pgoutput-messages.js';
+import type {
+  BeginMessage,
+  ChangeMessage,
+  CommitMessage,
+  LogicalDecodingMessage,
+  RelationMessage,
+  StreamCommitMessage,
+} from '../protocol/pgoutput-messages.js';
 
-/** What the receiver hands to the applier, in stream order. */
+/** How the apply loop answers the Stream Commit of a transaction it applied while it streamed. */
+export interface EarlyCommit {
+  /** It commits it now: the receive side accounts for the transaction as received (progress, counters). */
+  committing(): void;
+  /** Committed (the spooled copy is not needed), or not (the spool is read back as for any streamed transaction). */
+  done(committed: boolean): void;
+}
+
+/**
+ * What the receiver hands to the applier, in stream order. The `early-` items are a transaction the
+ * peer streams before its commit, applied while it streams (StreamedTransactions): its changes
+ * before its commit time is known, so only what needs no commit time (plain INSERTs).
+ */
 export type ApplyItem =
   | { readonly kind: 'transaction'; readonly txn: RemoteTransaction }
   | { readonly kind: 'begin'; readonly begin: BeginMessage }
   | { readonly kind: 'relation'; readonly relation: RelationMessage }
   | { readonly kind: 'changes'; readonly changes: readonly ChangeMessage[]; readonly prepared: PreparedBatch | null }
   | { readonly kind: 'message'; readonly message: LogicalDecodingMessage }
-  | { readonly kind: 'commit'; readonly commit: CommitMessage };
+  | { readonly kind: 'commit'; readonly commit: CommitMessage }
+  | { readonly kind: 'early-begin'; readonly xid: number }
+  | { readonly kind: 'early-changes'; readonly xid: number; readonly changes: readonly ChangeMessage[] }
+  | { readonly kind: 'early-message'; readonly xid: number; readonly message: LogicalDecodingMessage }
+  | { readonly kind: 'early-abandon'; readonly xid: number }
+  | { readonly kind: 'early-commit'; readonly commit: StreamCommitMessage; readonly outcome: EarlyCommit };
 
 function changesOf(item: ApplyItem): number {
-  return item.kind === 'changes' ? item.changes.length : item.kind === 'transaction' ? item.txn.changes.length : 0;
+  if (item.kind === 'changes' || item.kind === 'early-changes') return item.changes.length;
+  return item.kind === 'transaction' ? item.txn.changes.length : 0;
+}
+
+function isCommit(item: ApplyItem): boolean {
+  return item.kind === 'commit' || item.kind === 'early-commit';
 }
 
 /**
@@ -32,7 +61,7 @@ export class ApplyQueue {
   push(item: ApplyItem): void {
     this.items.push(item);
     this.changes += changesOf(item);
-    if (item.kind === 'commit') this.commits++;
+    if (isCommit(item)) this.commits++;
     if (item.kind === 'relation') this.relations++;
     const w = this.waiter;
     this.waiter = null;
@@ -58,7 +87,7 @@ export class ApplyQueue {
       this.head = 0;
     }
     this.changes -= changesOf(item);
-    if (item.kind === 'commit') this.commits--;
+    if (isCommit(item)) this.commits--;
     if (item.kind === 'relation') this.relations--;
     return item;
   }

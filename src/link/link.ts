@@ -40,6 +40,7 @@ import { ReplicationConnection } from '../source/replication-connection.js';
 import { ApplyLoop } from './apply-loop.js';
 import { ApplyQueue } from './apply-queue.js';
 import { Backoff } from './backoff.js';
+import { EarlyApplyFeed } from './early-apply-feed.js';
 import { OperatorActions } from './operator-actions.js';
 import type { DeadLetterRetry } from './operator-actions.js';
 import { ProgressTracker } from './progress-tracker.js';
@@ -173,7 +174,36 @@ export class Link {
       },
       release: (m) => this.receive(m),
       failed: (err) => this.attemptFailed?.(err),
+      early: new EarlyApplyFeed({
+        push: (item) => {
+          this.queue.push(item);
+          this.backpressure();
+        },
+        batchSize: deps.config.replication.apply_batch_size,
+        enabled: (xid) => this.earlyApplyAllowed(xid),
+        received: (c, counts) => {
+          this.progress.queued(c.commitTime);
+          this.receivedUpTo(c.endLsn);
+          for (const [op, n] of counts) deps.metrics.received(op, n);
+        },
+      }),
     });
+  }
+
+  /**
+   * A streamed transaction is applied while it streams (replication.apply_streamed) only on a link
+   * whose node has no other peer: with several, the advisory key locks that serialize the peers'
+   * sessions (key-locks.ts) would be held for as long as the transaction runs on its peer, and stall
+   * the other links on the same keys.
+   */
+  private earlyApplyAllowed(xid: number): boolean {
+    const { config } = this.deps;
+    return config.replication.apply_streamed === 'while_streaming' && config.peers.length === 1 && !this.stopping && this.apply.earlyAllowed(xid);
+  }
+
+  private receivedUpTo(lsn: bigint): void {
+    this.progress.receivedUpTo(lsn);
+    this.deps.metrics.positions({ received: this.progress.received });
   }
 
   get peer(): string {
@@ -526,19 +556,26 @@ export class Link {
 
   /** Where the receive stage's output goes: the apply queue, with positions and backpressure. */
   private sink(): AssemblerSink {
-    const received = (lsn: bigint): void => {
-      this.progress.receivedUpTo(lsn);
-      this.deps.metrics.positions({ received: this.progress.received });
-    };
+    const received = (lsn: bigint): void => this.receivedUpTo(lsn);
+    // A transaction applied early (streamed-transactions.ts) goes back to the spool when the apply
+    // session is needed first: for a transaction that commits before it (one with nothing to apply
+    // does not need the session, unless every transaction takes the statement path), or for a
+    // Relation message outside its blocks (the relation's definition would change under it).
+    const procedureOff = this.deps.config.replication.apply_procedure_max_changes === 0;
     return {
-      relation: (r) => this.queue.push({ kind: 'relation', relation: r }),
+      relation: (r) => {
+        this.streamed.interrupt();
+        this.queue.push({ kind: 'relation', relation: r });
+      },
       transaction: (t) => {
+        if (t.changes.length > 0 || procedureOff) this.streamed.interrupt();
         received(t.commit.endLsn);
         this.progress.queued(t.begin.commitTime);
         this.queue.push({ kind: 'transaction', txn: t });
         this.backpressure();
       },
       begin: (b) => {
+        this.streamed.interrupt();
         this.progress.queued(b.commitTime);
         this.batchesInTransaction = 0;
         this.receivingCommitTime = b.commitTime;

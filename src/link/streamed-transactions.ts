@@ -1,3 +1,4 @@
+import { decodeStreamedBody } from '../protocol/pgoutput-decoder.js';
 import type { PgoutputMessage, StreamCommitMessage, StreamControlMessage } from '../protocol/pgoutput-messages.js';
 import type { ReplicationMessage } from '../protocol/replication-messages.js';
 import { StreamSpool } from './stream-spool.js';
@@ -19,6 +20,28 @@ export interface StreamedTransactionsDeps {
   readonly failed: (err: unknown) => void;
   /** Where spool files go (tests); the system's temporary directory by default. */
   readonly spoolParent?: string;
+  /** Applies a streamed transaction while it streams; absent, every one waits in the spool for its commit. */
+  readonly early?: EarlyApply;
+}
+
+/**
+ * The link's side of applying a streamed transaction while it streams, as PostgreSQL's parallel
+ * apply does (streaming = parallel, applyparallelworker.c), but in the one apply session: only while
+ * it is the only transaction the session has to apply. It is spooled all the same, so that whatever
+ * stops it early (another transaction to apply first, an aborted subtransaction, a change that needs
+ * the commit time) only costs the work done so far: that is rolled back, and at its commit the
+ * spool is read back as for any streamed transaction.
+ */
+export interface EarlyApply {
+  /** Whether `xid`, whose first block starts with no other streamed transaction open, may go early. */
+  allowed(xid: number): boolean;
+  begin(xid: number): void;
+  /** A message of its blocks, decoded; false when it cannot be applied before its commit. */
+  message(xid: number, m: PgoutputMessage): boolean;
+  /** It stops going early: what was applied of it is rolled back. */
+  abandon(xid: number): void;
+  /** Its Stream Commit: the apply loop answers with `done`; done(false) reads the spool back. */
+  commit(c: StreamCommitMessage, done: (committed: boolean) => void): void;
 }
 
 const STREAM_TAGS: ReadonlySet<string> = new Set([
@@ -40,6 +63,8 @@ function isStreamControl(m: PgoutputMessage | StreamControlMessage): m is Stream
  * Begin, (Origin), the transaction's messages, Commit, read back lazily as the apply queue makes
  * room. While a read-back runs, reading from the peer pauses, and what the driver had already
  * parsed is held and given back afterwards, so nothing overtakes the committed transaction.
+ * A transaction that starts with no other one open may also go to the apply loop as it arrives
+ * (EarlyApply); the spool is then read back only when that could not commit it.
  */
 export class StreamedTransactions {
   private readonly spool: StreamSpool;
@@ -48,6 +73,10 @@ export class StreamedTransactions {
   /** Counts resets: a read-back of an earlier attempt stops at its next step. */
   private epoch = 0;
   private roomWaiter: (() => void) | null = null;
+  /** The transaction of the open Stream Start … Stop block. */
+  private block: number | null = null;
+  /** The streamed transaction being applied early, while it can go on so. */
+  private early: number | null = null;
 
   constructor(private readonly deps: StreamedTransactionsDeps) {
     this.spool = new StreamSpool(deps.spoolParent);
@@ -78,9 +107,21 @@ export class StreamedTransactions {
     }
     if (msg.tag === 'origin' && this.spool.inBlock) {
       this.spool.origin();
+      if (this.early === this.block) this.interrupt(); // replicated from elsewhere: dropped at its commit
       return null;
     }
     return msg;
+  }
+
+  /**
+   * The apply session is needed for something else first (a transaction that commits before the
+   * one applied early, or a Relation message outside its blocks): that one goes back to the spool.
+   */
+  interrupt(): void {
+    const xid = this.early;
+    if (xid === null) return;
+    this.early = null;
+    this.deps.early?.abandon(xid);
   }
 
   /** The apply queue has room again: a read-back waiting for it goes on. */
@@ -94,6 +135,8 @@ export class StreamedTransactions {
   reset(): void {
     this.epoch++;
     this.spool.reset();
+    this.block = null;
+    this.early = null;
     this.reading = false;
     this.held = [];
     this.roomMade();
@@ -101,16 +144,32 @@ export class StreamedTransactions {
 
   private control(msg: StreamControlMessage): void {
     switch (msg.tag) {
-      case 'stream-start':
-        return this.spool.start(msg);
+      case 'stream-start': {
+        const alone = !this.spool.pending;
+        this.spool.start(msg);
+        this.block = msg.xid;
+        if (this.early !== null && this.early !== msg.xid) this.interrupt();
+        else if (this.early === null && msg.first && alone && this.deps.early?.allowed(msg.xid) === true) {
+          this.early = msg.xid;
+          this.deps.early.begin(msg.xid);
+        }
+        return;
+      }
       case 'stream-stop':
+        this.block = null;
         return this.spool.stop();
       case 'streamed':
-        return this.spool.add(msg);
+        this.spool.add(msg);
+        if (this.early !== null && this.early === this.block && this.deps.early?.message(this.early, decodeStreamedBody(msg.messageTag, msg.body)) === false) {
+          this.interrupt();
+        }
+        return;
       case 'stream-abort':
+        // A subtransaction's changes may already be applied: the whole transaction goes back to the spool.
+        if (this.early === msg.xid) this.interrupt();
         return this.spool.abort(msg);
       case 'stream-commit':
-        return this.readBack(msg);
+        return this.early === msg.xid ? this.commitEarly(msg) : this.readBack(msg);
     }
   }
 
@@ -119,18 +178,41 @@ export class StreamedTransactions {
     const epoch = this.epoch;
     this.reading = true;
     this.deps.pauseSource();
+    this.replay(t, c, epoch);
+  }
+
+  /** Reading pauses while the apply loop commits it, or reads the spool back when it cannot. */
+  private commitEarly(c: StreamCommitMessage): void {
+    const early = this.deps.early as EarlyApply;
+    this.early = null;
+    const t = this.spool.commit(c.xid);
+    const epoch = this.epoch;
+    this.reading = true;
+    this.deps.pauseSource();
+    early.commit(c, (committed) => {
+      if (epoch !== this.epoch) return;
+      if (!committed) return this.replay(t, c, epoch);
+      t?.discard();
+      this.doneReading();
+    });
+  }
+
+  private replay(t: SpooledTransaction | null, c: StreamCommitMessage, epoch: number): void {
     this.feed(t, c, epoch).then(
       () => {
-        if (epoch !== this.epoch) return;
-        this.reading = false;
-        // A held message may be the next Stream Commit: it starts a read-back of its own.
-        while (!this.reading && this.held.length > 0) this.deps.release(this.held.shift() as ReplicationMessage);
-        if (!this.reading) this.deps.resumeSource();
+        if (epoch === this.epoch) this.doneReading();
       },
       (err: unknown) => {
         if (epoch === this.epoch) this.deps.failed(err);
       },
     );
+  }
+
+  private doneReading(): void {
+    this.reading = false;
+    // A held message may be the next Stream Commit: it starts a read-back of its own.
+    while (!this.reading && this.held.length > 0) this.deps.release(this.held.shift() as ReplicationMessage);
+    if (!this.reading) this.deps.resumeSource();
   }
 
   private async feed(t: SpooledTransaction | null, c: StreamCommitMessage, epoch: number): Promise<void> {

@@ -30,7 +30,7 @@ export interface AssemblerSink {
 }
 
 export interface AssemblerCounters {
-  received(op: ChangeOp): void;
+  received(op: ChangeOp, count?: number): void;
   filtered(op: ChangeOp, reason: 'origin'): void;
   transactionFiltered(reason: 'origin'): void;
 }

@@ -373,8 +373,8 @@ export class LinkMetrics {
     this.lsn.applied = Number(lsn);
   }
 
-  received(op: ChangeOp): void {
-    this.receivedPending.set(op, (this.receivedPending.get(op) ?? 0) + 1);
+  received(op: ChangeOp, count = 1): void {
+    this.receivedPending.set(op, (this.receivedPending.get(op) ?? 0) + count);
   }
 
   receivedBytes(bytes: number): void {

@@ -23,7 +23,18 @@ const TRUNCATE_RESTART_SEQS = 2;
 
 export function decodePgoutput(payload: Buffer): PgoutputMessage {
   const r = new ByteReader(payload);
-  const tag = r.char();
+  return decodeTagged(r.char(), r);
+}
+
+/**
+ * A StreamedMessage's message as protocol 1 sends it (`messageTag` then `body`), decoded in place:
+ * the same result as decodePgoutput on the two put together, without copying them together.
+ */
+export function decodeStreamedBody(messageTag: number, body: Buffer): PgoutputMessage {
+  return decodeTagged(String.fromCharCode(messageTag), new ByteReader(body));
+}
+
+function decodeTagged(tag: string, r: ByteReader): PgoutputMessage {
   switch (tag) {
     case 'B':
       return { tag: 'begin', finalLsn: r.uint64(), commitTime: r.int64(), xid: r.uint32() };

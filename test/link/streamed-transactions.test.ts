@@ -148,3 +148,109 @@ describe('StreamedTransactions', () => {
     expect(failures).toEqual([]);
   });
 });
+
+describe('StreamedTransactions applying a transaction while it streams', () => {
+  let parent = '';
+  let accepted: string[];
+  let early: string[];
+  let allowed: boolean;
+  let decide: ((committed: boolean) => void) | null;
+  let stage: StreamedTransactions;
+
+  beforeEach(() => {
+    parent = mkdtempSync(join(tmpdir(), 'streamed-test-'));
+    accepted = [];
+    early = [];
+    allowed = true;
+    decide = null;
+    stage = new StreamedTransactions({
+      accept: (msg) => accepted.push(summary(msg)),
+      hasRoom: () => true,
+      pauseSource: () => early.push('pause'),
+      resumeSource: () => early.push('resume'),
+      release: () => undefined,
+      failed: (err) => {
+        throw err;
+      },
+      spoolParent: parent,
+      early: {
+        allowed: () => allowed,
+        begin: (xid) => early.push(`begin ${xid}`),
+        message: (_xid, m) => {
+          early.push(summary(m));
+          return m.tag === 'insert';
+        },
+        abandon: (xid) => early.push(`abandon ${xid}`),
+        commit: (c, done) => {
+          early.push(`commit ${c.xid}`);
+          decide = done;
+        },
+      },
+    });
+  });
+  afterEach(() => {
+    stage.reset();
+    rmSync(parent, { recursive: true, force: true });
+  });
+
+  it('hands its messages on as they come, and reads nothing back when the apply loop commits it', () => {
+    block(stage, 7, ['a', 'b']);
+    stage.take({ tag: 'stream-start', xid: 7, first: false });
+    stage.take(insert(7, 'c'));
+    stage.take({ tag: 'stream-stop' });
+    stage.take(commit(7));
+    expect(early).toEqual(['begin 7', 'a', 'b', 'c', 'pause', 'commit 7']);
+    expect(stage.replaying).toBe(true);
+    decide?.(true);
+    expect(stage.replaying).toBe(false);
+    expect(early.at(-1)).toBe('resume');
+    expect(accepted).toEqual([]);
+    expect(stage.pending).toBe(false);
+  });
+
+  it('reads the spool back when the apply loop could not commit it', async () => {
+    block(stage, 5, ['x', 'y']);
+    stage.take(commit(5));
+    decide?.(false);
+    await until(() => !stage.replaying);
+    expect(accepted).toEqual(['begin', 'x', 'y', 'commit@500']);
+  });
+
+  it('abandons it for another stream, an aborted subtransaction, a change it cannot apply early or an interruption', async () => {
+    // Another transaction's block: the first goes back to the spool, the second is not taken early.
+    block(stage, 1, ['one']);
+    block(stage, 2, ['two']);
+    stage.take(commit(2));
+    await until(() => !stage.replaying);
+    stage.take(commit(1));
+    await until(() => !stage.replaying);
+    expect(early).toEqual(['begin 1', 'one', 'abandon 1', 'pause', 'resume', 'pause', 'resume']);
+    expect(accepted).toEqual(['begin', 'two', 'commit@200', 'begin', 'one', 'commit@100']);
+
+    early.length = 0;
+    block(stage, 3, ['three']);
+    stage.take({ tag: 'stream-abort', xid: 3, subxid: 33 });
+    block(stage, 4, []); // not alone: 3 is still open
+    stage.take({ tag: 'stream-abort', xid: 4, subxid: 4 });
+    stage.take({ tag: 'stream-abort', xid: 3, subxid: 3 });
+    expect(early).toEqual(['begin 3', 'three', 'abandon 3']);
+
+    early.length = 0;
+    stage.take({ tag: 'stream-start', xid: 6, first: true });
+    const update = new PgoutputBuilder().update({ relationId: 16384, newTuple: [textColumn('u')] }).build();
+    stage.take({ tag: 'streamed', xid: 6, messageTag: update[0] as number, body: update.subarray(1) });
+    stage.take(insert(6, 'after'));
+    stage.take({ tag: 'stream-stop' });
+    stage.take({ tag: 'stream-abort', xid: 6, subxid: 6 });
+    expect(early).toEqual(['begin 6', 'update', 'abandon 6']);
+
+    early.length = 0;
+    block(stage, 8, ['eight']);
+    stage.interrupt();
+    stage.interrupt();
+    stage.take({ tag: 'stream-abort', xid: 8, subxid: 8 });
+    allowed = false;
+    block(stage, 9, ['nine']);
+    expect(early).toEqual(['begin 8', 'eight', 'abandon 8']);
+  });
+});

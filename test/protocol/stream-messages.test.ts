@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { TruncatedMessageError } from '../../src/protocol/byte-reader.js';
-import { decodePgoutput, decodeStreamMessage } from '../../src/protocol/pgoutput-decoder.js';
+import { decodePgoutput, decodeStreamMessage, decodeStreamedBody } from '../../src/protocol/pgoutput-decoder.js';
 import { decodeReplicationMessage } from '../../src/protocol/replication-messages.js';
 import { ByteBuilder, PgoutputBuilder, textColumn, xlogDataPayload } from '../support/pgoutput-builder.js';
 
@@ -56,6 +56,7 @@ describe('decodeStreamMessage', () => {
     const message = Buffer.concat([Buffer.from([streamed.messageTag]), streamed.body]);
     expect(message.equals(insert)).toBe(true);
     expect(decodePgoutput(message)).toStrictEqual({ tag: 'insert', relationId: 16384, newTuple: ['a', '€'] });
+    expect(decodeStreamedBody(streamed.messageTag, streamed.body)).toStrictEqual(decodePgoutput(message));
   });
 
   it('leaves messages outside a block, and Begin, Commit and Origin anywhere, to decodePgoutput', () => {
