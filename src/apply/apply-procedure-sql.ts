@@ -228,7 +228,7 @@ class ShapeSql {
    * (statements.ts undoDeletedLater). The first EXISTS keeps tables without tombstones cheap.
    */
   undoDeletedLater(): Code {
-    return [`IF EXISTS (SELECT 1 FROM ${S}.tombstones WHERE table_name = ${this.tableText}) THEN`, body(this.undoInsert()), 'END IF;'];
+    return [`IF ${anyTombstone(`x.table_name = ${this.tableText}`)} THEN`, body(this.undoInsert()), 'END IF;'];
   }
 
   /** The undo itself: the row this transaction inserted, where a newer tombstone says it is gone. */
@@ -522,7 +522,7 @@ function readTombstoneFlags(flags: TombstoneFlags): Code {
   const names = `ARRAY[${[...flags.keys()].join(', ')}]::text[]`;
   return (
     `SELECT array_agg(q.has ORDER BY q.ord), coalesce(array_agg(q.tbl) FILTER (WHERE NOT q.has), '{}') INTO ${V}.tb, ${V}.dt ` +
-    `FROM (SELECT u.tbl, u.ord, EXISTS (SELECT 1 FROM ${S}.tombstones AS x WHERE x.table_name = u.tbl) AS has ` +
+    `FROM (SELECT u.tbl, u.ord, ${anyTombstone('x.table_name = u.tbl')} AS has ` +
     `FROM unnest(${names}) WITH ORDINALITY AS u(tbl, ord)) AS q;`
   );
 }
