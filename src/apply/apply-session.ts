@@ -58,26 +58,37 @@ export class ApplySession {
     await client.connect();
     this.client = client;
     this.prepared.clear();
-    await client.query('SELECT pg_replication_origin_session_setup($1)', [this.options.origin]);
-    // replica: no user triggers and no FK checks during apply (like the native apply worker).
-    // synchronous_commit off (local on a synchronous link): durability is reported separately
-    // (feedback reads the flushed origin progress), and an apply commit never waits for this node's
-    // own synchronous standbys, so two synchronous directions cannot deadlock (node/synchronous-links.ts).
-    await client.query(`SET session_replication_role = replica`);
-    await client.query(`SET synchronous_commit = ${this.options.synchronousCommit}`);
-    // The conflict rules rely on READ COMMITTED (a fresh snapshot per statement, EvalPlanQual on
-    // concurrently updated rows), whatever the server's default; and a serializable apply could
-    // fail at COMMIT, which PostgreSQL 18 counts as progress (see commit()).
-    await client.query(`SET default_transaction_isolation = 'read committed'`);
-    await client.query(`SET statement_timeout = ${Math.trunc(this.options.statementTimeoutMs)}`);
-    // Apply statements are the same few texts with new values every time: a plan made once serves
-    // them all. Left to the default, the batched update was planned at every execution (a custom plan
-    // looked cheaper for every new array), which cost twice its execution time (issue profile).
-    await client.query(`SET plan_cache_mode = force_generic_plan`);
-    const r = await client.query<{ lsn: string | null; version: string }>(
+    // The setup is sent at once (the connection pipelines) and its answers read in order, so that
+    // the first failure reported is the same as one by one: a link's start waits for this session's
+    // origin progress before it can start streaming, and these were seven round trips in a row.
+    const settings = [
+      // replica: no user triggers and no FK checks during apply (like the native apply worker).
+      'SET session_replication_role = replica',
+      // synchronous_commit off (local on a synchronous link): durability is reported separately
+      // (feedback reads the flushed origin progress), and an apply commit never waits for this node's
+      // own synchronous standbys, so two synchronous directions cannot deadlock (node/synchronous-links.ts).
+      `SET synchronous_commit = ${this.options.synchronousCommit}`,
+      // The conflict rules rely on READ COMMITTED (a fresh snapshot per statement, EvalPlanQual on
+      // concurrently updated rows), whatever the server's default; and a serializable apply could
+      // fail at COMMIT, which PostgreSQL 18 counts as progress (see commit()).
+      `SET default_transaction_isolation = 'read committed'`,
+      `SET statement_timeout = ${Math.trunc(this.options.statementTimeoutMs)}`,
+      // Apply statements are the same few texts with new values every time: a plan made once serves
+      // them all. Left to the default, the batched update was planned at every execution (a custom plan
+      // looked cheaper for every new array), which cost twice its execution time (issue profile).
+      'SET plan_cache_mode = force_generic_plan',
+    ];
+    const setup: Promise<unknown>[] = [
+      client.query('SELECT pg_replication_origin_session_setup($1)', [this.options.origin]),
+      ...settings.map((sql) => client.query(sql)),
+    ];
+    const progress = client.query<{ lsn: string | null; version: string }>(
       `SELECT pg_replication_origin_progress($1, true)::text AS lsn, current_setting('server_version_num') AS version`,
       [this.options.origin],
     );
+    for (const p of [...setup, progress]) p.catch(() => undefined);
+    for (const p of setup) await p;
+    const r = await progress;
     this.serverVersionNum = Number(r.rows[0]?.version ?? 0);
     const lsn = r.rows[0]?.lsn;
     return lsn ? parseLsn(lsn) : ZERO_LSN;

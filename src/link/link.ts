@@ -466,7 +466,9 @@ export class Link {
     const locks = config.peers.length > 1;
     const statements = new TransactionApplier(session, relations, (table) => tablePolicy(config.conflicts, table), locks);
     this.statements = statements;
-    await statements.ready();
+    // A catalog lookup on the apply session, answered while the peer's slot is checked below.
+    const statementsReady = statements.ready();
+    statementsReady.catch(() => undefined);
     const procedure = new ProcedureApplier(session, relations, {
       peer: peer.name,
       origin: this.origin,
@@ -489,6 +491,7 @@ export class Link {
       if (gone) throw gone;
     });
     if (slot === 'created') log.warn({ slot: this.slot }, 'created the missing slot on the peer: changes before now are not replicated');
+    await statementsReady;
 
     this.resetReceiver();
     const streaming = this.replication.start({
