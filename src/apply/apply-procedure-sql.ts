@@ -552,7 +552,7 @@ function endOfTransaction(inserts: readonly ShapeSql[], flags: TombstoneFlags): 
     body(
       // A remembered insert wrote a row, so the transaction has its xid. When the EXISTS is true, the
       // setup after OR may not run (or may): it is taken back below either way.
-      `${V}.dl := ${anyTombstone(`x.table_name = ANY (${V}.dt)`)} ` + `OR pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts) IS NULL;`,
+      `${V}.dl := ${anyTombstone(`x.table_name = ANY (${V}.dt)`)} OR pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts) IS NULL;`,
       `IF ${V}.dl THEN`,
       body(
         'PERFORM pg_catalog.pg_replication_origin_xact_reset();',

@@ -572,7 +572,6 @@ export class Link {
 
   /** Where the receive stage's output goes: the apply queue, with positions and backpressure. */
   private sink(): AssemblerSink {
-    const received = (lsn: bigint): void => this.receivedUpTo(lsn);
     // A transaction applied early (streamed-transactions.ts) goes back to the spool when the apply
     // session is needed first: for a transaction that commits before it (one with nothing to apply
     // does not need the session, unless every transaction takes the statement path), or for a
@@ -585,7 +584,7 @@ export class Link {
       },
       transaction: (t) => {
         if (t.changes.length > 0 || procedureOff) this.streamed.interrupt();
-        received(t.commit.endLsn);
+        this.receivedUpTo(t.commit.endLsn);
         this.progress.queued(t.begin.commitTime);
         this.queue.push({ kind: 'transaction', txn: t });
         this.backpressure();
@@ -600,13 +599,13 @@ export class Link {
       changes: (batch) => this.pushBatch(batch),
       message: (msg) => this.queue.push({ kind: 'message', message: msg }),
       commit: (c) => {
-        received(c.endLsn);
+        this.receivedUpTo(c.endLsn);
         this.receivingCommitTime = null;
         this.queue.push({ kind: 'commit', commit: c });
         this.backpressure();
       },
       skipped: (t) => {
-        received(t.endLsn);
+        this.receivedUpTo(t.endLsn);
         if (t.reason === 'origin') this.filtered++;
         this.progress.processed(t.endLsn);
       },
