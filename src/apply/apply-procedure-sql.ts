@@ -225,7 +225,8 @@ class ShapeSql {
   /**
    * Undoes the row this step just inserted when a newer delete committed meanwhile: a local DELETE
    * that held the key while the insert waited commits its tombstone after the insert's snapshot
-   * (statements.ts undoDeletedLater). The first EXISTS keeps tables without tombstones cheap.
+   * (statements.ts undoDeletedLater). The first check (any tombstone of the table) keeps tables
+   * without tombstones cheap.
    */
   undoDeletedLater(): Code {
     return [`IF ${anyTombstone(`x.table_name = ${this.tableText}`)} THEN`, body(this.undoInsert()), 'END IF;'];
@@ -550,7 +551,7 @@ function endOfTransaction(inserts: readonly ShapeSql[], flags: TombstoneFlags): 
     body(`PERFORM ${ORIGIN_SETUP};`),
     'ELSE',
     body(
-      // A remembered insert wrote a row, so the transaction has its xid. When the EXISTS is true, the
+      // A remembered insert wrote a row, so the transaction has its xid. When a tombstone is found, the
       // setup after OR may not run (or may): it is taken back below either way.
       `${V}.dl := ${anyTombstone(`x.table_name = ANY (${V}.dt)`)} OR pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts) IS NULL;`,
       `IF ${V}.dl THEN`,
