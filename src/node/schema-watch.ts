@@ -32,7 +32,7 @@ export const SCHEMA_FIRST_CHECK_MS = 2_000;
 
 export class SchemaWatch {
   private readonly byPeer = new Map<string, SchemaDrift[]>();
-  private first: NodeJS.Timeout | null = null;
+  /** The first comparison's timeout, then the interval of the next ones. */
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
 
@@ -64,17 +64,15 @@ export class SchemaWatch {
         this.running = null;
       });
     };
-    this.first = setTimeout(() => {
-      this.first = null;
+    this.timer = setTimeout(() => {
       tick();
       this.timer = setInterval(tick, intervalMs).unref();
     }, firstAfterMs).unref();
   }
 
   async stop(): Promise<void> {
-    if (this.first) clearTimeout(this.first);
-    if (this.timer) clearInterval(this.timer);
-    this.first = null;
+    // clearTimeout clears an interval too (Node's timers are one kind).
+    if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     await this.running;
   }
