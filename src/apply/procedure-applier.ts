@@ -5,6 +5,7 @@ import { formatLsn, parseLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { formatPgTimestamp } from '../protocol/pg-time.js';
 import type { RemoteTransaction } from '../protocol/remote-transaction.js';
+import { binaryTextArray } from '../util/binary-text-array.js';
 import { arrayLiteral } from '../util/sql.js';
 import { applyProcedureSql, decodeEvent, PROCEDURE_NAME } from './apply-procedure-sql.js';
 import type { ApplySession } from './apply-session.js';
@@ -161,7 +162,8 @@ export class ProcedureApplier {
       arrayLiteral(txns.map((t) => formatPgTimestamp(t.commit.commitTime))),
       `{${group.nsteps.join(',')}}`,
       `{${group.shapeIds.join(',')}}`,
-      arrayLiteral(group.values),
+      // Binary: thousands of values per CALL (binary-text-array.ts says why).
+      binaryTextArray(group.values),
     ];
     let row: CallRow;
     try {
