@@ -1,7 +1,7 @@
 import { CONFLICT_TYPES, RESOLUTIONS } from '../conflict/conflict-types.js';
 import type { ConflictType, Resolution } from '../conflict/conflict-types.js';
 import type { OverwriteRule } from '../conflict/policy.js';
-import { METADATA_SCHEMA } from '../node/names.js';
+import { METADATA_SCHEMA, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from '../node/names.js';
 import { assertNever } from '../util/assert-never.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import type { ApplyRules } from './statements.js';
@@ -348,6 +348,11 @@ export interface ProcedureOptions {
    * before it are not conflicts (statements.ts overwritten).
    */
   readonly epoch: string;
+  /**
+   * This node's schema has the tombstone-write mark (metadata-schema.ts: TOMBSTONE_WRITE_LOCK and
+   * the sequence): a transaction of remembered inserts can end without reading pgbidi.tombstones.
+   */
+  readonly tombstoneWrites: boolean;
 }
 
 function insertBlock(sql: ShapeSql, flag: number): Code {
@@ -517,7 +522,8 @@ function anyTombstone(condition: string): string {
 
 /**
  * Reads which tables with insert steps have tombstones (tb, by flag) and which have none (dt): at
- * the start of the CALL, and again once a remembered insert's table got one.
+ * the start of the CALL, and again at the end of a transaction of remembered inserts when a
+ * tombstone may have been written since (endOfTransaction).
  */
 function readTombstoneFlags(flags: TombstoneFlags): Code {
   const names = `ARRAY[${[...flags.keys()].join(', ')}]::text[]`;
@@ -528,6 +534,27 @@ function readTombstoneFlags(flags: TombstoneFlags): Code {
   );
 }
 
+/**
+ * Notes where the tombstone-write sequence stands and whether a writer holds TOMBSTONE_WRITE_LOCK,
+ * before the tombstones are read (readTombstoneFlags, or the check at the end of a transaction).
+ * While no writer held it (quiet) and the sequence has not moved since, no tombstone was written
+ * that this read does not show: a writer takes the lock before it advances the sequence and holds it
+ * until it ends, so one that advanced it before s0 was read either had ended before the lock was
+ * tried (the read, after, sees its tombstones) or still held the lock (not quiet); one that advances
+ * it later is seen at the end of the transaction. The try and the unlock are one expression: nothing
+ * between them can fail, so the session never keeps the lock. Without the mark in this node's
+ * schema, quiet stays false and every transaction of remembered inserts reads the tombstones.
+ */
+function watchTombstoneWrites(options: ProcedureOptions): Code {
+  if (!options.tombstoneWrites) return [];
+  return [
+    `${V}.s0 := ${WRITES_SO_FAR};`,
+    `${V}.quiet := pg_catalog.pg_try_advisory_lock(${TOMBSTONE_WRITE_LOCK}::int8) AND pg_catalog.pg_advisory_unlock(${TOMBSTONE_WRITE_LOCK}::int8);`,
+  ];
+}
+
+const WRITES_SO_FAR = `pg_catalog.pg_sequence_last_value('${S}.${TOMBSTONE_WRITES_SEQUENCE}'::regclass)`;
+
 const ORIGIN_SETUP = `pg_catalog.pg_current_xact_id(), pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts)`;
 
 /**
@@ -536,27 +563,29 @@ const ORIGIN_SETUP = `pg_catalog.pg_current_xact_id(), pg_catalog.pg_replication
  * pg_replication_origin_xact_setup. The xid makes every transaction write a commit record, so that
  * the origin's progress says exactly how far apply got.
  *
- * With inserts remembered (undoOrRemember), the statement that sets up the origin also looks, on its
- * own fresh snapshot, for a tombstone of their tables committed since the CALL began. Rarely there is
- * one: then the setup is taken back, those inserts are checked one by one as undoDeletedLater does,
- * the flags read again, and the origin set up once more after the deferred triggers.
+ * With inserts remembered (undoOrRemember) and no tombstone written since the tombstones were last
+ * read (watchTombstoneWrites), the transaction ends as any other: no statement. Otherwise the
+ * tombstones of their tables are looked for again, on a fresh snapshot that comes after every insert
+ * of the transaction (and after the watch is taken again, for the transactions after it). Rarely
+ * there is one: then those inserts are checked one by one as undoDeletedLater does, and the flags
+ * read again.
  */
-function endOfTransaction(inserts: readonly ShapeSql[], flags: TombstoneFlags): Code {
-  const plain: Code = ['SET CONSTRAINTS ALL IMMEDIATE;', `PERFORM ${ORIGIN_SETUP};`];
-  if (flags.size === 0) return plain;
+function endOfTransaction(inserts: readonly ShapeSql[], flags: TombstoneFlags, options: ProcedureOptions): Code {
+  const deferred = 'SET CONSTRAINTS ALL IMMEDIATE;';
+  const setup = `PERFORM ${ORIGIN_SETUP};`;
+  if (flags.size === 0) return [deferred, setup];
   const undo = inserts.map((sql, n) => [`${n === 0 ? 'IF' : 'ELSIF'} ${V}.sh = ${sql.shape.id} THEN`, body(sql.undoInsert())]);
   return [
-    'SET CONSTRAINTS ALL IMMEDIATE;',
+    deferred,
     `IF pg_catalog.cardinality(${V}.dk) = 0 THEN`,
-    body(`PERFORM ${ORIGIN_SETUP};`),
+    body(setup),
+    `ELSIF ${V}.quiet AND ${WRITES_SO_FAR} IS NOT DISTINCT FROM ${V}.s0 THEN`,
+    body(setup, `${V}.dk := '{}';`),
     'ELSE',
     body(
-      // A remembered insert wrote a row, so the transaction has its xid. When a tombstone is found, the
-      // setup after OR may not run (or may): it is taken back below either way.
-      `${V}.dl := ${anyTombstone(`x.table_name = ANY (${V}.dt)`)} OR pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts) IS NULL;`,
-      `IF ${V}.dl THEN`,
+      watchTombstoneWrites(options),
+      `IF ${anyTombstone(`x.table_name = ANY (${V}.dt)`)} THEN`,
       body(
-        'PERFORM pg_catalog.pg_replication_origin_xact_reset();',
         `${V}.sk := ${V}.k;`,
         `${V}.sp := ${V}.p;`,
         `FOR j IN 1 .. pg_catalog.cardinality(${V}.dk) LOOP`,
@@ -572,9 +601,10 @@ function endOfTransaction(inserts: readonly ShapeSql[], flags: TombstoneFlags): 
         `${V}.k := ${V}.sk;`,
         `${V}.p := ${V}.sp;`,
         readTombstoneFlags(flags),
-        plain,
+        deferred,
       ),
       'END IF;',
+      setup,
       `${V}.dk := '{}';`,
     ),
     'END IF;',
@@ -611,6 +641,8 @@ DECLARE
   tb boolean[];
   dt text[];
   dk int8[] := '{}';
+  s0 int8;
+  quiet boolean := false;
   sk int;
   sp int;
 BEGIN
@@ -622,7 +654,7 @@ BEGIN
   ${P}.stop_step := 0;
   ${P}.events := '{}';
   ${P}.commits := '{}';
-${flags.size ? render(readTombstoneFlags(flags), 1) : ''}
+${flags.size ? render([watchTombstoneWrites(options), readTombstoneFlags(flags)], 1) : ''}
   FOR i IN 1 .. coalesce(array_length(${P}.lsns, 1), 0) LOOP
     IF ${P}.nsteps[i] = 0 THEN
       -- Nothing to write (a heartbeat): no commit, the origin stays (the agent accounts for it).
@@ -647,7 +679,7 @@ ${dispatch}
     IF clock_timestamp() <= ${V}.ts THEN
       PERFORM pg_catalog.pg_sleep(extract(epoch FROM ${V}.ts - clock_timestamp())::float8 + 0.000001);
     END IF;
-${render(endOfTransaction(inserts, flags), 2)}
+${render(endOfTransaction(inserts, flags, options), 2)}
     COMMIT;
     ${P}.done := i;
     ${P}.commits := array_append(${P}.commits, pg_catalog.date_part('epoch', clock_timestamp()) * 1000);

@@ -1,5 +1,5 @@
 import type { ConflictRecord } from '../conflict/conflict-types.js';
-import { METADATA_SCHEMA } from '../node/names.js';
+import { METADATA_SCHEMA, TOMBSTONE_WRITES_SEQUENCE } from '../node/names.js';
 import type { ChangeOp } from '../observability/metrics.js';
 import { formatLsn, parseLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
@@ -206,17 +206,22 @@ export class ProcedureApplier {
     }
   }
 
-  private constants: { peerOrigin: number; epoch: string } | null = null;
+  private constants: { peerOrigin: number; epoch: string; tombstoneWrites: boolean } | null = null;
 
-  private async readConstants(): Promise<{ peerOrigin: number; epoch: string }> {
-    const r = await this.session.pg.query<{ ro: number | null; epoch: string | null }>(
+  private async readConstants(): Promise<{ peerOrigin: number; epoch: string; tombstoneWrites: boolean }> {
+    // The tombstone-write mark came with a later setup: a node set up before it applies as before
+    // (every transaction of remembered inserts reads the tombstones) until setup runs again.
+    const r = await this.session.pg.query<{ ro: number | null; epoch: string | null; marked: boolean }>(
       `SELECT (SELECT roident::int FROM pg_catalog.pg_replication_origin WHERE roname = $1) AS ro,
-              (SELECT created_at::text FROM ${METADATA_SCHEMA}.node) AS epoch`,
+              (SELECT created_at::text FROM ${METADATA_SCHEMA}.node) AS epoch,
+              EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                       WHERE tgrelid = '${METADATA_SCHEMA}.tombstones'::regclass AND tgname = 'mark_tombstone_write' AND tgenabled = 'A')
+              AND to_regclass('${METADATA_SCHEMA}.${TOMBSTONE_WRITES_SEQUENCE}') IS NOT NULL AS marked`,
       [this.options.origin],
     );
     const row = r.rows[0];
     if (row?.ro == null || row.epoch == null) throw new NodeNotSetUpError(this.options.peer);
-    return { peerOrigin: row.ro, epoch: row.epoch };
+    return { peerOrigin: row.ro, epoch: row.epoch, tombstoneWrites: row.marked };
   }
 
   private outcomes(group: EncodedGroup, done: number, events: readonly number[], commits: readonly number[]): TransactionOutcome[] {

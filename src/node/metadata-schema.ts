@@ -1,5 +1,10 @@
 import { quoteIdent, quoteLiteral } from '../util/sql.js';
-import { METADATA_SCHEMA, ORIGIN_PREFIX } from './names.js';
+import { METADATA_SCHEMA, ORIGIN_PREFIX, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from './names.js';
+
+/** The lock first, then the sequence (see the sequence's comment in metadataSchemaSql). */
+const MARK_TOMBSTONE_WRITE =
+  `PERFORM pg_catalog.pg_advisory_xact_lock_shared(${TOMBSTONE_WRITE_LOCK}::int8); ` +
+  `PERFORM pg_catalog.nextval('${METADATA_SCHEMA}.${TOMBSTONE_WRITES_SEQUENCE}');`;
 
 /**
  * The pgbidi schema on each node. It is never published: it describes this node.
@@ -63,12 +68,31 @@ export function metadataSchemaSql(selfName: string): string[] {
        key jsonb NOT NULL,
        deleted_at timestamptz NOT NULL DEFAULT now(),
        PRIMARY KEY (table_name, key))`,
+    // Every transaction that writes a tombstone first takes TOMBSTONE_WRITE_LOCK shared (held until
+    // it ends) and then advances this sequence, which no rollback takes back: an apply session that
+    // read the sequence, found the lock free and then read the tombstones knows that nothing it did
+    // not see was written while the sequence stays where it was (apply-procedure-sql.ts,
+    // watchTombstoneWrites). The statement trigger covers every writer at trigger depth 0 (apply
+    // sessions, whose session_replication_role = replica fires only ALWAYS triggers, and a join's
+    // COPY); record_tombstone, one INSERT per deleted row, does the same itself, once per row instead
+    // of a second trigger call.
+    `CREATE SEQUENCE IF NOT EXISTS ${s}.${TOMBSTONE_WRITES_SEQUENCE}`,
+    `CREATE OR REPLACE FUNCTION ${s}.mark_tombstone_write() RETURNS trigger
+       LANGUAGE plpgsql AS $$
+       BEGIN
+         ${MARK_TOMBSTONE_WRITE}
+         RETURN NULL;
+       END $$`,
+    `CREATE OR REPLACE TRIGGER mark_tombstone_write BEFORE INSERT OR UPDATE ON ${s}.tombstones
+       FOR EACH STATEMENT WHEN (pg_catalog.pg_trigger_depth() = 0) EXECUTE FUNCTION ${s}.mark_tombstone_write()`,
+    `ALTER TABLE ${s}.tombstones ENABLE ALWAYS TRIGGER mark_tombstone_write`,
     // Local deletes (and key changes) leave a tombstone through this trigger. It is an ordinary
     // trigger: it does not fire in apply sessions (session_replication_role = replica), which write
     // their tombstones themselves with the remote version.
     `CREATE OR REPLACE FUNCTION ${s}.record_tombstone() RETURNS trigger
        LANGUAGE plpgsql AS $$
        BEGIN
+         ${MARK_TOMBSTONE_WRITE}
          INSERT INTO ${s}.tombstones AS tb (table_name, key)
          SELECT TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, jsonb_agg(to_jsonb(OLD) -> k ORDER BY o)
            FROM unnest(TG_ARGV) WITH ORDINALITY AS u(k, o)

@@ -24,3 +24,12 @@ export function applicationName(source: string, target: string): string {
 /** Prefix of the logical messages pgbidi emits (heartbeats) and reads (traceparent). */
 export const HEARTBEAT_PREFIX = 'pgbidi.heartbeat';
 export const TRACEPARENT_PREFIX = 'traceparent';
+
+/**
+ * The advisory lock (bigint form) every writer of pgbidi.tombstones holds shared until it commits,
+ * and the sequence it advances after taking it: the apply procedure's cheap test for tombstones
+ * written since it last looked (apply-procedure-sql.ts, watchTombstoneWrites). The key spells
+ * "pgbiditw" in ASCII; the two-int form of the procedure's key locks is another lock space.
+ */
+export const TOMBSTONE_WRITE_LOCK = '8099550659644847223';
+export const TOMBSTONE_WRITES_SEQUENCE = 'tombstone_writes';

@@ -64,10 +64,14 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       shapes.push({ ...base, id: ++id, kind: 'update', carried: mapping.columns, sent: mapping.columns, complete: true });
       shapes.push({ ...base, id: ++id, kind: 'update', carried: some, sent: some, complete: false });
     }
-    for (const returningOld of [false, true]) {
+    for (const [returningOld, tombstoneWrites] of [
+      [false, false],
+      [false, true],
+      [true, true],
+    ] as const) {
       if (returningOld && server.versionNum < 180_000) continue;
       await client.query('SET check_function_bodies = on');
-      await client.query(applyProcedureSql(shapes, { returningOld, peerOrigin: 1, epoch: '2000-01-01 00:00:00+00' }));
+      await client.query(applyProcedureSql(shapes, { returningOld, peerOrigin: 1, epoch: '2000-01-01 00:00:00+00', tombstoneWrites }));
       const r = await client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply' AND pronamespace = pg_my_temp_schema()`,
       );
@@ -84,7 +88,14 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       { ...base, id: 3, kind: 'delete' },
     ];
     const [origin] = (await client.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_a')::int AS ro`)).rows;
-    await client.query(applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000, peerOrigin: origin?.ro ?? 0, epoch: '2000-01-01 00:00:00+00' }));
+    await client.query(
+      applyProcedureSql(shapes, {
+        returningOld: server.versionNum >= 180_000,
+        peerOrigin: origin?.ro ?? 0,
+        epoch: '2000-01-01 00:00:00+00',
+        tombstoneWrites: true,
+      }),
+    );
     await client.query(`SELECT pg_replication_origin_session_setup('pgbidi_a')`);
     await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
     const row = (id: number, v: string): (string | null)[] =>
@@ -130,7 +141,12 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     try {
       const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_r')::int AS ro`)).rows;
       await applier.query(
-        applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000, peerOrigin: origin?.ro ?? 0, epoch: '2000-01-01 00:00:00+00' }),
+        applyProcedureSql(shapes, {
+          returningOld: server.versionNum >= 180_000,
+          peerOrigin: origin?.ro ?? 0,
+          epoch: '2000-01-01 00:00:00+00',
+          tombstoneWrites: true,
+        }),
       );
       await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_r')`);
       await applier.query(`SET session_replication_role = replica`); // as apply sessions do: no tombstone trigger
@@ -186,6 +202,52 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       expect(await logged()).toEqual(['update_deleted/skip ["40"]', 'update_deleted/skip ["40"]']);
       const progress = await applier.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
       expect(progress.rows[0]?.lsn).toBe('0/70');
+
+      // No tombstone and no writer when the CALL begins; a local delete of key 45 commits while the
+      // CALL's transaction waits (for a key lock, before its insert of 45): nothing holds the row
+      // then, the insert does not wait, and only the tombstone-write sequence, which moved, sends the
+      // end of the transaction back to the tombstones. The newer delete wins: the insert is undone.
+      await client.query(`DELETE FROM pgbidi.tombstones`);
+      await writer.query(`INSERT INTO public.race VALUES (45, 'local')`);
+      await client.query('SELECT pg_advisory_lock(7, 7)');
+      const held = applier.query(
+        `CALL pg_temp.pgbidi_apply('0/70', 'r', '{0/80}', '{0/80}', $1::timestamptz[], '{2}', '{0,1}', '{7,7,45,remote}', NULL, NULL, NULL, NULL)`,
+        [[ago(2)]],
+      );
+      for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await blocked()).toBe(true);
+      await writer.query('DELETE FROM public.race WHERE id = 45');
+      await client.query('SELECT pg_advisory_unlock(7, 7)');
+      expect((await held).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
+      expect((await applier.query('SELECT id FROM public.race WHERE id = 45')).rows).toEqual([]);
+      expect((await logged()).slice(-1)).toEqual(['update_deleted/skip ["45"]']);
+
+      // While nothing writes tombstones, a transaction of inserts ends without reading them: a CALL
+      // of four such transactions reads the tombstones as often as a CALL of one (when it begins).
+      const scans = async (): Promise<number> => {
+        await applier.query('SELECT pg_stat_force_next_flush()');
+        await client.query('SELECT pg_stat_clear_snapshot()');
+        const r = await client.query<{ n: string }>(
+          `SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relid = 'pgbidi.tombstones'::regclass`,
+        );
+        return Number(r.rows[0]?.n);
+      };
+      await client.query(`DELETE FROM pgbidi.tombstones`);
+      await client.query('SELECT pg_stat_force_next_flush()');
+      const before = await scans();
+      const four = await run(
+        '0/80',
+        ['0/90', '0/A0', '0/B0', '0/C0'],
+        [ago(1.5), ago(1.4), ago(1.3), ago(1.2)],
+        [1, 1, 1, 1],
+        ['50', 'a', '51', 'b', '52', 'c', '53', 'd'],
+      );
+      expect(four.rows[0]).toMatchObject({ done: 4, stop_step: 0 });
+      const afterFour = await scans();
+      expect((await run('0/C0', ['0/D0'], [ago(1.1)], [1], ['54', 'e'])).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
+      expect(afterFour - before).toBeGreaterThan(0);
+      expect(afterFour - before).toBe((await scans()) - afterFour);
+      expect((await applier.query('SELECT count(*)::int AS n FROM public.race WHERE id BETWEEN 50 AND 54')).rows).toEqual([{ n: 5 }]);
     } finally {
       await Promise.all([writer.end(), applier.end()]);
     }
@@ -212,7 +274,12 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       await writer.query('COMMIT');
       const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_q')::int AS ro`)).rows;
       await applier.query(
-        applyProcedureSql(shapes, { returningOld: server.versionNum >= 180_000, peerOrigin: origin?.ro ?? 0, epoch: '2000-01-01 00:00:00+00' }),
+        applyProcedureSql(shapes, {
+          returningOld: server.versionNum >= 180_000,
+          peerOrigin: origin?.ro ?? 0,
+          epoch: '2000-01-01 00:00:00+00',
+          tombstoneWrites: true,
+        }),
       );
       await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_q')`);
       const call = (expected: string, peer: string, lsn: string, id: number): Promise<pg.QueryResult> =>
