@@ -74,8 +74,8 @@ export function metadataSchemaSql(selfName: string): string[] {
     // not see was written while the sequence stays where it was (apply-procedure-sql.ts,
     // watchTombstoneWrites). The statement trigger covers every writer at trigger depth 0 (apply
     // sessions, whose session_replication_role = replica fires only ALWAYS triggers, and a join's
-    // COPY); record_tombstone, one INSERT per deleted row, does the same itself, once per row instead
-    // of a second trigger call.
+    // INSERT from its staging table); record_tombstone, one INSERT per deleted row, does the same
+    // itself, without a second trigger call per row.
     `CREATE SEQUENCE IF NOT EXISTS ${s}.${TOMBSTONE_WRITES_SEQUENCE}`,
     `CREATE OR REPLACE FUNCTION ${s}.mark_tombstone_write() RETURNS trigger
        LANGUAGE plpgsql AS $$
