@@ -579,8 +579,8 @@ function endOfTransaction(inserts: readonly ShapeSql[], flags: TombstoneFlags, o
     deferred,
     `IF pg_catalog.cardinality(${V}.dk) = 0 THEN`,
     body(setup),
-    `ELSIF ${V}.quiet AND ${WRITES_SO_FAR} IS NOT DISTINCT FROM ${V}.s0 THEN`,
-    body(setup, `${V}.dk := '{}';`),
+    // Only with the mark: the sequence's name is resolved when the condition is first planned.
+    options.tombstoneWrites ? [`ELSIF ${V}.quiet AND ${WRITES_SO_FAR} IS NOT DISTINCT FROM ${V}.s0 THEN`, body(setup, `${V}.dk := '{}';`)] : [],
     'ELSE',
     body(
       watchTombstoneWrites(options),

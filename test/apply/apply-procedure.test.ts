@@ -8,6 +8,7 @@ import type { TableMapping } from '../../src/apply/table-mapping.js';
 import { applyRules } from '../../src/conflict/table-policies.js';
 import { POLICIES } from '../../src/conflict/policy.js';
 import { metadataSchemaSql, tombstoneTriggerSql } from '../../src/node/metadata-schema.js';
+import { TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from '../../src/node/names.js';
 import { PostgresServer } from '../../src/pg-server/postgres-server.js';
 import { availableServerVersions } from '../support/pg-versions.js';
 
@@ -71,7 +72,10 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     ] as const) {
       if (returningOld && server.versionNum < 180_000) continue;
       await client.query('SET check_function_bodies = on');
-      await client.query(applyProcedureSql(shapes, { returningOld, peerOrigin: 1, epoch: '2000-01-01 00:00:00+00', tombstoneWrites }));
+      const sql = applyProcedureSql(shapes, { returningOld, peerOrigin: 1, epoch: '2000-01-01 00:00:00+00', tombstoneWrites });
+      // A node set up before the mark has neither its sequence nor its lock: nothing may name them.
+      if (!tombstoneWrites) expect([sql.includes(TOMBSTONE_WRITES_SEQUENCE), sql.includes(TOMBSTONE_WRITE_LOCK)]).toEqual([false, false]);
+      await client.query(sql);
       const r = await client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply' AND pronamespace = pg_my_temp_schema()`,
       );
@@ -120,138 +124,148 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     expect(progress.rows[0]?.lsn).toBe('0/40');
   });
 
-  it('undoes an insert whose key a newer delete removed: one that committed while the insert waited, and one from before', async () => {
-    await client.query(`CREATE TABLE public.race (id int PRIMARY KEY, v text)`);
-    for (const q of tombstoneTriggerSql('public.race', ['id'])) await client.query(q);
-    const local = await loadLocalTable(client, 'public', 'race');
-    const columns = [
-      { name: 'id', isKey: true, typeOid: 23, typeMod: -1 },
-      { name: 'v', isKey: false, typeOid: 25, typeMod: -1 },
-    ];
-    const race = mapRelation({ tag: 'relation', relationId: 2, namespace: 'public', name: 'race', replicaIdentity: 'default', columns }, local);
-    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
-    const base = { mapping: race, table: 'public.race', rules, losing: 'keep_local' as const, carried: race.columns, sent: race.columns, complete: true };
-    const shapes: StepShape[] = [
-      { ...base, id: 1, kind: 'insert' },
-      { ...base, id: 2, kind: 'delete' },
-    ];
-    const writer = new pg.Client({ connectionString: server.connectionString() });
-    const applier = new pg.Client({ connectionString: server.connectionString() });
-    await Promise.all([writer.connect(), applier.connect()]);
-    try {
-      const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_r')::int AS ro`)).rows;
-      await applier.query(
-        applyProcedureSql(shapes, {
-          returningOld: server.versionNum >= 180_000,
-          peerOrigin: origin?.ro ?? 0,
-          epoch: '2000-01-01 00:00:00+00',
-          tombstoneWrites: true,
-        }),
-      );
-      await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_r')`);
-      await applier.query(`SET session_replication_role = replica`); // as apply sessions do: no tombstone trigger
-      const ago = (s: number): string => new Date(Date.now() - s * 1000).toISOString();
-      const stepsOf = (ids: number[]): string => `{${ids.join(',')}}`;
-      const run = (expected: string, lsns: string[], times: string[], shapeIds: number[], vals: (string | null)[]): Promise<pg.QueryResult> =>
-        applier.query(
-          `CALL pg_temp.pgbidi_apply($1, 'r', $2::pg_lsn[], $2::pg_lsn[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], NULL, NULL, NULL, NULL)`,
-          [expected, lsns, times, stepsOf(shapeIds.map(() => 1)), stepsOf(shapeIds), vals],
+  it.each([
+    { mark: true, name: 'race', peer: 'r' },
+    { mark: false, name: 'race_unmarked', peer: 'u' },
+  ])(
+    'undoes an insert whose key a newer delete removed: one that committed while the insert waited, and one from before (tombstone-write mark: $mark)',
+    async ({ mark, name, peer }) => {
+      await client.query(`CREATE TABLE public.${name} (id int PRIMARY KEY, v text)`);
+      for (const q of tombstoneTriggerSql(`public.${name}`, ['id'])) await client.query(q);
+      const local = await loadLocalTable(client, 'public', name);
+      const columns = [
+        { name: 'id', isKey: true, typeOid: 23, typeMod: -1 },
+        { name: 'v', isKey: false, typeOid: 25, typeMod: -1 },
+      ];
+      const race = mapRelation({ tag: 'relation', relationId: 2, namespace: 'public', name, replicaIdentity: 'default', columns }, local);
+      const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
+      const base = { mapping: race, table: `public.${name}`, rules, losing: 'keep_local' as const, carried: race.columns, sent: race.columns, complete: true };
+      const shapes: StepShape[] = [
+        { ...base, id: 1, kind: 'insert' },
+        { ...base, id: 2, kind: 'delete' },
+      ];
+      const writer = new pg.Client({ connectionString: server.connectionString() });
+      const applier = new pg.Client({ connectionString: server.connectionString() });
+      await Promise.all([writer.connect(), applier.connect()]);
+      try {
+        const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_${peer}')::int AS ro`)).rows;
+        await applier.query(
+          applyProcedureSql(shapes, {
+            returningOld: server.versionNum >= 180_000,
+            peerOrigin: origin?.ro ?? 0,
+            epoch: '2000-01-01 00:00:00+00',
+            tombstoneWrites: mark,
+          }),
         );
-      const version = (id: number): Promise<pg.QueryResult> =>
-        applier.query(`SELECT c.timestamp AS ts, c.roident::int AS ro FROM public.race AS t, pg_xact_commit_timestamp_origin(t.xmin) AS c WHERE t.id = $1`, [
-          id,
-        ]);
-      const logged = async (): Promise<string[]> =>
-        (
-          await applier.query<{ t: string }>(
-            `SELECT conflict_type || '/' || resolution || ' ' || key::text AS t FROM pgbidi.conflicts WHERE peer = 'r' ORDER BY id`,
-          )
-        ).rows.map((r) => r.t);
+        await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_${peer}')`);
+        await applier.query(`SET session_replication_role = replica`); // as apply sessions do: no tombstone trigger
+        const ago = (s: number): string => new Date(Date.now() - s * 1000).toISOString();
+        const stepsOf = (ids: number[]): string => `{${ids.join(',')}}`;
+        const run = (expected: string, lsns: string[], times: string[], shapeIds: number[], vals: (string | null)[]): Promise<pg.QueryResult> =>
+          applier.query(
+            `CALL pg_temp.pgbidi_apply($1, '${peer}', $2::pg_lsn[], $2::pg_lsn[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], NULL, NULL, NULL, NULL)`,
+            [expected, lsns, times, stepsOf(shapeIds.map(() => 1)), stepsOf(shapeIds), vals],
+          );
+        const version = (id: number): Promise<pg.QueryResult> =>
+          applier.query(
+            `SELECT c.timestamp AS ts, c.roident::int AS ro FROM public.${name} AS t, pg_xact_commit_timestamp_origin(t.xmin) AS c WHERE t.id = $1`,
+            [id],
+          );
+        const logged = async (): Promise<string[]> =>
+          (
+            await applier.query<{ t: string }>(
+              `SELECT conflict_type || '/' || resolution || ' ' || key::text AS t FROM pgbidi.conflicts WHERE peer = '${peer}' ORDER BY id`,
+            )
+          ).rows.map((r) => r.t);
 
-      // No tombstone when the CALL begins: the inserts are checked at the end of their transactions.
-      // The procedure's own delete leaves an older tombstone: the insert after it stays, with its
-      // own commit time and origin (the origin set up again after the check).
-      const t1 = [ago(9), ago(8), ago(7)];
-      expect((await run('0/0', ['0/10', '0/20', '0/30'], t1, [1, 2, 1], ['30', 'a', '30', 'a', '30', 'b'])).rows[0]).toMatchObject({ done: 3, stop_step: 0 });
-      expect((await version(30)).rows).toEqual([{ ts: new Date(t1[2] as string), ro: origin?.ro }]);
-      expect(await logged()).toEqual([]);
+        // No tombstone when the CALL begins: the inserts are checked at the end of their transactions.
+        // The procedure's own delete leaves an older tombstone: the insert after it stays, with its
+        // own commit time and origin (the origin set up again after the check).
+        const t1 = [ago(9), ago(8), ago(7)];
+        expect((await run('0/0', ['0/10', '0/20', '0/30'], t1, [1, 2, 1], ['30', 'a', '30', 'a', '30', 'b'])).rows[0]).toMatchObject({ done: 3, stop_step: 0 });
+        expect((await version(30)).rows).toEqual([{ ts: new Date(t1[2] as string), ro: origin?.ro }]);
+        expect(await logged()).toEqual([]);
 
-      // A local delete holds key 40 while the remote insert of it waits; it commits after the
-      // insert's snapshot, is newer, and wins: the insert is undone at the end of its transaction.
-      await client.query(`DELETE FROM pgbidi.tombstones`);
-      await writer.query(`INSERT INTO public.race VALUES (40, 'local')`);
-      await writer.query('BEGIN');
-      await writer.query('DELETE FROM public.race WHERE id = 40');
-      const t2 = [ago(6), ago(5)];
-      const waiting = run('0/30', ['0/40', '0/50'], t2, [1, 1], ['40', 'remote', '41', 'remote']);
-      // Until the CALL waits for the writer's lock on the row (without it there would be no race).
-      const blocked = async (): Promise<boolean> =>
-        (await client.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'CALL pg_temp.pgbidi_apply%'`)).rowCount === 1;
-      for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
-      expect(await blocked()).toBe(true);
-      await writer.query('COMMIT');
-      expect((await waiting).rows[0]).toMatchObject({ done: 2, stop_step: 0 });
-      expect((await applier.query('SELECT id FROM public.race WHERE id IN (40, 41) ORDER BY id')).rows).toEqual([{ id: 41 }]);
-      expect((await version(41)).rows).toEqual([{ ts: new Date(t2[1] as string), ro: origin?.ro }]);
-      expect(await logged()).toEqual(['update_deleted/skip ["40"]']);
+        // A local delete holds key 40 while the remote insert of it waits; it commits after the
+        // insert's snapshot, is newer, and wins: the insert is undone at the end of its transaction.
+        await client.query(`DELETE FROM pgbidi.tombstones`);
+        await writer.query(`INSERT INTO public.${name} VALUES (40, 'local')`);
+        await writer.query('BEGIN');
+        await writer.query(`DELETE FROM public.${name} WHERE id = 40`);
+        const t2 = [ago(6), ago(5)];
+        const waiting = run('0/30', ['0/40', '0/50'], t2, [1, 1], ['40', 'remote', '41', 'remote']);
+        // Until the CALL waits for the writer's lock on the row (without it there would be no race).
+        const blocked = async (): Promise<boolean> =>
+          (await client.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'CALL pg_temp.pgbidi_apply%'`)).rowCount === 1;
+        for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
+        expect(await blocked()).toBe(true);
+        await writer.query('COMMIT');
+        expect((await waiting).rows[0]).toMatchObject({ done: 2, stop_step: 0 });
+        expect((await applier.query(`SELECT id FROM public.${name} WHERE id IN (40, 41) ORDER BY id`)).rows).toEqual([{ id: 41 }]);
+        expect((await version(41)).rows).toEqual([{ ts: new Date(t2[1] as string), ro: origin?.ro }]);
+        expect(await logged()).toEqual(['update_deleted/skip ["40"]']);
 
-      // The table has a tombstone when the CALL begins: an insert of an older version of key 40 is
-      // undone at once.
-      expect((await run('0/50', ['0/60', '0/70'], [ago(4), ago(3)], [1, 1], ['40', 'older', '42', 'x'])).rows[0]).toMatchObject({ done: 2, stop_step: 0 });
-      expect((await applier.query('SELECT id FROM public.race ORDER BY id')).rows).toEqual([{ id: 30 }, { id: 41 }, { id: 42 }]);
-      expect(await logged()).toEqual(['update_deleted/skip ["40"]', 'update_deleted/skip ["40"]']);
-      const progress = await applier.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
-      expect(progress.rows[0]?.lsn).toBe('0/70');
+        // The table has a tombstone when the CALL begins: an insert of an older version of key 40 is
+        // undone at once.
+        expect((await run('0/50', ['0/60', '0/70'], [ago(4), ago(3)], [1, 1], ['40', 'older', '42', 'x'])).rows[0]).toMatchObject({ done: 2, stop_step: 0 });
+        expect((await applier.query(`SELECT id FROM public.${name} ORDER BY id`)).rows).toEqual([{ id: 30 }, { id: 41 }, { id: 42 }]);
+        expect(await logged()).toEqual(['update_deleted/skip ["40"]', 'update_deleted/skip ["40"]']);
+        const progress = await applier.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
+        expect(progress.rows[0]?.lsn).toBe('0/70');
 
-      // No tombstone and no writer when the CALL begins; a local delete of key 45 commits while the
-      // CALL's transaction waits (for a key lock, before its insert of 45): nothing holds the row
-      // then, the insert does not wait, and only the tombstone-write sequence, which moved, sends the
-      // end of the transaction back to the tombstones. The newer delete wins: the insert is undone.
-      await client.query(`DELETE FROM pgbidi.tombstones`);
-      await writer.query(`INSERT INTO public.race VALUES (45, 'local')`);
-      await client.query('SELECT pg_advisory_lock(7, 7)');
-      const held = applier.query(
-        `CALL pg_temp.pgbidi_apply('0/70', 'r', '{0/80}', '{0/80}', $1::timestamptz[], '{2}', '{0,1}', '{7,7,45,remote}', NULL, NULL, NULL, NULL)`,
-        [[ago(2)]],
-      );
-      for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
-      expect(await blocked()).toBe(true);
-      await writer.query('DELETE FROM public.race WHERE id = 45');
-      await client.query('SELECT pg_advisory_unlock(7, 7)');
-      expect((await held).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
-      expect((await applier.query('SELECT id FROM public.race WHERE id = 45')).rows).toEqual([]);
-      expect((await logged()).slice(-1)).toEqual(['update_deleted/skip ["45"]']);
-
-      // While nothing writes tombstones, a transaction of inserts ends without reading them: a CALL
-      // of four such transactions reads the tombstones as often as a CALL of one (when it begins).
-      const scans = async (): Promise<number> => {
-        await applier.query('SELECT pg_stat_force_next_flush()');
-        await client.query('SELECT pg_stat_clear_snapshot()');
-        const r = await client.query<{ n: string }>(
-          `SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relid = 'pgbidi.tombstones'::regclass`,
+        // No tombstone and no writer when the CALL begins; a local delete of key 45 commits while the
+        // CALL's transaction waits (for a key lock, before its insert of 45): nothing holds the row
+        // then, the insert does not wait, and only the tombstone-write sequence, which moved, sends the
+        // end of the transaction back to the tombstones. The newer delete wins: the insert is undone.
+        await client.query(`DELETE FROM pgbidi.tombstones`);
+        await writer.query(`INSERT INTO public.${name} VALUES (45, 'local')`);
+        await client.query('SELECT pg_advisory_lock(7, 7)');
+        const held = applier.query(
+          `CALL pg_temp.pgbidi_apply('0/70', '${peer}', '{0/80}', '{0/80}', $1::timestamptz[], '{2}', '{0,1}', '{7,7,45,remote}', NULL, NULL, NULL, NULL)`,
+          [[ago(2)]],
         );
-        return Number(r.rows[0]?.n);
-      };
-      await client.query(`DELETE FROM pgbidi.tombstones`);
-      await client.query('SELECT pg_stat_force_next_flush()');
-      const before = await scans();
-      const four = await run(
-        '0/80',
-        ['0/90', '0/A0', '0/B0', '0/C0'],
-        [ago(1.5), ago(1.4), ago(1.3), ago(1.2)],
-        [1, 1, 1, 1],
-        ['50', 'a', '51', 'b', '52', 'c', '53', 'd'],
-      );
-      expect(four.rows[0]).toMatchObject({ done: 4, stop_step: 0 });
-      const afterFour = await scans();
-      expect((await run('0/C0', ['0/D0'], [ago(1.1)], [1], ['54', 'e'])).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
-      expect(afterFour - before).toBeGreaterThan(0);
-      expect(afterFour - before).toBe((await scans()) - afterFour);
-      expect((await applier.query('SELECT count(*)::int AS n FROM public.race WHERE id BETWEEN 50 AND 54')).rows).toEqual([{ n: 5 }]);
-    } finally {
-      await Promise.all([writer.end(), applier.end()]);
-    }
-  });
+        for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
+        expect(await blocked()).toBe(true);
+        await writer.query(`DELETE FROM public.${name} WHERE id = 45`);
+        await client.query('SELECT pg_advisory_unlock(7, 7)');
+        expect((await held).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
+        expect((await applier.query(`SELECT id FROM public.${name} WHERE id = 45`)).rows).toEqual([]);
+        expect((await logged()).slice(-1)).toEqual(['update_deleted/skip ["45"]']);
+
+        // While nothing writes tombstones, a transaction of inserts ends without reading them: a CALL
+        // of four such transactions reads the tombstones as often as a CALL of one (when it begins).
+        const scans = async (): Promise<number> => {
+          await applier.query('SELECT pg_stat_force_next_flush()');
+          await client.query('SELECT pg_stat_clear_snapshot()');
+          const r = await client.query<{ n: string }>(
+            `SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relid = 'pgbidi.tombstones'::regclass`,
+          );
+          return Number(r.rows[0]?.n);
+        };
+        await client.query(`DELETE FROM pgbidi.tombstones`);
+        await client.query('SELECT pg_stat_force_next_flush()');
+        const before = await scans();
+        const four = await run(
+          '0/80',
+          ['0/90', '0/A0', '0/B0', '0/C0'],
+          [ago(1.5), ago(1.4), ago(1.3), ago(1.2)],
+          [1, 1, 1, 1],
+          ['50', 'a', '51', 'b', '52', 'c', '53', 'd'],
+        );
+        expect(four.rows[0]).toMatchObject({ done: 4, stop_step: 0 });
+        const afterFour = await scans();
+        expect((await run('0/C0', ['0/D0'], [ago(1.1)], [1], ['54', 'e'])).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
+        expect(afterFour - before).toBeGreaterThan(0);
+        const afterOne = await scans();
+        // Without the mark, every transaction of inserts reads them at its end.
+        if (mark) expect(afterFour - before).toBe(afterOne - afterFour);
+        else expect(afterFour - before).toBeGreaterThan(afterOne - afterFour);
+        expect((await applier.query(`SELECT count(*)::int AS n FROM public.${name} WHERE id BETWEEN 50 AND 54`)).rows).toEqual([{ n: 5 }]);
+      } finally {
+        await Promise.all([writer.end(), applier.end()]);
+      }
+    },
+  );
 
   it('decides a tie of commit times by node name, the same way as remote_wins', async () => {
     const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
