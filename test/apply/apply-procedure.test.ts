@@ -21,6 +21,18 @@ import { availableServerVersions } from '../support/pg-versions.js';
 const AWKWARD = ['t', 'c', 'tb', 'r', 'w', 'x', 'p', 'k', 'old', 'select', 'pgbidi_v', 'pgbidi_apply', 'ts', 'vals', 'O"dd'];
 const FILLERS = Array.from({ length: 50 }, (_, i) => `f${i}`);
 
+/**
+ * Creates the origin `pgbidi_<peer>`, defines the procedure in `c`'s session and makes it the
+ * session's origin, as an apply session does; returns the origin's roident.
+ */
+async function applySession(c: pg.Client, shapes: readonly StepShape[], peer: string, versionNum: number, tombstoneWrites = true): Promise<number> {
+  const [origin] = (await c.query<{ ro: number }>(`SELECT pg_replication_origin_create($1)::int AS ro`, [`pgbidi_${peer}`])).rows;
+  const peerOrigin = origin?.ro ?? 0;
+  await c.query(applyProcedureSql(shapes, { returningOld: versionNum >= 180_000, peerOrigin, epoch: '2000-01-01 00:00:00+00', tombstoneWrites }));
+  await c.query(`SELECT pg_replication_origin_session_setup($1)`, [`pgbidi_${peer}`]);
+  return peerOrigin;
+}
+
 describe.each(availableServerVersions())('apply procedure SQL on $label', ({ binDir }) => {
   let server: PostgresServer;
   let client: pg.Client;
@@ -91,16 +103,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       { ...base, id: 2, kind: 'update' },
       { ...base, id: 3, kind: 'delete' },
     ];
-    const [origin] = (await client.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_a')::int AS ro`)).rows;
-    await client.query(
-      applyProcedureSql(shapes, {
-        returningOld: server.versionNum >= 180_000,
-        peerOrigin: origin?.ro ?? 0,
-        epoch: '2000-01-01 00:00:00+00',
-        tombstoneWrites: true,
-      }),
-    );
-    await client.query(`SELECT pg_replication_origin_session_setup('pgbidi_a')`);
+    await applySession(client, shapes, 'a', server.versionNum);
     await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
     const row = (id: number, v: string): (string | null)[] =>
       mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
@@ -148,16 +151,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       const applier = new pg.Client({ connectionString: server.connectionString() });
       await Promise.all([writer.connect(), applier.connect()]);
       try {
-        const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_${peer}')::int AS ro`)).rows;
-        await applier.query(
-          applyProcedureSql(shapes, {
-            returningOld: server.versionNum >= 180_000,
-            peerOrigin: origin?.ro ?? 0,
-            epoch: '2000-01-01 00:00:00+00',
-            tombstoneWrites: mark,
-          }),
-        );
-        await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_${peer}')`);
+        const ro = await applySession(applier, shapes, peer, server.versionNum, mark);
         await applier.query(`SET session_replication_role = replica`); // as apply sessions do: no tombstone trigger
         const ago = (s: number): string => new Date(Date.now() - s * 1000).toISOString();
         const stepsOf = (ids: number[]): string => `{${ids.join(',')}}`;
@@ -180,10 +174,10 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
 
         // No tombstone when the CALL begins: the inserts are checked at the end of their transactions.
         // The procedure's own delete leaves an older tombstone: the insert after it stays, with its
-        // own commit time and origin (the origin set up again after the check).
+        // own commit time and origin (the origin set up after the check).
         const t1 = [ago(9), ago(8), ago(7)];
         expect((await run('0/0', ['0/10', '0/20', '0/30'], t1, [1, 2, 1], ['30', 'a', '30', 'a', '30', 'b'])).rows[0]).toMatchObject({ done: 3, stop_step: 0 });
-        expect((await version(30)).rows).toEqual([{ ts: new Date(t1[2] as string), ro: origin?.ro }]);
+        expect((await version(30)).rows).toEqual([{ ts: new Date(t1[2] as string), ro }]);
         expect(await logged()).toEqual([]);
 
         // A local delete holds key 40 while the remote insert of it waits; it commits after the
@@ -202,7 +196,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
         await writer.query('COMMIT');
         expect((await waiting).rows[0]).toMatchObject({ done: 2, stop_step: 0 });
         expect((await applier.query(`SELECT id FROM public.${name} WHERE id IN (40, 41) ORDER BY id`)).rows).toEqual([{ id: 41 }]);
-        expect((await version(41)).rows).toEqual([{ ts: new Date(t2[1] as string), ro: origin?.ro }]);
+        expect((await version(41)).rows).toEqual([{ ts: new Date(t2[1] as string), ro }]);
         expect(await logged()).toEqual(['update_deleted/skip ["40"]']);
 
         // The table has a tombstone when the CALL begins: an insert of an older version of key 40 is
@@ -286,16 +280,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       await writer.query(`INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (10, 'local'), (11, 'local')`);
       await writer.query(`SELECT pg_replication_origin_xact_setup('0/1', $1)`, [at]);
       await writer.query('COMMIT');
-      const [origin] = (await applier.query<{ ro: number }>(`SELECT pg_replication_origin_create('pgbidi_q')::int AS ro`)).rows;
-      await applier.query(
-        applyProcedureSql(shapes, {
-          returningOld: server.versionNum >= 180_000,
-          peerOrigin: origin?.ro ?? 0,
-          epoch: '2000-01-01 00:00:00+00',
-          tombstoneWrites: true,
-        }),
-      );
-      await applier.query(`SELECT pg_replication_origin_session_setup('pgbidi_q')`);
+      await applySession(applier, shapes, 'q', server.versionNum);
       const call = (expected: string, peer: string, lsn: string, id: number): Promise<pg.QueryResult> =>
         applier.query(`CALL pg_temp.pgbidi_apply($1, $2, $3::pg_lsn[], $3::pg_lsn[], $4::timestamptz[], '{1}', '{1}', $5::text[], NULL, NULL, NULL, NULL)`, [
           expected,
