@@ -13,8 +13,11 @@
 
 const TEXT_OID = 25;
 const HEADER_BYTES = 20;
-/** Below this length a JavaScript loop writes ASCII faster than a call into Buffer#write. */
-const SHORT = 48;
+/**
+ * Up to this length a JavaScript loop writes ASCII faster than a call into Buffer#write (on the
+ * development machine the two cost the same near 24 to 28 characters; at 8, 15 ns against ~70 ns).
+ */
+const SHORT = 24;
 
 export function binaryTextArray(values: readonly (string | null)[]): Buffer {
   let estimate = HEADER_BYTES;
