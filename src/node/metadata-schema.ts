@@ -1,10 +1,14 @@
 import { quoteIdent, quoteLiteral } from '../util/sql.js';
 import { METADATA_SCHEMA, ORIGIN_PREFIX, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from './names.js';
 
-/** The lock first, then the sequence (see the sequence's comment in metadataSchemaSql): record_tombstone's. */
-const MARK_TOMBSTONE_WRITE =
-  `PERFORM pg_catalog.pg_advisory_xact_lock_shared(${TOMBSTONE_WRITE_LOCK}::int8); ` +
-  `PERFORM pg_catalog.nextval('${METADATA_SCHEMA}.${TOMBSTONE_WRITES_SEQUENCE}');`;
+/**
+ * The mark of a tombstone write (see the sequence's comment in metadataSchemaSql): the lock, then
+ * the sequence, in that order (AND evaluates left to right and stops at the first false), always
+ * false. The trigger's WHEN clause and record_tombstone both evaluate it.
+ */
+const TOMBSTONE_WRITE_MARK =
+  `pg_catalog.pg_advisory_xact_lock_shared(${TOMBSTONE_WRITE_LOCK}::int8) IS NOT NULL ` +
+  `AND pg_catalog.nextval('${METADATA_SCHEMA}.${TOMBSTONE_WRITES_SEQUENCE}') IS NULL`;
 
 /**
  * The pgbidi schema on each node. It is never published: it describes this node.
@@ -87,9 +91,7 @@ export function metadataSchemaSql(selfName: string): string[] {
          RETURN NULL;
        END $$`,
     `CREATE OR REPLACE TRIGGER mark_tombstone_write BEFORE INSERT OR UPDATE ON ${s}.tombstones
-       FOR EACH STATEMENT WHEN (pg_catalog.pg_trigger_depth() = 0
-         AND pg_catalog.pg_advisory_xact_lock_shared(${TOMBSTONE_WRITE_LOCK}::int8) IS NOT NULL
-         AND pg_catalog.nextval('${s}.${TOMBSTONE_WRITES_SEQUENCE}') IS NULL)
+       FOR EACH STATEMENT WHEN (pg_catalog.pg_trigger_depth() = 0 AND ${TOMBSTONE_WRITE_MARK})
        EXECUTE FUNCTION ${s}.mark_tombstone_write()`,
     `ALTER TABLE ${s}.tombstones ENABLE ALWAYS TRIGGER mark_tombstone_write`,
     // Local deletes (and key changes) leave a tombstone through this trigger. It is an ordinary
@@ -98,7 +100,7 @@ export function metadataSchemaSql(selfName: string): string[] {
     `CREATE OR REPLACE FUNCTION ${s}.record_tombstone() RETURNS trigger
        LANGUAGE plpgsql AS $$
        BEGIN
-         ${MARK_TOMBSTONE_WRITE}
+         PERFORM ${TOMBSTONE_WRITE_MARK};
          INSERT INTO ${s}.tombstones AS tb (table_name, key)
          SELECT TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, jsonb_agg(to_jsonb(OLD) -> k ORDER BY o)
            FROM unnest(TG_ARGV) WITH ORDINALITY AS u(k, o)
