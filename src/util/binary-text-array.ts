@@ -21,10 +21,14 @@ const SHORT = 24;
 
 export function binaryTextArray(values: readonly (string | null)[]): Buffer {
   let estimate = HEADER_BYTES;
-  for (const v of values) estimate += 4 + (v === null ? 0 : v.length);
+  let nulls = false;
+  for (const v of values) {
+    if (v === null) nulls = true;
+    estimate += 4 + (v === null ? 0 : v.length);
+  }
   let buf: Buffer = Buffer.allocUnsafe(estimate);
   buf.writeInt32BE(1, 0);
-  buf.writeInt32BE(values.includes(null) ? 1 : 0, 4);
+  buf.writeInt32BE(nulls ? 1 : 0, 4);
   buf.writeInt32BE(TEXT_OID, 8);
   buf.writeInt32BE(values.length, 12);
   buf.writeInt32BE(1, 16);
