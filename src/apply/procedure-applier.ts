@@ -5,7 +5,7 @@ import { formatLsn, parseLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { formatPgTimestamp } from '../protocol/pg-time.js';
 import type { RemoteTransaction } from '../protocol/remote-transaction.js';
-import { binaryTextArray } from '../util/binary-text-array.js';
+import { binaryInt4Array, binaryInt8Array, binaryTextArray } from '../util/binary-array.js';
 import { arrayLiteral } from '../util/sql.js';
 import { applyProcedureSql, decodeEvent, PROCEDURE_NAME } from './apply-procedure-sql.js';
 import type { ApplySession } from './apply-session.js';
@@ -154,15 +154,23 @@ export class ProcedureApplier {
   private async call(group: EncodedGroup, expected: Lsn, needed: ReadonlySet<number>): Promise<GroupResult> {
     await this.define(needed);
     const txns = group.txns;
+    const ends: Lsn[] = [];
+    const commitLsns: Lsn[] = [];
+    const commitTimes: bigint[] = [];
+    for (const t of txns) {
+      ends.push(t.commit.endLsn);
+      commitLsns.push(t.commit.commitLsn);
+      commitTimes.push(t.commit.commitTime);
+    }
+    // Binary arrays: thousands of values per CALL (binary-array.ts says why).
     const params = [
       formatLsn(expected),
       this.options.peer,
-      arrayLiteral(txns.map((t) => formatLsn(t.commit.endLsn))),
-      arrayLiteral(txns.map((t) => formatLsn(t.commit.commitLsn))),
-      arrayLiteral(txns.map((t) => formatPgTimestamp(t.commit.commitTime))),
-      `{${group.nsteps.join(',')}}`,
-      `{${group.shapeIds.join(',')}}`,
-      // Binary: thousands of values per CALL (binary-text-array.ts says why).
+      binaryInt8Array(ends, 'pg_lsn'),
+      binaryInt8Array(commitLsns, 'pg_lsn'),
+      binaryInt8Array(commitTimes, 'timestamptz'),
+      binaryInt4Array(group.nsteps),
+      binaryInt4Array(group.shapeIds),
       binaryTextArray(group.values),
     ];
     let row: CallRow;

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresServer } from '../../src/pg-server/postgres-server.js';
-import { binaryTextArray } from '../../src/util/binary-text-array.js';
+import { binaryInt4Array, binaryInt8Array, binaryTextArray } from '../../src/util/binary-array.js';
 import { availableServerVersions } from '../support/pg-versions.js';
 
 const VALUES: (string | null)[] = [
@@ -46,7 +46,23 @@ describe('binaryTextArray', () => {
   });
 });
 
-describe.each(availableServerVersions())('binaryTextArray on $label', ({ binDir }) => {
+describe('binaryInt8Array and binaryInt4Array', () => {
+  it('write the element type, then each element as a length and its big-endian bytes', () => {
+    const lsns = binaryInt8Array([0x16b374d848n, 0xffffffffffffffffn], 'pg_lsn');
+    expect([0, 4, 8, 12, 16].map((o) => lsns.readInt32BE(o))).toEqual([1, 0, 3220, 2, 1]);
+    expect(lsns.readInt32BE(20)).toBe(8);
+    expect(lsns.readBigUInt64BE(24)).toBe(0x16b374d848n);
+    expect(lsns.readBigUInt64BE(36)).toBe(0xffffffffffffffffn);
+    expect(lsns.length).toBe(20 + 2 * 12);
+    const times = binaryInt8Array([-1n], 'timestamptz');
+    expect(times.readInt32BE(8)).toBe(1184);
+    expect(times.readBigInt64BE(24)).toBe(-1n);
+    const ints = binaryInt4Array([7, -2]);
+    expect([8, 12, 20, 24, 28, 32].map((o) => ints.readInt32BE(o))).toEqual([23, 2, 4, 7, 4, -2]);
+  });
+});
+
+describe.each(availableServerVersions())('binary arrays on $label', ({ binDir }) => {
   let server: PostgresServer;
   let client: pg.Client;
 
@@ -69,5 +85,25 @@ describe.each(availableServerVersions())('binaryTextArray on $label', ({ binDir 
     expect(r.rows[0]).toEqual({ v: VALUES, n: VALUES.length, nulls: 3 });
     const empty = await client.query<{ v: string[] }>('SELECT $1::text[] AS v', [binaryTextArray([])]);
     expect(empty.rows[0]?.v).toEqual([]);
+  });
+
+  it('reads pg_lsn[], timestamptz[] and int[] as the values they stand for', async () => {
+    // Microseconds since 2000-01-01 UTC, as pgoutput sends commit times; one before 2000 too.
+    await client.query(`SET TimeZone = 'UTC'`);
+    const r = await client.query<{ l: string; t: string; i: string; n: number }>(
+      `SELECT $1::pg_lsn[]::text AS l, $2::timestamptz[]::text AS t, $3::int[]::text AS i, cardinality($4::int[]) AS n`,
+      [
+        binaryInt8Array([0x16b374d848n, 0n, 0xfffffffffffffffen], 'pg_lsn'),
+        binaryInt8Array([820_633_845_123_456n, -1n], 'timestamptz'),
+        binaryInt4Array([1, -2, 2147483647]),
+        binaryInt4Array([]),
+      ],
+    );
+    expect(r.rows[0]).toEqual({
+      l: '{16/B374D848,0/0,FFFFFFFF/FFFFFFFE}',
+      t: '{"2026-01-02 01:50:45.123456+00","1999-12-31 23:59:59.999999+00"}',
+      i: '{1,-2,2147483647}',
+      n: 0,
+    });
   });
 });
