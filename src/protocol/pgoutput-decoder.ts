@@ -22,7 +22,11 @@ const TRUNCATE_CASCADE = 1;
 const TRUNCATE_RESTART_SEQS = 2;
 
 export function decodePgoutput(payload: Buffer): PgoutputMessage {
-  const r = new ByteReader(payload);
+  return decodePgoutputAt(new ByteReader(payload));
+}
+
+/** decodePgoutput on what is left of `r`: an XLogData's payload decoded in place, without a view of it. */
+export function decodePgoutputAt(r: ByteReader): PgoutputMessage {
   return decodeTagged(r.char(), r);
 }
 
@@ -110,7 +114,7 @@ const XID_IN_STREAM = new Set(['I', 'U', 'D', 'T', 'R', 'Y', 'M']);
  * Pure, like decodePgoutput: whether the stream is inside a block is the caller's state.
  */
 export function decodeStreamMessage(payload: Buffer, inStream: boolean): StreamControlMessage | null {
-  if (!inStream && !STREAM_TAGS.has(payload[0] as number)) return null;
+  if (!isStreamMessage(payload[0] as number, inStream)) return null;
   const r = new ByteReader(payload);
   const tag = r.char();
   switch (tag) {
@@ -128,6 +132,11 @@ export function decodeStreamMessage(payload: Buffer, inStream: boolean): StreamC
       return { tag: 'streamed', xid, messageTag: payload[0] as number, body: payload.subarray(r.position) };
     }
   }
+}
+
+/** Whether decodeStreamMessage may have something for a message with this first byte (a cheap test before it). */
+export function isStreamMessage(tag: number, inStream: boolean): boolean {
+  return inStream || STREAM_TAGS.has(tag);
 }
 
 function expectChar(r: ByteReader, expected: string, context: string): void {

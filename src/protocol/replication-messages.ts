@@ -1,7 +1,7 @@
 import { ByteReader } from './byte-reader.js';
 import type { Lsn } from './lsn.js';
 import type { PgMicros } from './pg-time.js';
-import { decodePgoutput, decodeStreamMessage, UnknownMessageError } from './pgoutput-decoder.js';
+import { decodePgoutputAt, decodeStreamMessage, isStreamMessage, UnknownMessageError } from './pgoutput-decoder.js';
 import type { PgoutputMessage, StreamControlMessage } from './pgoutput-messages.js';
 
 /**
@@ -44,7 +44,9 @@ export function decodeReplicationMessage(chunk: Buffer, inStream = false): Repli
       walStart,
       walEnd,
       sendTime,
-      message: decodeStreamMessage(chunk.subarray(r.position), inStream) ?? decodePgoutput(chunk.subarray(r.position)),
+      // Most messages are neither stream control nor streamed: decoded from the same reader.
+      message:
+        (isStreamMessage(chunk[r.position] as number, inStream) ? decodeStreamMessage(chunk.subarray(r.position), inStream) : null) ?? decodePgoutputAt(r),
       byteLength: chunk.length,
     };
   }
