@@ -26,6 +26,8 @@ export interface ShapePolicy {
 
 type Key = (string | null)[];
 
+const WHOLE_SLOT: Record<StepKind, number> = { insert: 0, update: 2, delete: 4 };
+
 /** One step of an encoded group, for reading the results back. */
 export interface EncodedStep {
   readonly txn: number;
@@ -46,6 +48,8 @@ export interface EncodedGroup {
 export class ShapeRegistry {
   private readonly bySignature = new Map<string, StepShape>();
   private readonly mappingIds = new WeakMap<TableMapping, number>();
+  /** Whole-row shapes by mapping, at WHOLE_SLOT[kind] (+1 when complete); valid while still registered. */
+  private readonly wholeShapes = new WeakMap<TableMapping, { readonly signature: string; readonly shape: StepShape }[]>();
   private nextMappingId = 1;
   private nextShapeId = 1;
   generation = 0;
@@ -58,13 +62,18 @@ export class ShapeRegistry {
     complete: boolean,
     policy: ShapePolicy,
   ): StepShape {
+    // Inserts, deletes and whole-row updates carry every column: their shapes are kept per mapping
+    // too, found without building a signature (once per change, in every transaction).
+    const whole = carried === mapping.columns && sent === mapping.columns;
+    const slot = whole ? WHOLE_SLOT[kind] + (complete ? 1 : 0) : -1;
+    let wholes = this.wholeShapes.get(mapping);
+    const known = wholes?.[slot];
+    if (known && this.bySignature.get(known.signature) === known.shape) return known.shape;
     let mid = this.mappingIds.get(mapping);
     if (mid === undefined) {
       mid = this.nextMappingId++;
       this.mappingIds.set(mapping, mid);
     }
-    // Inserts, deletes and whole-row updates carry every column: their signature needs no column list.
-    const whole = carried === mapping.columns && sent === mapping.columns;
     const signature = whole
       ? `${mid}|${kind}|${complete}`
       : `${mid}|${kind}|${carried.map((c) => c.index).join(',')}|${sent.map((c) => c.index).join(',')}|${complete}`;
@@ -83,6 +92,10 @@ export class ShapeRegistry {
       };
       this.bySignature.set(signature, s);
       this.generation++;
+    }
+    if (whole) {
+      if (!wholes) this.wholeShapes.set(mapping, (wholes = []));
+      wholes[slot] = { signature, shape: s };
     }
     return s;
   }
@@ -121,6 +134,16 @@ function fullRow(change: UpdateMessage): Tuple | null {
   return row.includes(UNCHANGED_TOAST) ? null : row;
 }
 
+function carriedValues(tuple: Tuple, columns: readonly MappedColumn[]): (string | null)[] | null {
+  const out: (string | null)[] = [];
+  for (const c of columns) {
+    const v = tuple[c.index];
+    if (v === UNCHANGED_TOAST) return null;
+    out.push(text(v));
+  }
+  return out;
+}
+
 interface EncodedChange {
   readonly shape: StepShape;
   readonly key: Key;
@@ -138,15 +161,6 @@ function encodeChange(
   if (!m || m.key.length === 0) return null;
   const policy = policyOf(m);
   if (!policy.procedure) return null;
-  const carriedValues = (tuple: Tuple, columns: readonly MappedColumn[]): (string | null)[] | null => {
-    const out: (string | null)[] = [];
-    for (const c of columns) {
-      const v = tuple[c.index];
-      if (v === UNCHANGED_TOAST) return null;
-      out.push(text(v));
-    }
-    return out;
-  };
   switch (change.tag) {
     case 'insert': {
       if (change.newTuple.length !== m.remoteColumnCount) return null;
@@ -171,8 +185,9 @@ function encodeChange(
         const old = keyOf(m, change.oldTuple);
         if (!old || !sameKey(old, key)) return null; // a key change: the statement path tombstones the old key
       }
-      const sent = change.newTuple.includes(UNCHANGED_TOAST) ? m.columns.filter((c) => change.newTuple[c.index] !== UNCHANGED_TOAST) : m.columns;
-      const full = fullRow(change);
+      const toasted = change.newTuple.includes(UNCHANGED_TOAST);
+      const sent = toasted ? m.columns.filter((c) => change.newTuple[c.index] !== UNCHANGED_TOAST) : m.columns;
+      const full = toasted ? fullRow(change) : change.newTuple;
       const carried = full ? m.columns : sent;
       const values = carriedValues(full ?? change.newTuple, carried);
       if (!values) return null;

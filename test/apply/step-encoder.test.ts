@@ -135,7 +135,16 @@ describe('encodeGroup', () => {
     expect(registry.generation).toBe(before);
     encode([txn({ tag: 'delete', relationId: 7, oldKind: 'key', oldTuple: ['2', null, null] })], undefined, lww, registry);
     expect(registry.generation).toBe(before + 1);
+    const update = txn({ tag: 'update', relationId: 7, oldKind: null, oldTuple: null, newTuple: ['2', 'x', 'z'] });
+    const [shape] = registry.current(() => true).filter((s) => s.kind === 'insert');
+    expect(encode([update], undefined, lww, registry).steps[0]?.shape).not.toBe(shape);
+    expect(registry.generation).toBe(before + 2);
     expect(registry.current(() => false)).toEqual([]);
+    // A shape dropped from the registry is never handed out again, not even for its mapping.
+    const again = encode([txn({ tag: 'insert', relationId: 7, newTuple: ['3', 'x', 'y'] })], undefined, lww, registry).steps[0]?.shape;
+    expect(again).not.toBe(shape);
+    expect(registry.generation).toBe(before + 3);
+    expect(registry.current(() => true)).toEqual([again]);
   });
 });
 
