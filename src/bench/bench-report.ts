@@ -8,6 +8,7 @@ import { overheadPercent } from './bench-summary.js';
 import type { SideFigure, SideRuns, WorkloadSummary } from './bench-summary.js';
 import type { TargetResult } from './bench-targets.js';
 import type { StatementProfile } from './statement-profile.js';
+import { PROFILE_SECONDS } from './w2-oltp.js';
 import { sideLabel, WORKLOADS } from './workload-specs.js';
 import type { Sizes, Unit, WorkloadSpec } from './workload-specs.js';
 
@@ -103,11 +104,14 @@ function perRep(figure: SideFigure, unit: Unit): string {
 }
 
 /**
- * The statement profile of the W2 backlog on B, per side, from the last repetition that has one
+ * The statement profile of W2's profiled backlog on B, per side, from the last repetition that has one
  * (the per-transaction medians over all repetitions are in the table above).
  */
 function formatProfiles(spec: WorkloadSpec, summary: WorkloadSummary): string {
-  const lines = ['  statement profile on B during the backlog catch-up (pg_stat_statements, track = all, applier role only):'];
+  const lines = [
+    '  statement profile on B during a backlog of its own, after the live phase (pg_stat_statements, track = all, applier role only; ' +
+      "the timed phases run with track = none, since tracking runs once per statement in executor hooks that native's apply worker does not call):",
+  ];
   for (const which of ['baseline', 'subject'] as const) {
     const side = summary[which];
     const label = sideLabel(spec, which);
@@ -190,6 +194,8 @@ const NOTES = `What the figures mean:
   catch-up: until a fence row, committed on the source after the load, is visible on the target.
   live: the applier streams while the load runs; a heartbeat row is committed on the source every 100 ms and the target is polled every
     20 ms: lag = source's commit ack -> first poll that sees it (an upper bound with 20 ms resolution).
+  profiled backlog: W2's statement profile comes from a backlog of its own after the live phase (the same pgbench load for up to
+    ${PROFILE_SECONDS} s, the applier stopped), the only phase where pg_stat_statements tracks statements.
   per txn: divided by the transactions pgbench committed on the source. CPU of all that applies on B: pgbidi = agent process (from the
     moment it answers /status) + its backends on B; native = its apply worker(s). Server µs = pg_stat_statements total exec+plan time
     of the applier's top-level statements (nested calls counted in "calls", their time is inside their caller's), or of the nested

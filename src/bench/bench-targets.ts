@@ -88,7 +88,7 @@ export const TARGETS: readonly TargetSpec[] = [
     id: 'w2-server-us',
     label: 'W2 server exec+plan µs per transaction, pgbidi',
     workload: 'w2',
-    figure: 'backlog.serverUsPerTxn',
+    figure: 'profile.serverUsPerTxn',
     measure: 'subject',
     op: '<=',
     threshold: 150,

@@ -89,6 +89,26 @@ export class NativeReplication implements Replication {
     return { clockAt, startupSeconds: null };
   }
 
+  async stop(timeoutMs: number): Promise<void> {
+    const deadline = now() + timeoutMs;
+    for (const link of this.topology.links) {
+      const client = await driverClient(this.server(link.target));
+      try {
+        await client.query(`ALTER SUBSCRIPTION ${quoteIdent(subscriptionName(link))} DISABLE`);
+        this.lastDdlAt.set(link.target, now());
+        // DISABLE returns before the worker exits (it notices at its next loop).
+        for (;;) {
+          const r = await client.query(`SELECT 1 FROM pg_stat_subscription WHERE subname = $1 AND pid IS NOT NULL`, [subscriptionName(link)]);
+          if (!r.rowCount) break;
+          if (now() > deadline) throw new BenchError('BENCH_TIMEOUT', `the apply worker of ${subscriptionName(link)} did not exit after DISABLE`);
+          await sleep(20);
+        }
+      } finally {
+        await client.end().catch(() => undefined);
+      }
+    }
+  }
+
   async waitStreaming(timeoutMs: number): Promise<void> {
     for (const link of this.topology.links) await waitForWalsender(this.server(link.source), subscriptionName(link), timeoutMs);
   }

@@ -80,6 +80,12 @@ export class PgbidiReplication implements Replication {
     return { clockAt, startupSeconds };
   }
 
+  async stop(): Promise<void> {
+    // AgentProcess.stop returns once the process is gone (SIGTERM, SIGKILL after a grace period).
+    await Promise.all([...this.agents.values()].map((a) => a.stop()));
+    this.agents.clear();
+  }
+
   async waitStreaming(timeoutMs: number): Promise<void> {
     for (const link of this.topology.links) await waitForWalsender(this.server(link.source), applicationName(link.source, link.target), timeoutMs);
   }

@@ -7,6 +7,8 @@
  *   open ──(load written while nothing applies: backlog)──> readyToStart ──clock──> start ──> caught up
  *                                                                                   │
  *                                        (live: load written while it streams) <────┘
+ *                                                      │
+ *                                                      └──> stop ──(a backlog again)──> readyToStart ──> start
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PostgresServer } from '../pg-server/postgres-server.js';
@@ -68,6 +70,11 @@ export interface Replication {
    * moment the measured clock starts (see Started).
    */
   start(): Promise<Started>;
+  /**
+   * Stops every link's applier and resolves once none runs (what its source writes from then on is a
+   * backlog again); start() starts them anew.
+   */
+  stop(timeoutMs: number): Promise<void>;
   /** Resolves when every link streams from its source (its walsender is in state 'streaming'). */
   waitStreaming(timeoutMs: number): Promise<void>;
   usage(node: string): Promise<ApplierUsage>;

@@ -2,17 +2,21 @@
  * W2 OLTP (research/baselines.md): `pgbench -N -c 4 -j 2` on A, applied on B; also the body of the
  * observability comparison (pgbidi twice, off and on).
  *
- *   backlog: nothing applying → pgbench runs → fence row on A → pg_stat_statements reset on B →
- *            clock → start → fence visible on B: catch-up, transactions/s, statement profile, CPU
+ *   backlog: nothing applying → pgbench runs → fence row on A → clock → start → fence visible on B:
+ *            catch-up, transactions/s, CPU
  *   live:    applier streaming → heartbeats on A while pgbench runs → fence → visible on B:
  *            source TPS, heartbeat lag, catch-up
+ *   profile: applier stopped → pgbench runs for PROFILE_SECONDS → fence → pg_stat_statements
+ *            tracking on and reset on B → start → fence visible on B: the statement profile
  *
+ * The statement profile has a backlog of its own: tracking statements costs pgbidi's backend (and
+ * not native's apply worker, bench-settings.ts), so the timed phases run without it.
  * "Per transaction" divides by the transactions pgbench committed on A (the fence and pgbidi's own
  * heartbeats are not counted). The nodes are compared (md5 of the 4 tables) after each phase.
  */
 import { BenchError } from './bench-error.js';
 import type { RunRecorder } from './bench-results.js';
-import { APPLIER_ROLE, driverClient, MARKS_TABLE } from './bench-settings.js';
+import { APPLIER_ROLE, driverClient, MARKS_TABLE, trackStatements } from './bench-settings.js';
 import { measureLive } from './live-lag.js';
 import { MarkWatcher, MarkWriter } from './mark-probes.js';
 import { runPgbench } from './pgbench.js';
@@ -23,6 +27,8 @@ import { microsPer, withReplication } from './workload-runner.js';
 import type { RunContext } from './workload-runner.js';
 
 const NODES = ['a', 'b'];
+/** pgbench seconds of the profiled backlog (at most the workload's own): some 20,000 transactions here. */
+export const PROFILE_SECONDS = 10;
 
 export async function runOltp(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const load: PgbenchLoad = { seconds: ctx.sizes.pgbenchSeconds, clients: 4, threads: 2, rate: ctx.sizes.pgbenchRate };
@@ -43,24 +49,15 @@ export async function runOltp(ctx: RunContext, rec: RunRecorder): Promise<void> 
       if (early.rowCount) throw new BenchError('BENCH_UNEXPECTED', 'the fence reached B before replication started');
       watcher.start();
       await repl.readyToStart();
-      await resetStatementStats(statements);
       const started = await repl.start();
       const seenAt = await watcher.waitFor(fence.id, ctx.timeoutMs);
       const usage = await repl.usage('b');
-      const profile = profileStatements(await readStatementStats(statements, APPLIER_ROLE), backlog.transactions);
       const catchUp = (seenAt - started.clockAt) / 1000;
       rec.set('backlog.agentStartSeconds', started.startupSeconds);
       rec.set('backlog.catchUpSeconds', catchUp);
       rec.set('backlog.txnPerSecond', backlog.transactions / catchUp);
       rec.set('backlog.applyCpuUsPerTxn', microsPer(usage.applyCpuSeconds, backlog.transactions));
-      rec.profile(profile);
-      if (repl.engine === 'pgbidi') {
-        rec.set('backlog.agentCpuUsPerTxn', microsPer(usage.agentCpuSeconds, backlog.transactions));
-        rec.set('backlog.serverUsPerTxn', profile.perTransaction.serverUs);
-        rec.set('backlog.statementsPerTxn', profile.perTransaction.statements);
-        rec.set('backlog.callsPerTxn', profile.perTransaction.calls);
-        rec.set('backlog.plansPerTxn', profile.perTransaction.plans);
-      }
+      if (repl.engine === 'pgbidi') rec.set('backlog.agentCpuUsPerTxn', microsPer(usage.agentCpuSeconds, backlog.transactions));
       rec.converged(await pgbenchConverged(repl, NODES));
 
       // Live.
@@ -68,6 +65,26 @@ export async function runOltp(ctx: RunContext, rec: RunRecorder): Promise<void> 
       const live = await measureLive(rec, [{ key: 'live', writer, watcher }], ctx.timeoutMs, () => runPgbench(a, load, ctx.sizes.pgbenchScale));
       rec.set('live.transactions', live.transactions);
       rec.set('live.sourceTps', live.tps);
+      rec.converged(await pgbenchConverged(repl, NODES));
+
+      // Statement profile.
+      await repl.stop(ctx.timeoutMs);
+      const profiled = await runPgbench(a, { ...load, seconds: Math.min(PROFILE_SECONDS, load.seconds) }, ctx.sizes.pgbenchScale);
+      const profileFence = await writer.write();
+      await trackStatements(b, 'all');
+      await resetStatementStats(statements);
+      await repl.readyToStart();
+      await repl.start();
+      await watcher.waitFor(profileFence.id, ctx.timeoutMs);
+      const profile = profileStatements(await readStatementStats(statements, APPLIER_ROLE), profiled.transactions);
+      await trackStatements(b, 'none');
+      rec.profile(profile);
+      if (repl.engine === 'pgbidi') {
+        rec.set('profile.serverUsPerTxn', profile.perTransaction.serverUs);
+        rec.set('profile.statementsPerTxn', profile.perTransaction.statements);
+        rec.set('profile.callsPerTxn', profile.perTransaction.calls);
+        rec.set('profile.plansPerTxn', profile.perTransaction.plans);
+      }
       rec.converged(await pgbenchConverged(repl, NODES));
     } finally {
       await Promise.all([writer.close(), watcher.close(), statements.end().catch(() => undefined)]);

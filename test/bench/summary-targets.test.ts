@@ -134,7 +134,7 @@ describe('targets', () => {
         'backlog.catchUpSeconds': 2.5,
         'live.sourceTps': 1700,
         'live.lagP99': 1.5,
-        'backlog.serverUsPerTxn': 120,
+        'profile.serverUsPerTxn': 120,
         'backlog.agentCpuUsPerTxn': 101,
       }),
       run('obs', 'pgbidi', 1, { 'backlog.txnPerSecond': 1000 }, { variant: 'observability-off' }),
@@ -160,7 +160,7 @@ describe('text report', () => {
     const withProfile = (r: RunResult): RunResult => ({ ...r, profile });
     const runs = [
       withProfile(run('w2', 'native', 1, { 'backlog.catchUpSeconds': 3, 'live.lagP99': 0.02 }, { converged: true })),
-      withProfile(run('w2', 'pgbidi', 1, { 'backlog.catchUpSeconds': 6, 'live.lagP99': 0.04, 'backlog.serverUsPerTxn': 20 }, { converged: true })),
+      withProfile(run('w2', 'pgbidi', 1, { 'backlog.catchUpSeconds': 6, 'live.lagP99': 0.04, 'profile.serverUsPerTxn': 20 }, { converged: true })),
       run('w2', 'pgbidi', 2, {}, { error: 'BENCH_TIMEOUT: mark 1 of node 0 not on b after 900 s' }),
       run('w2', 'native', 2, { 'backlog.catchUpSeconds': 4, 'live.lagP99': 0.03 }, { converged: true }),
       run('w3', 'native', 1, {}, { major: 15, skip: 'native replication in both directions needs origin = none' }),
