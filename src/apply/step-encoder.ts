@@ -48,8 +48,8 @@ export interface EncodedGroup {
 export class ShapeRegistry {
   private readonly bySignature = new Map<string, StepShape>();
   private readonly mappingIds = new WeakMap<TableMapping, number>();
-  /** Whole-row shapes by mapping, at WHOLE_SLOT[kind] (+1 when complete); valid while still registered. */
-  private readonly wholeShapes = new WeakMap<TableMapping, { readonly signature: string; readonly shape: StepShape }[]>();
+  /** Whole-row shapes by mapping, at WHOLE_SLOT[kind] (+1 when complete); dropped with the mapping's shapes. */
+  private readonly wholeShapes = new WeakMap<TableMapping, StepShape[]>();
   private nextMappingId = 1;
   private nextShapeId = 1;
   generation = 0;
@@ -68,7 +68,7 @@ export class ShapeRegistry {
     const slot = whole ? WHOLE_SLOT[kind] + (complete ? 1 : 0) : -1;
     let wholes = this.wholeShapes.get(mapping);
     const known = wholes?.[slot];
-    if (known && this.bySignature.get(known.signature) === known.shape) return known.shape;
+    if (known) return known;
     let mid = this.mappingIds.get(mapping);
     if (mid === undefined) {
       mid = this.nextMappingId++;
@@ -95,14 +95,18 @@ export class ShapeRegistry {
     }
     if (whole) {
       if (!wholes) this.wholeShapes.set(mapping, (wholes = []));
-      wholes[slot] = { signature, shape: s };
+      wholes[slot] = s;
     }
     return s;
   }
 
   /** The shapes of current mappings only (a Relation message replaces a relation's mapping). */
   current(isCurrent: (m: TableMapping) => boolean): StepShape[] {
-    for (const [signature, s] of this.bySignature) if (!isCurrent(s.mapping)) this.bySignature.delete(signature);
+    for (const [signature, s] of this.bySignature) {
+      if (isCurrent(s.mapping)) continue;
+      this.bySignature.delete(signature);
+      this.wholeShapes.delete(s.mapping);
+    }
     return [...this.bySignature.values()];
   }
 }
