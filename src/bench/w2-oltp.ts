@@ -27,7 +27,7 @@ import { microsPer, withReplication } from './workload-runner.js';
 import type { RunContext } from './workload-runner.js';
 
 const NODES = ['a', 'b'];
-/** pgbench seconds of the profiled backlog (at most the workload's own): 26,000 to 33,000 transactions here (2,600 to 3,300 TPS). */
+/** pgbench seconds of the profiled backlog (at most the workload's own): 18,000 to 33,000 transactions here (1,800 to 3,300 TPS, 36 runs). */
 export const PROFILE_SECONDS = 10;
 
 export async function runOltp(ctx: RunContext, rec: RunRecorder): Promise<void> {
