@@ -171,11 +171,14 @@ class ShapeSql {
     return parts.join(' || ');
   }
 
-  /** The local row, its version and, when its origin is not the peer's, the row itself for the log. */
+  /**
+   * The local row, its version and, when its origin is not the peer's, the row itself for the log.
+   * Rows are named `t.*`, never `t`: a bare name is a column first, and the table may have one named t.
+   */
   selectRow(): string {
     return (
       `SELECT t.ctid AS tid, t.xmin AS x, c.timestamp AS cts, c.roident AS ro, ` +
-      `CASE WHEN c.roident IS DISTINCT FROM ${PEER_RO} THEN to_jsonb(t) END AS loc INTO ${V}.r ` +
+      `CASE WHEN c.roident IS DISTINCT FROM ${PEER_RO} THEN to_jsonb(t.*) END AS loc INTO ${V}.r ` +
       `FROM ${this.table} AS t LEFT JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) AS c ON true ` +
       `WHERE ${this.keyMatch('t')};`
     );
@@ -205,7 +208,7 @@ class ShapeSql {
    * (the row's origin is the peer's own, which is rare for a losing change).
    */
   localForLog(): string {
-    return `coalesce(${V}.r.loc, (SELECT to_jsonb(t) FROM ${this.table} AS t WHERE t.ctid = ${V}.r.tid))`;
+    return `coalesce(${V}.r.loc, (SELECT to_jsonb(t.*) FROM ${this.table} AS t WHERE t.ctid = ${V}.r.tid))`;
   }
 
   /** PostgreSQL 18's *_origin_differs for a remote change that won over the selected row. */
@@ -482,8 +485,9 @@ function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: Procedure
   const where = `${sql.keyMatch('t')} AND ${options.returningOld ? sql.guard(rule) : sql.quiet(rule)}`;
   if (!options.returningOld) return [`${write(where)};`, 'IF FOUND THEN', body(wrote()), 'ELSE', body(slow), 'END IF;'];
   return [
-    // to_jsonb of a row is never null: the old row is returned exactly when it was an *_origin_differs.
-    `${write(where)} RETURNING CASE WHEN ${sql.oldOriginDiffers()} THEN to_jsonb(old) END AS loc INTO ${V}.w;`,
+    // to_jsonb of a row is never null: the old row is returned exactly when it was an *_origin_differs
+    // (old.*: a bare old would be a column named old, if the table has one).
+    `${write(where)} RETURNING CASE WHEN ${sql.oldOriginDiffers()} THEN to_jsonb(old.*) END AS loc INTO ${V}.w;`,
     'IF FOUND THEN',
     body(wrote(`IF ${V}.w.loc IS NOT NULL THEN`, body(sql.conflict(differs, 'apply_remote', `${V}.w.loc`, remote)), 'END IF;')),
     'ELSE',

@@ -154,7 +154,7 @@ function present(m: TableMapping, aliases: readonly string[]): string {
 
 /** The local row before the statement, as jsonb (for the conflict log); a distinct alias, since a column may be called t. */
 function localRow(m: TableMapping, aliases: readonly string[]): string {
-  return `(SELECT to_jsonb(pgbidi_local) FROM ${qualifiedName(m.local.schema, m.local.name)} AS pgbidi_local WHERE ${keyMatchOn(m, aliases, 'pgbidi_local')})`;
+  return `(SELECT to_jsonb(pgbidi_local.*) FROM ${qualifiedName(m.local.schema, m.local.name)} AS pgbidi_local WHERE ${keyMatchOn(m, aliases, 'pgbidi_local')})`;
 }
 
 /**
@@ -166,7 +166,7 @@ function localRow(m: TableMapping, aliases: readonly string[]): string {
  */
 function overwritten(m: TableMapping, aliases: readonly string[], written: string, remoteNode: string): string {
   return (
-    `SELECT x.ord, true AS present, to_jsonb(pgbidi_local) AS local, false AS resurrected, false AS deleted_later, true AS overwritten ` +
+    `SELECT x.ord, true AS present, to_jsonb(pgbidi_local.*) AS local, false AS resurrected, false AS deleted_later, true AS overwritten ` +
     `FROM x JOIN ${qualifiedName(m.local.schema, m.local.name)} AS pgbidi_local ON ${keyMatchOn(m, aliases, 'pgbidi_local')} ` +
     `CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(pgbidi_local.xmin) AS c ` +
     `WHERE EXISTS (SELECT 1 FROM ${written} WHERE ${written}.ord = x.ord) AND c.timestamp >= (SELECT n.created_at FROM ${METADATA_SCHEMA}.node AS n) ` +

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyProcedureSql } from '../../src/apply/apply-procedure-sql.js';
+import { applyProcedureSql, decodeEvent } from '../../src/apply/apply-procedure-sql.js';
 import type { StepShape } from '../../src/apply/apply-procedure-sql.js';
 import { loadLocalTable } from '../../src/apply/local-catalog.js';
 import { mapRelation } from '../../src/apply/table-mapping.js';
@@ -304,6 +304,55 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
         { t: 'update_origin_differs/keep_local', k: ['10'] },
         { t: 'update_origin_differs/apply_remote', k: ['11'] },
       ]);
+    } finally {
+      await Promise.all([writer.end(), applier.end()]);
+    }
+  });
+
+  it('logs every update of a run of rows another origin wrote, and none of the rows between them', async () => {
+    // The table has columns named t and old: the conflict log must hold the row, not those columns.
+    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
+    const base = { mapping, table: 'we"ird.ta ble', rules, losing: 'keep_local' as const, carried: mapping.columns, sent: mapping.columns, complete: true };
+    const shapes: StepShape[] = [
+      { ...base, id: 1, kind: 'update' },
+      { ...base, id: 2, kind: 'insert' },
+    ];
+    const row = (id: number, v: string): (string | null)[] =>
+      mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
+    const writer = new pg.Client({ connectionString: server.connectionString() });
+    const applier = new pg.Client({ connectionString: server.connectionString() });
+    await Promise.all([writer.connect(), applier.connect()]);
+    try {
+      // Rows 21, 22 and 24 last written by node e, 20 and 23 by the peer itself (the first CALL).
+      await writer.query(`SELECT pg_replication_origin_create('pgbidi_e')`);
+      await writer.query(`SELECT pg_replication_origin_session_setup('pgbidi_e')`);
+      await writer.query('BEGIN');
+      await writer.query(`INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (21, 'e'), (22, 'e'), (24, 'e')`);
+      await writer.query(`SELECT pg_replication_origin_xact_setup('0/1', '2020-01-01 00:00:00+00')`);
+      await writer.query('COMMIT');
+      await applySession(applier, shapes, 'run', server.versionNum);
+      const times = (n: number, from: number): string[] => Array.from({ length: n }, (_, i) => new Date(Date.UTC(2021, 0, 1, 0, 0, from + i)).toISOString());
+      const lsns = (n: number, from: number): string[] => Array.from({ length: n }, (_, i) => `0/${(from + i).toString(16)}0`);
+      const ids = [20, 21, 22, 23, 24];
+      const first = await applier.query(
+        `CALL pg_temp.pgbidi_apply('0/0', 'run', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1}', '{2,2}', $3::text[], NULL, NULL, NULL, NULL)`,
+        [lsns(2, 1), times(2, 0), [...row(20, 'r0'), ...row(23, 'r0')]],
+      );
+      expect(first.rows[0]).toMatchObject({ done: 2, stop_step: 0, events: [] });
+      const second = await applier.query(
+        `CALL pg_temp.pgbidi_apply('0/20', 'run', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1,1,1,1}', '{1,1,1,1,1}', $3::text[], NULL, NULL, NULL, NULL)`,
+        [lsns(5, 3), times(5, 10), ids.flatMap((id) => row(id, 'r1'))],
+      );
+      expect(second.rows[0]).toMatchObject({ done: 5, stop_step: 0 });
+      expect((second.rows[0] as { events: number[] }).events.map((e) => decodeEvent(e))).toEqual(
+        [2, 3, 5].map((step) => ({ step, type: 'update_origin_differs', resolution: 'apply_remote' })),
+      );
+      const rows = await applier.query(`SELECT id, "old" FROM "we""ird"."ta ble" WHERE id BETWEEN 20 AND 24 ORDER BY id`);
+      expect(rows.rows).toEqual(ids.map((id) => ({ id, old: 'r1' })));
+      const logged = await applier.query<{ k: string[]; local: string }>(
+        `SELECT key AS k, local_tuple->>'old' AS local FROM pgbidi.conflicts WHERE peer = 'run' ORDER BY id`,
+      );
+      expect(logged.rows).toEqual([21, 22, 24].map((id) => ({ k: [String(id)], local: 'e' })));
     } finally {
       await Promise.all([writer.end(), applier.end()]);
     }
