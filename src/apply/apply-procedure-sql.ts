@@ -316,19 +316,28 @@ class ShapeSql {
    * The rule where it holds without a conflict to log: the row was last written by the peer itself,
    * or before the group existed (or by this transaction, or carries no commit timestamp). The usual
    * case once a group runs, and the one a single statement can decide without reading the row first.
+   *
+   * Every call below is made again at every execution, so each is paid for. A row without a commit
+   * timestamp (this transaction's own, whose xid has none yet, or one too old to have one) makes
+   * the comparisons null, and coalesce makes that true: no separate test for either case. The
+   * epoch comes before the origin because pg_xact_commit_timestamp_origin builds its row type at
+   * every call: a row from before the group (most rows, for long, in a group set up on existing
+   * data) is decided without it. Measured on the procedure alone against the form with those tests
+   * (pgbench-shaped transactions, rows from before the group): -3.2 us per transaction on 18, -1.6 us
+   * on 15; with the origin first -0.2 / -0.4 us.
    */
   quiet(rule: OverwriteRule): string {
     const own = `t.xmin = ${OWN_IF_ASSIGNED}`;
     const cts = CTS('t.xmin');
     const same = `${ROIDENT('t.xmin')} = ${PEER_RO}`;
-    const silent = `(${same} OR ${cts} < ${EPOCH})`;
+    const silent = `(${cts} < ${EPOCH} OR ${same})`;
     switch (rule) {
       case 'remote_newer':
-        return `(${own} OR ${cts} IS NULL OR (${silent} AND ${cts} < ${V}.ts))`;
+        return `coalesce(${cts} < ${V}.ts AND ${silent}, true)`;
       case 'remote_older':
         return `(${own} OR (${silent} AND ${V}.ts < ${cts}))`;
       case 'always':
-        return `(${own} OR ${cts} IS NULL OR ${silent})`;
+        return `coalesce(${silent}, true)`;
       case 'same_origin':
         return `(${own} OR ${same})`;
       default:

@@ -25,10 +25,17 @@ const FILLERS = Array.from({ length: 50 }, (_, i) => `f${i}`);
  * Creates the origin `pgbidi_<peer>`, defines the procedure in `c`'s session and makes it the
  * session's origin, as an apply session does; returns the origin's roident.
  */
-async function applySession(c: pg.Client, shapes: readonly StepShape[], peer: string, versionNum: number, tombstoneWrites = true): Promise<number> {
+async function applySession(
+  c: pg.Client,
+  shapes: readonly StepShape[],
+  peer: string,
+  versionNum: number,
+  tombstoneWrites = true,
+  epoch = '2000-01-01 00:00:00+00',
+): Promise<number> {
   const [origin] = (await c.query<{ ro: number }>(`SELECT pg_replication_origin_create($1)::int AS ro`, [`pgbidi_${peer}`])).rows;
   const peerOrigin = origin?.ro ?? 0;
-  await c.query(applyProcedureSql(shapes, { returningOld: versionNum >= 180_000, peerOrigin, epoch: '2000-01-01 00:00:00+00', tombstoneWrites }));
+  await c.query(applyProcedureSql(shapes, { returningOld: versionNum >= 180_000, peerOrigin, epoch, tombstoneWrites }));
   await c.query(`SELECT pg_replication_origin_session_setup($1)`, [`pgbidi_${peer}`]);
   return peerOrigin;
 }
@@ -306,6 +313,54 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       ]);
     } finally {
       await Promise.all([writer.end(), applier.end()]);
+    }
+  });
+
+  it('updates a row from before the group, and one the peer wrote, with one statement each (the quiet write)', async () => {
+    // Each update the quiet write cannot decide reads the row again (15) or writes a second time (18):
+    // a second scan of the table's key. Rows 1 and 2 are from before the group (its epoch is after
+    // them), row 3 is the peer's own (written by the first CALL).
+    await client.query(`CREATE TABLE public.quiet (id int PRIMARY KEY, v text)`);
+    await client.query(`INSERT INTO public.quiet VALUES (1, 'before'), (2, 'before')`);
+    const local = await loadLocalTable(client, 'public', 'quiet');
+    const columns = [
+      { name: 'id', isKey: true, typeOid: 23, typeMod: -1 },
+      { name: 'v', isKey: false, typeOid: 25, typeMod: -1 },
+    ];
+    const quiet = mapRelation({ tag: 'relation', relationId: 3, namespace: 'public', name: 'quiet', replicaIdentity: 'default', columns }, local);
+    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
+    const base = { mapping: quiet, table: 'public.quiet', rules, losing: 'keep_local' as const, carried: quiet.columns, sent: quiet.columns, complete: true };
+    const shapes: StepShape[] = [
+      { ...base, id: 1, kind: 'insert' },
+      { ...base, id: 2, kind: 'update' },
+    ];
+    const applier = new pg.Client({ connectionString: server.connectionString() });
+    await applier.connect();
+    try {
+      const epoch = (await client.query<{ t: string }>('SELECT now()::text AS t')).rows[0]?.t;
+      await applySession(applier, shapes, 'quiet', server.versionNum, true, epoch);
+      await new Promise((r) => setTimeout(r, 50));
+      // Remote commit times after the epoch (and so after rows 1 and 2), before the clock.
+      const ago = (ms: number): string => new Date(Date.now() - ms).toISOString();
+      const run = (expected: string, lsns: string[], shapeIds: number[], vals: string[]): Promise<pg.QueryResult> =>
+        applier.query(
+          `CALL pg_temp.pgbidi_apply($1, 'quiet', $2::pg_lsn[], $2::pg_lsn[], $3::timestamptz[], $4::int[], $5::int[], $6::text[], NULL, NULL, NULL, NULL)`,
+          [expected, lsns, lsns.map((_, i) => ago(5 * (lsns.length - i))), `{${lsns.map(() => 1).join(',')}}`, `{${shapeIds.join(',')}}`, vals],
+        );
+      const scans = async (): Promise<number> => {
+        await applier.query('SELECT pg_stat_force_next_flush()');
+        await client.query('SELECT pg_stat_clear_snapshot()');
+        const r = await client.query<{ n: string }>(`SELECT coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relid = 'public.quiet'::regclass`);
+        return Number(r.rows[0]?.n);
+      };
+      expect((await run('0/0', ['0/10'], [1], ['3', 'peer'])).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
+      const before = await scans();
+      const updated = await run('0/10', ['0/20', '0/30', '0/40'], [2, 2, 2], ['1', 'x', '2', 'x', '3', 'x']);
+      expect(updated.rows[0]).toMatchObject({ done: 3, stop_step: 0, events: [] });
+      expect((await scans()) - before).toBe(3);
+      expect((await applier.query(`SELECT id, v FROM public.quiet ORDER BY id`)).rows).toEqual([1, 2, 3].map((id) => ({ id, v: 'x' })));
+    } finally {
+      await applier.end();
     }
   });
 
