@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyProcedureSql, decodeEvent } from '../../src/apply/apply-procedure-sql.js';
-import type { StepShape } from '../../src/apply/apply-procedure-sql.js';
+import type { StepKind, StepShape } from '../../src/apply/apply-procedure-sql.js';
 import { loadLocalTable } from '../../src/apply/local-catalog.js';
 import { mapRelation } from '../../src/apply/table-mapping.js';
 import type { TableMapping } from '../../src/apply/table-mapping.js';
@@ -40,6 +40,24 @@ async function applySession(
   return peerOrigin;
 }
 
+/** Last-update-wins shapes of whole rows of `m`, with ids 1, 2, … in the order of `kinds`. */
+function lwwShapes(m: TableMapping, kinds: readonly StepKind[]): StepShape[] {
+  const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
+  const table = `${m.local.schema}.${m.local.name}`;
+  return kinds.map((kind, i) => ({ mapping: m, table, rules, losing: 'keep_local', carried: m.columns, sent: m.columns, complete: true, id: i + 1, kind }));
+}
+
+/** Creates public.`name` (id int PRIMARY KEY, v text) and maps it as the peer sends it. */
+async function idValueTable(c: pg.Client, name: string, relationId: number): Promise<TableMapping> {
+  await c.query(`CREATE TABLE public.${name} (id int PRIMARY KEY, v text)`);
+  const local = await loadLocalTable(c, 'public', name);
+  const columns = [
+    { name: 'id', isKey: true, typeOid: 23, typeMod: -1 },
+    { name: 'v', isKey: false, typeOid: 25, typeMod: -1 },
+  ];
+  return mapRelation({ tag: 'relation', relationId, namespace: 'public', name, replicaIdentity: 'default', columns }, local);
+}
+
 describe.each(availableServerVersions())('apply procedure SQL on $label', ({ binDir }) => {
   let server: PostgresServer;
   let client: pg.Client;
@@ -65,6 +83,10 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     }));
     mapping = mapRelation({ tag: 'relation', relationId: 1, namespace: 'we"ird', name: 'ta ble', replicaIdentity: 'default', columns: remote }, local);
   });
+
+  /** A row of the awkward table: its id, n = 7 and `v` in the column named old; the others null. */
+  const awkwardRow = (id: number, v: string): (string | null)[] =>
+    mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
 
   afterAll(async () => {
     await client?.end();
@@ -103,17 +125,9 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
   });
 
   it('runs each kind of step: insert, update, a missing row, delete', async () => {
-    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
-    const base = { mapping, table: 'we"ird.ta ble', rules, losing: 'keep_local' as const, carried: mapping.columns, sent: mapping.columns, complete: true };
-    const shapes: StepShape[] = [
-      { ...base, id: 1, kind: 'insert' },
-      { ...base, id: 2, kind: 'update' },
-      { ...base, id: 3, kind: 'delete' },
-    ];
-    await applySession(client, shapes, 'a', server.versionNum);
+    await applySession(client, lwwShapes(mapping, ['insert', 'update', 'delete']), 'a', server.versionNum);
     await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
-    const row = (id: number, v: string): (string | null)[] =>
-      mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
+    const row = awkwardRow;
     const vals = [...row(1, 'one'), ...row(1, 'uno'), ...row(2, 'two'), ...row(1, 'x')];
     const lsns = ['0/10', '0/20', '0/30', '0/40'];
     // Each remote transaction newer than the one before (the peer's commit order).
@@ -140,20 +154,9 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
   ])(
     'undoes an insert whose key a newer delete removed: one that committed while the insert waited, and one from before (tombstone-write mark: $mark)',
     async ({ mark, name, peer }) => {
-      await client.query(`CREATE TABLE public.${name} (id int PRIMARY KEY, v text)`);
+      const race = await idValueTable(client, name, 2);
       for (const q of tombstoneTriggerSql(`public.${name}`, ['id'])) await client.query(q);
-      const local = await loadLocalTable(client, 'public', name);
-      const columns = [
-        { name: 'id', isKey: true, typeOid: 23, typeMod: -1 },
-        { name: 'v', isKey: false, typeOid: 25, typeMod: -1 },
-      ];
-      const race = mapRelation({ tag: 'relation', relationId: 2, namespace: 'public', name, replicaIdentity: 'default', columns }, local);
-      const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
-      const base = { mapping: race, table: `public.${name}`, rules, losing: 'keep_local' as const, carried: race.columns, sent: race.columns, complete: true };
-      const shapes: StepShape[] = [
-        { ...base, id: 1, kind: 'insert' },
-        { ...base, id: 2, kind: 'delete' },
-      ];
+      const shapes = lwwShapes(race, ['insert', 'delete']);
       const writer = new pg.Client({ connectionString: server.connectionString() });
       const applier = new pg.Client({ connectionString: server.connectionString() });
       await Promise.all([writer.connect(), applier.connect()]);
@@ -269,12 +272,8 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
   );
 
   it('decides a tie of commit times by node name, the same way as remote_wins', async () => {
-    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
-    const shapes: StepShape[] = [
-      { mapping, table: 'we"ird.ta ble', rules, losing: 'keep_local', carried: mapping.columns, sent: mapping.columns, complete: true, id: 1, kind: 'update' },
-    ];
-    const row = (id: number, v: string): (string | null)[] =>
-      mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
+    const shapes = lwwShapes(mapping, ['update']);
+    const row = awkwardRow;
     const at = '2020-01-01 00:00:00+00'; // past: the procedure waits for a remote commit time ahead of the clock
     // Rows 10 and 11 last written by node c at `at` (another origin's session, its commit time set).
     const writer = new pg.Client({ connectionString: server.connectionString() });
@@ -320,20 +319,8 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     // Each update the quiet write cannot decide reads the row again (15) or writes a second time (18):
     // a second scan of the table's key. Rows 1 and 2 are from before the group (its epoch is after
     // them), row 3 is the peer's own (written by the first CALL).
-    await client.query(`CREATE TABLE public.quiet (id int PRIMARY KEY, v text)`);
+    const shapes = lwwShapes(await idValueTable(client, 'quiet', 3), ['insert', 'update']);
     await client.query(`INSERT INTO public.quiet VALUES (1, 'before'), (2, 'before')`);
-    const local = await loadLocalTable(client, 'public', 'quiet');
-    const columns = [
-      { name: 'id', isKey: true, typeOid: 23, typeMod: -1 },
-      { name: 'v', isKey: false, typeOid: 25, typeMod: -1 },
-    ];
-    const quiet = mapRelation({ tag: 'relation', relationId: 3, namespace: 'public', name: 'quiet', replicaIdentity: 'default', columns }, local);
-    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
-    const base = { mapping: quiet, table: 'public.quiet', rules, losing: 'keep_local' as const, carried: quiet.columns, sent: quiet.columns, complete: true };
-    const shapes: StepShape[] = [
-      { ...base, id: 1, kind: 'insert' },
-      { ...base, id: 2, kind: 'update' },
-    ];
     const applier = new pg.Client({ connectionString: server.connectionString() });
     await applier.connect();
     try {
@@ -368,14 +355,8 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     // The table has columns named t and old: the conflict log must hold the row, not those columns.
     // On 18 a step after one whose quiet write found nothing starts with the RETURNING statement, until
     // a write finds no conflict (writeBlock): this run goes quiet → differs → differs → quiet → differs.
-    const rules = applyRules({ policy: 'last_update_wins', deltaColumns: [], unique: 'dead_letter' });
-    const base = { mapping, table: 'we"ird.ta ble', rules, losing: 'keep_local' as const, carried: mapping.columns, sent: mapping.columns, complete: true };
-    const shapes: StepShape[] = [
-      { ...base, id: 1, kind: 'update' },
-      { ...base, id: 2, kind: 'insert' },
-    ];
-    const row = (id: number, v: string): (string | null)[] =>
-      mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
+    const shapes = lwwShapes(mapping, ['update', 'insert']);
+    const row = awkwardRow;
     const writer = new pg.Client({ connectionString: server.connectionString() });
     const applier = new pg.Client({ connectionString: server.connectionString() });
     await Promise.all([writer.connect(), applier.connect()]);
