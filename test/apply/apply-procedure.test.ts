@@ -47,6 +47,16 @@ function lwwShapes(m: TableMapping, kinds: readonly StepKind[]): StepShape[] {
   return kinds.map((kind, i) => ({ mapping: m, table, rules, losing: 'keep_local', carried: m.columns, sent: m.columns, complete: true, id: i + 1, kind }));
 }
 
+/** Runs `sql` in one transaction of `c` as replication origin `origin` (created here), committed at `at`. */
+async function writeAsOrigin(c: pg.Client, origin: string, sql: string, at: string): Promise<void> {
+  await c.query(`SELECT pg_replication_origin_create($1)`, [origin]);
+  await c.query(`SELECT pg_replication_origin_session_setup($1)`, [origin]);
+  await c.query('BEGIN');
+  await c.query(sql);
+  await c.query(`SELECT pg_replication_origin_xact_setup('0/1', $1)`, [at]);
+  await c.query('COMMIT');
+}
+
 /** Creates public.`name` (id int PRIMARY KEY, v text) and maps it as the peer sends it. */
 async function idValueTable(c: pg.Client, name: string, relationId: number): Promise<TableMapping> {
   await c.query(`CREATE TABLE public.${name} (id int PRIMARY KEY, v text)`);
@@ -280,12 +290,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     const applier = new pg.Client({ connectionString: server.connectionString() });
     await Promise.all([writer.connect(), applier.connect()]);
     try {
-      await writer.query(`SELECT pg_replication_origin_create('pgbidi_c')`);
-      await writer.query(`SELECT pg_replication_origin_session_setup('pgbidi_c')`);
-      await writer.query('BEGIN');
-      await writer.query(`INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (10, 'local'), (11, 'local')`);
-      await writer.query(`SELECT pg_replication_origin_xact_setup('0/1', $1)`, [at]);
-      await writer.query('COMMIT');
+      await writeAsOrigin(writer, 'pgbidi_c', `INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (10, 'local'), (11, 'local')`, at);
       await applySession(applier, shapes, 'q', server.versionNum);
       const call = (expected: string, peer: string, lsn: string, id: number): Promise<pg.QueryResult> =>
         applier.query(`CALL pg_temp.pgbidi_apply($1, $2, $3::pg_lsn[], $3::pg_lsn[], $4::timestamptz[], '{1}', '{1}', $5::text[], NULL, NULL, NULL, NULL)`, [
@@ -362,12 +367,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     await Promise.all([writer.connect(), applier.connect()]);
     try {
       // Rows 21, 22 and 24 last written by node e, 20 and 23 by the peer itself (the first CALL).
-      await writer.query(`SELECT pg_replication_origin_create('pgbidi_e')`);
-      await writer.query(`SELECT pg_replication_origin_session_setup('pgbidi_e')`);
-      await writer.query('BEGIN');
-      await writer.query(`INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (21, 'e'), (22, 'e'), (24, 'e')`);
-      await writer.query(`SELECT pg_replication_origin_xact_setup('0/1', '2020-01-01 00:00:00+00')`);
-      await writer.query('COMMIT');
+      await writeAsOrigin(writer, 'pgbidi_e', `INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (21, 'e'), (22, 'e'), (24, 'e')`, '2020-01-01 00:00:00+00');
       await applySession(applier, shapes, 'run', server.versionNum);
       const times = (n: number, from: number): string[] => Array.from({ length: n }, (_, i) => new Date(Date.UTC(2021, 0, 1, 0, 0, from + i)).toISOString());
       const lsns = (n: number, from: number): string[] => Array.from({ length: n }, (_, i) => `0/${(from + i).toString(16)}0`);
