@@ -534,8 +534,12 @@ function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: Procedure
 }
 
 /** The shape's last step found no quiet row to write (PostgreSQL 18, writeBlock): its next one starts with RETURNING. */
+function conflictFlagName(shape: StepShape): string {
+  return `c${shape.id}`;
+}
+
 function conflictFlag(shape: StepShape): string {
-  return `${V}.c${shape.id}`;
+  return `${V}.${conflictFlagName(shape)}`;
 }
 
 /** 1-based index of each table with insert steps: its flag in tb (tombstones when the CALL began). */
@@ -607,8 +611,7 @@ const WRITES_SO_FAR = `pg_catalog.pg_sequence_last_value('${S}.${TOMBSTONE_WRITE
  * PERFORM costs (~1.5 us of a pgbench transaction, the procedure alone on 18). CASE evaluates its
  * result only after its condition, so both calls are made, the xid first.
  */
-const ORIGIN_SETUP =
-  `${V}.o := CASE WHEN pg_catalog.pg_current_xact_id() IS NOT NULL ` + `THEN pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts) IS NULL END;`;
+const ORIGIN_SETUP = `${V}.o := CASE WHEN pg_catalog.pg_current_xact_id() IS NOT NULL THEN pg_catalog.pg_replication_origin_xact_setup(${P}.lsns[i], ${V}.ts) IS NULL END;`;
 
 /**
  * The end of a remote transaction, up to its COMMIT. Deferred triggers fire before the origin is set
@@ -680,7 +683,7 @@ export function applyProcedureSql(shapes: readonly StepShape[], options: Procedu
   const flagDeclarations = options.returningOld
     ? shapes
         .filter((s) => s.kind !== 'insert')
-        .map((s) => `  ${conflictFlag(s).slice(V.length + 1)} boolean := false;\n`)
+        .map((s) => `  ${conflictFlagName(s)} boolean := false;\n`)
         .join('')
     : '';
   const template = `#variable_conflict use_column
