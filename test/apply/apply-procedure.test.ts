@@ -137,8 +137,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
   it('runs each kind of step: insert, update, a missing row, delete', async () => {
     await applySession(client, lwwShapes(mapping, ['insert', 'update', 'delete']), 'a', server.versionNum);
     await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
-    const row = awkwardRow;
-    const vals = [...row(1, 'one'), ...row(1, 'uno'), ...row(2, 'two'), ...row(1, 'x')];
+    const vals = [...awkwardRow(1, 'one'), ...awkwardRow(1, 'uno'), ...awkwardRow(2, 'two'), ...awkwardRow(1, 'x')];
     const lsns = ['0/10', '0/20', '0/30', '0/40'];
     // Each remote transaction newer than the one before (the peer's commit order).
     const times = [4, 3, 2, 1].map((s) => new Date(Date.now() - s * 1000).toISOString());
@@ -283,7 +282,6 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
 
   it('decides a tie of commit times by node name, the same way as remote_wins', async () => {
     const shapes = lwwShapes(mapping, ['update']);
-    const row = awkwardRow;
     const at = '2020-01-01 00:00:00+00'; // past: the procedure waits for a remote commit time ahead of the clock
     // Rows 10 and 11 last written by node c at `at` (another origin's session, its commit time set).
     const writer = new pg.Client({ connectionString: server.connectionString() });
@@ -298,7 +296,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
           peer,
           [lsn],
           [at],
-          row(id, peer),
+          awkwardRow(id, peer),
         ]);
       // The same commit time: node a sorts before c, so c's version stays; d sorts after c and wins.
       expect((await call('0/0', 'a', '0/100', 10)).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
@@ -361,7 +359,6 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     // On 18 a step after one whose quiet write found nothing starts with the RETURNING statement, until
     // a write finds no conflict (writeBlock): this run goes quiet → differs → differs → quiet → differs.
     const shapes = lwwShapes(mapping, ['update', 'insert']);
-    const row = awkwardRow;
     const writer = new pg.Client({ connectionString: server.connectionString() });
     const applier = new pg.Client({ connectionString: server.connectionString() });
     await Promise.all([writer.connect(), applier.connect()]);
@@ -374,12 +371,12 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       const ids = [20, 21, 22, 23, 24];
       const first = await applier.query(
         `CALL pg_temp.pgbidi_apply('0/0', 'run', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1}', '{2,2}', $3::text[], NULL, NULL, NULL, NULL)`,
-        [lsns(2, 1), times(2, 0), [...row(20, 'r0'), ...row(23, 'r0')]],
+        [lsns(2, 1), times(2, 0), [...awkwardRow(20, 'r0'), ...awkwardRow(23, 'r0')]],
       );
       expect(first.rows[0]).toMatchObject({ done: 2, stop_step: 0, events: [] });
       const second = await applier.query(
         `CALL pg_temp.pgbidi_apply('0/20', 'run', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1,1,1,1}', '{1,1,1,1,1}', $3::text[], NULL, NULL, NULL, NULL)`,
-        [lsns(5, 3), times(5, 10), ids.flatMap((id) => row(id, 'r1'))],
+        [lsns(5, 3), times(5, 10), ids.flatMap((id) => awkwardRow(id, 'r1'))],
       );
       expect(second.rows[0]).toMatchObject({ done: 5, stop_step: 0 });
       expect((second.rows[0] as { events: number[] }).events.map((e) => decodeEvent(e))).toEqual(
