@@ -712,7 +712,6 @@ ${flagDeclarations}BEGIN
     RAISE EXCEPTION 'pgbidi: apply out of order: origin progress is %, expected %',
       coalesce(pg_catalog.pg_replication_origin_session_progress(false), '0/0'), ${P}.expected USING ERRCODE = '${OUT_OF_ORDER}';
   END IF;
-  ${P}.done := 0;
   ${P}.stop_step := 0;
   ${P}.events := '{}';
   ${P}.commits := '{}';
