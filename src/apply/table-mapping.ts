@@ -16,6 +16,12 @@ export interface MappedColumn {
   /** GENERATED ALWAYS identity: inserts need OVERRIDING SYSTEM VALUE, updates must not set it. */
   readonly identityAlways: boolean;
   readonly isKey: boolean;
+  /**
+   * The peer's text form of every value of this column can stand unquoted in an array literal
+   * (arrays.html "Array Value Input": no delimiter, brace, double quote, backslash or surrounding
+   * white space, never empty and never the word NULL), known from the peer's type, which wrote it.
+   */
+  readonly bareElement?: true;
 }
 
 export interface TableMapping {
@@ -77,6 +83,15 @@ function sameType(remote: number, local: number): boolean {
   return LOSSLESS.get(remote)?.includes(local) ?? false;
 }
 
+/**
+ * Built-in types (pg_type.dat OIDs) whose output, under the pinned DateStyle ISO and IntervalStyle
+ * postgres (source/replication-connection.ts) and in every other style, is a number, a word (NaN,
+ * Infinity, t, f, infinity), a date, time, interval, address or uuid: white space only inside.
+ * bool, int8, int2, int4, oid, cidr, float4, float8, macaddr, inet, date, time, timestamp,
+ * timestamptz, interval, timetz, numeric, uuid, pg_lsn. Not money (its thousands separator is a comma).
+ */
+const BARE_ELEMENT_TYPES: ReadonlySet<number> = new Set([16, 20, 21, 23, 26, 650, 700, 701, 829, 869, 1082, 1083, 1114, 1184, 1186, 1266, 1700, 2950, 3220]);
+
 /** `typeName` names a built-in type OID (format_type on this node); the peer's types are only known by OID. */
 export function mapRelation(relation: RelationMessage, local: LocalTable, typeName: (oid: number) => string = (oid) => `type OID ${oid}`): TableMapping {
   const where = `${relation.namespace}.${relation.name}`;
@@ -106,6 +121,7 @@ export function mapRelation(relation: RelationMessage, local: LocalTable, typeNa
       ...(lc.typeOid !== undefined ? { typeOid: lc.typeOid } : {}),
       identityAlways: lc.identity === 'a',
       isKey: local.primaryKey.includes(rc.name),
+      ...(BARE_ELEMENT_TYPES.has(rc.typeOid) ? { bareElement: true as const } : {}),
     });
   });
   const key: MappedColumn[] = [];
