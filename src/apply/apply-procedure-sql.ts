@@ -533,11 +533,12 @@ function writeBlock(sql: ShapeSql, kind: 'update' | 'delete', options: Procedure
   ];
 }
 
-/** The shape's last step found no quiet row to write (PostgreSQL 18, writeBlock): its next one starts with RETURNING. */
+/** The name of conflictFlag's variable, as declared. */
 function conflictFlagName(shape: StepShape): string {
   return `c${shape.id}`;
 }
 
+/** The shape's last step found no quiet row to write (PostgreSQL 18, writeBlock): its next one starts with RETURNING. */
 function conflictFlag(shape: StepShape): string {
   return `${V}.${conflictFlagName(shape)}`;
 }
