@@ -13,6 +13,7 @@ const SCHEMA = [
      i2 smallint, i4 int, i8 bigint, num numeric, f4 real, f8 double precision,
      t text, b bytea, bo bool, d date, tm time, tmtz timetz, ts timestamp, tstz timestamptz, iv interval,
      u uuid, j json, jb jsonb, ia int[], ta text[], md int[][], e mood, dom posint, ine inet, ci cidr,
+     ch char(5), vc varchar(8), bt bit(4), vb varbit(8), cha char(3)[],
      ident bigint GENERATED ALWAYS AS IDENTITY,
      gen int GENERATED ALWAYS AS (i2 * 2) STORED)`,
   `CREATE TABLE toasty (id int PRIMARY KEY, big text, n int)`,
@@ -21,13 +22,13 @@ const SCHEMA = [
 ];
 
 const TYPE_ROWS = [
-  `INSERT INTO types (id, i2, i4, i8, num, f4, f8, t, b, bo, d, tm, tmtz, ts, tstz, iv, u, j, jb, ia, ta, md, e, dom, ine, ci)
+  `INSERT INTO types (id, i2, i4, i8, num, f4, f8, t, b, bo, d, tm, tmtz, ts, tstz, iv, u, j, jb, ia, ta, md, e, dom, ine, ci, ch, vc, bt, vb, cha)
    VALUES (1, -32768, -2147483648, -9223372036854775808, ('9' || repeat('8', 998) || '.5')::numeric, 'NaN', 'Infinity',
      E'plain ASCII, Ünïcödé, 日本語, emoji 😀🏳️‍🌈, quote '' and backslash \\\\ and tab \\t', '\\x00ff10deadbeef'::bytea, true,
      '2024-02-29', '23:59:59.999999', '12:00:00.123456+05:30', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123456+02',
      '1 year 2 mons 3 days 04:05:06.789012', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2.50, null],  "b": "ü"}',
      '{"z": 1, "a": {"nested": [true, false]}}', '{1,NULL,3}', '{"a,b","c\\"d",NULL,""}', '{{1,2},{3,4}}', 'happy 😀', 5,
-     '192.168.0.1/24', '10.0.0.0/8')`,
+     '192.168.0.1/24', '10.0.0.0/8', 'abc', 'varchar!', B'1011', B'101', '{ab,xyz}')`,
   `INSERT INTO types (id, i8, f4, f8, num, tstz, iv, ia)
    VALUES (2, 9223372036854775807, '-Infinity', '-Infinity', '-0.000000000000000000000000000001', '0001-01-01 00:00:00+00 BC',
      '-178000000 years', '{}')`,

@@ -7,7 +7,9 @@ export interface LocalColumn {
    * The cast target for the text values pgoutput sends: format_type() of the column, without the
    * length of a varchar, char, bit or varbit (and their arrays). An explicit cast to such a length
    * truncates silently (SQL standard, "Character Types"), while the assignment to the column raises
-   * 22001: a remote value too long here must be refused, not cut.
+   * 22001: a remote value too long here must be refused, not cut. The name is format_type(oid, -1):
+   * 'bpchar' and '"bit"', since 'character' and 'bit' (format_type(oid, NULL)) mean character(1)
+   * and bit(1) in a cast, and would cut every value to its first character or bit.
    */
   readonly type: string;
   /** format_type() of the column with its modifier, as declared: for messages. */
@@ -56,7 +58,7 @@ const LENGTH_TRUNCATING_TYPES = [1042, 1043, 1560, 1562, 1014, 1015, 1561, 1563]
 
 const COLUMNS_SQL = `
 SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS declared, a.atttypid::int AS type_oid,
-       CASE WHEN a.atttypid IN (${LENGTH_TRUNCATING_TYPES.join(', ')}) THEN format_type(a.atttypid, NULL)
+       CASE WHEN a.atttypid IN (${LENGTH_TRUNCATING_TYPES.join(', ')}) THEN format_type(a.atttypid, -1)
             ELSE format_type(a.atttypid, a.atttypmod) END AS type,
        a.attidentity::text AS identity, a.attgenerated <> '' AS generated
   FROM pg_attribute a

@@ -55,7 +55,7 @@ export class RelationCache {
     const names = new Map<number, string>();
     if (oids.length) {
       const t = await client.query<{ oid: number; name: string }>(
-        'SELECT oid::int AS oid, format_type(oid, NULL) AS name FROM pg_type WHERE oid = ANY($1::oid[])',
+        'SELECT oid::int AS oid, format_type(oid, -1) AS name FROM pg_type WHERE oid = ANY($1::oid[])',
         [oids],
       );
       for (const row of t.rows) names.set(Number(row.oid), row.name);

@@ -108,7 +108,7 @@ export function mapRelation(relation: RelationMessage, local: LocalTable, typeNa
     }
     if (lc.generated) return; // recomputed locally from the other columns
     if (lc.typeOid !== undefined && !sameType(rc.typeOid, lc.typeOid)) {
-      throw new SchemaMismatchError(`column ${where}.${rc.name} is ${lc.type} here but ${typeName(rc.typeOid)} on the peer`, {
+      throw new SchemaMismatchError(`column ${where}.${rc.name} is ${lc.declaredType ?? lc.type} here but ${typeName(rc.typeOid)} on the peer`, {
         table: where,
         column: rc.name,
         fix: `give it the same type on every node (ALTER TABLE ${table} ALTER COLUMN ${quoteIdent(rc.name)} TYPE ${typeName(rc.typeOid)} here, or the other way on the peer)`,
