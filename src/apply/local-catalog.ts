@@ -48,32 +48,60 @@ export const PRIMARY_KEY_COLUMNS_SQL = `coalesce((SELECT array_agg(a.attname::te
     FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
    WHERE i.indrelid = c.oid AND i.indisprimary), '{}'::text[])`;
 
-const TABLE_SQL = `
-SELECT c.oid::int AS oid, c.relreplident AS replident, ${PRIMARY_KEY_COLUMNS_SQL} AS pk
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`;
-
 /** bpchar, varchar, bit, varbit and their array types (pg_type.dat). */
 const LENGTH_TRUNCATING_TYPES = [1042, 1043, 1560, 1562, 1014, 1015, 1561, 1563];
 
-const COLUMNS_SQL = `
-SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS declared, a.atttypid::int AS type_oid,
+/**
+ * One round trip for the table, its columns and the names of the peer's built-in column types (for
+ * messages): a link's first transaction waits for it. A table without columns still gives a row.
+ */
+const TABLE_SQL = `
+WITH t AS (
+  SELECT c.oid, c.relreplident AS replident, ${PRIMARY_KEY_COLUMNS_SQL} AS pk
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+), y AS (
+  SELECT coalesce(json_object_agg(ty.oid, format_type(ty.oid, -1)), '{}') AS names FROM pg_type ty WHERE ty.oid = ANY($3::oid[])
+)
+SELECT t.oid::int AS oid, t.replident, t.pk, y.names AS type_names,
+       a.attname AS name, format_type(a.atttypid, a.atttypmod) AS declared, a.atttypid::int AS type_oid,
        CASE WHEN a.atttypid IN (${LENGTH_TRUNCATING_TYPES.join(', ')}) THEN format_type(a.atttypid, -1)
             ELSE format_type(a.atttypid, a.atttypmod) END AS type,
        a.attidentity::text AS identity, a.attgenerated <> '' AS generated
-  FROM pg_attribute a
- WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+  FROM t CROSS JOIN y
+  LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum`;
 
+interface TableRow {
+  oid: number;
+  replident: LocalTable['replicaIdentity'];
+  pk: string[];
+  type_names: Record<string, string>;
+  name: string | null;
+  type: string;
+  declared: string;
+  type_oid: number;
+  identity: string;
+  generated: boolean;
+}
+
 export async function loadLocalTable(client: ClientBase, schema: string, name: string): Promise<LocalTable> {
-  const t = await client.query<{ oid: number; replident: LocalTable['replicaIdentity']; pk: string[] }>(TABLE_SQL, [schema, name]);
-  const row = t.rows[0];
-  if (!row) throw new UnknownTableError(schema, name);
-  const cols = await client.query<{ name: string; type: string; declared: string; type_oid: number; identity: string; generated: boolean }>(COLUMNS_SQL, [
-    row.oid,
-  ]);
+  return (await loadLocalTableAndTypes(client, schema, name, [])).table;
+}
+
+/** The local table, and format_type() of each of `typeOids` that exists here. */
+export async function loadLocalTableAndTypes(
+  client: ClientBase,
+  schema: string,
+  name: string,
+  typeOids: readonly number[],
+): Promise<{ table: LocalTable; typeNames: ReadonlyMap<number, string> }> {
+  const r = await client.query<TableRow>(TABLE_SQL, [schema, name, typeOids]);
+  const first = r.rows[0];
+  if (!first) throw new UnknownTableError(schema, name);
   const columns = new Map<string, LocalColumn>();
-  for (const c of cols.rows) {
+  for (const c of r.rows) {
+    if (c.name === null) continue;
     columns.set(c.name, {
       name: c.name,
       type: c.type,
@@ -83,5 +111,6 @@ export async function loadLocalTable(client: ClientBase, schema: string, name: s
       generated: c.generated,
     });
   }
-  return { schema, name, oid: row.oid, columns, primaryKey: row.pk, replicaIdentity: row.replident };
+  const typeNames = new Map(Object.entries(first.type_names).map(([oid, n]) => [Number(oid), n] as const));
+  return { table: { schema, name, oid: first.oid, columns, primaryKey: first.pk, replicaIdentity: first.replident }, typeNames };
 }

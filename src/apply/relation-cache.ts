@@ -1,6 +1,6 @@
 import type { ClientBase } from 'pg';
 import type { RelationMessage } from '../protocol/pgoutput-messages.js';
-import { loadLocalTable, UnknownTableError } from './local-catalog.js';
+import { loadLocalTableAndTypes, UnknownTableError } from './local-catalog.js';
 import { builtinTypeOids, mapRelation, SchemaMismatchError } from './table-mapping.js';
 import type { TableMapping } from './table-mapping.js';
 
@@ -40,10 +40,9 @@ export class RelationCache {
     if (cached) return cached;
     const r = this.relations.get(relationId);
     if (!r) throw new SchemaMismatchError(`change for relation ${relationId} arrived before its Relation message`);
-    const client = this.client();
-    let local;
+    let loaded;
     try {
-      local = await loadLocalTable(client, r.namespace, r.name);
+      loaded = await loadLocalTableAndTypes(this.client(), r.namespace, r.name, builtinTypeOids(r));
     } catch (err) {
       if (!(err instanceof UnknownTableError)) throw err;
       throw new SchemaMismatchError(`table ${r.namespace}.${r.name} does not exist on this node, but the peer publishes it`, {
@@ -51,15 +50,7 @@ export class RelationCache {
         fix: `create it here with the columns it has on the peer (${r.columns.map((c) => c.name).join(', ')}), or take it out of the peer's publication (replication.tables)`,
       });
     }
-    const oids = builtinTypeOids(r);
-    const names = new Map<number, string>();
-    if (oids.length) {
-      const t = await client.query<{ oid: number; name: string }>(
-        'SELECT oid::int AS oid, format_type(oid, -1) AS name FROM pg_type WHERE oid = ANY($1::oid[])',
-        [oids],
-      );
-      for (const row of t.rows) names.set(Number(row.oid), row.name);
-    }
+    const { table: local, typeNames: names } = loaded;
     const m = mapRelation(r, local, (oid) => names.get(oid) ?? `type OID ${oid}`);
     this.mappings.set(relationId, m);
     return m;
