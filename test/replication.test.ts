@@ -7,6 +7,7 @@ import type { LocalCluster } from '../src/testbed/local-cluster.js';
 const SCHEMA = [
   `CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy 😀')`,
   `CREATE DOMAIN posint AS int CHECK (VALUE > 0)`,
+  `CREATE TYPE pair AS (a int, b text)`,
   `CREATE TABLE kv (id bigint PRIMARY KEY, v text, n int NOT NULL DEFAULT 0)`,
   `CREATE TABLE types (
      id int PRIMARY KEY,
@@ -14,6 +15,8 @@ const SCHEMA = [
      t text, b bytea, bo bool, d date, tm time, tmtz timetz, ts timestamp, tstz timestamptz, iv interval,
      u uuid, j json, jb jsonb, ia int[], ta text[], md int[][], e mood, dom posint, ine inet, ci cidr,
      ch char(5), vc varchar(8), bt bit(4), vb varbit(8), cha char(3)[],
+     mo money, x xml, tv tsvector, pt point, bx box, r4 int4range, na numeric[], ua uuid[], tza timestamptz[],
+     c1 "char", ma macaddr, m8 macaddr8, lsn pg_lsn, o oid, pr pair, ea mood[], ba bytea[], iva interval[], da date[],
      ident bigint GENERATED ALWAYS AS IDENTITY,
      gen int GENERATED ALWAYS AS (i2 * 2) STORED)`,
   `CREATE TABLE toasty (id int PRIMARY KEY, big text, n int)`,
@@ -22,13 +25,18 @@ const SCHEMA = [
 ];
 
 const TYPE_ROWS = [
-  `INSERT INTO types (id, i2, i4, i8, num, f4, f8, t, b, bo, d, tm, tmtz, ts, tstz, iv, u, j, jb, ia, ta, md, e, dom, ine, ci, ch, vc, bt, vb, cha)
+  `INSERT INTO types (id, i2, i4, i8, num, f4, f8, t, b, bo, d, tm, tmtz, ts, tstz, iv, u, j, jb, ia, ta, md, e, dom, ine, ci, ch, vc, bt, vb, cha,
+     mo, x, tv, pt, bx, r4, na, ua, tza, c1, ma, m8, lsn, o, pr, ea, ba, iva, da)
    VALUES (1, -32768, -2147483648, -9223372036854775808, ('9' || repeat('8', 998) || '.5')::numeric, 'NaN', 'Infinity',
      E'plain ASCII, Ünïcödé, 日本語, emoji 😀🏳️‍🌈, quote '' and backslash \\\\ and tab \\t', '\\x00ff10deadbeef'::bytea, true,
      '2024-02-29', '23:59:59.999999', '12:00:00.123456+05:30', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123456+02',
      '1 year 2 mons 3 days 04:05:06.789012', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2.50, null],  "b": "ü"}',
      '{"z": 1, "a": {"nested": [true, false]}}', '{1,NULL,3}', '{"a,b","c\\"d",NULL,""}', '{{1,2},{3,4}}', 'happy 😀', 5,
-     '192.168.0.1/24', '10.0.0.0/8', 'abc', 'varchar!', B'1011', B'101', '{ab,xyz}')`,
+     '192.168.0.1/24', '10.0.0.0/8', 'abc', 'varchar!', B'1011', B'101', '{ab,xyz}',
+     12.34, '<a b="1">t &amp; u</a>', 'a fat cat:2A', '(1.5,-2)', '((1,2),(3,4))', '[1,10)', '{1.50,NaN,-0.001}',
+     '{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}', '{"2024-01-02 03:04:05+02",infinity}', 'x', '08:00:2b:01:02:03',
+     '08:00:2b:01:02:03:04:05', '16/B374D848', 4294967295, ROW(1, 'a "quoted", text'), '{sad,"happy 😀"}',
+     '{"\\\\x00ff",NULL}', '{"1 day","-2 hours 3 minutes"}', '{2024-02-29,infinity}')`,
   `INSERT INTO types (id, i8, f4, f8, num, tstz, iv, ia)
    VALUES (2, 9223372036854775807, '-Infinity', '-Infinity', '-0.000000000000000000000000000001', '0001-01-01 00:00:00+00 BC',
      '-178000000 years', '{}')`,
