@@ -9,7 +9,10 @@ export interface LocalColumn {
    * truncates silently (SQL standard, "Character Types"), while the assignment to the column raises
    * 22001: a remote value too long here must be refused, not cut. The name is format_type(oid, -1):
    * 'bpchar' and '"bit"', since 'character' and 'bit' (format_type(oid, NULL)) mean character(1)
-   * and bit(1) in a cast, and would cut every value to its first character or bit.
+   * and bit(1) in a cast, and would cut every value to its first character or bit. A domain over
+   * such a type (at any depth) casts to that type the same way: an explicit cast to the domain
+   * applies the domain's length as an explicit cast would ('abcdef'::text::d, d a domain over
+   * varchar(3), is 'abc'), and the assignment to the column still checks the domain.
    */
   readonly type: string;
   /** format_type() of the column with its modifier, as declared: for messages. */
@@ -56,20 +59,27 @@ const LENGTH_TRUNCATING_TYPES = [1042, 1043, 1560, 1562, 1014, 1015, 1561, 1563]
  * messages): a link's first transaction waits for it. A table without columns still gives a row.
  */
 const TABLE_SQL = `
-WITH t AS (
+WITH RECURSIVE t AS (
   SELECT c.oid, c.relreplident AS replident, ${PRIMARY_KEY_COLUMNS_SQL} AS pk
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
    WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
 ), y AS (
   SELECT coalesce(json_object_agg(ty.oid, format_type(ty.oid, -1)), '{}') AS names FROM pg_type ty WHERE ty.oid = ANY($3::oid[])
+), d(top, base) AS (
+  SELECT ty.oid, ty.typbasetype FROM t JOIN pg_attribute a ON a.attrelid = t.oid JOIN pg_type ty ON ty.oid = a.atttypid WHERE ty.typtype = 'd'
+  UNION
+  SELECT d.top, ty.typbasetype FROM d JOIN pg_type ty ON ty.oid = d.base WHERE ty.typtype = 'd'
+), db AS (
+  SELECT d.top, d.base FROM d JOIN pg_type ty ON ty.oid = d.base WHERE ty.typtype <> 'd'
 )
 SELECT t.oid::int AS oid, t.replident, t.pk, y.names AS type_names,
        a.attname AS name, format_type(a.atttypid, a.atttypmod) AS declared, a.atttypid::int AS type_oid,
-       CASE WHEN a.atttypid IN (${LENGTH_TRUNCATING_TYPES.join(', ')}) THEN format_type(a.atttypid, -1)
+       CASE WHEN coalesce(db.base, a.atttypid) IN (${LENGTH_TRUNCATING_TYPES.join(', ')}) THEN format_type(coalesce(db.base, a.atttypid), -1)
             ELSE format_type(a.atttypid, a.atttypmod) END AS type,
        a.attidentity::text AS identity, a.attgenerated <> '' AS generated
   FROM t CROSS JOIN y
   LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+  LEFT JOIN db ON db.top = a.atttypid
  ORDER BY a.attnum`;
 
 interface TableRow {

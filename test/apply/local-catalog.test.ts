@@ -20,6 +20,10 @@ describe.each(availableServerVersions())('local catalog on $label', ({ binDir })
     await client.query(`ALTER TABLE "s p".t DROP COLUMN gone`);
     await client.query(`ALTER TABLE "s p".t REPLICA IDENTITY FULL`);
     await client.query(`CREATE TABLE "s p".empty ()`);
+    await client.query(`CREATE DOMAIN "s p".short AS varchar(3)`);
+    await client.query(`CREATE DOMAIN "s p".shorter AS "s p".short CHECK (VALUE <> 'no')`);
+    await client.query(`CREATE DOMAIN "s p".pos AS int CHECK (VALUE > 0)`);
+    await client.query(`CREATE TABLE "s p".doms (id int PRIMARY KEY, s "s p".short, s2 "s p".shorter, p "s p".pos)`);
   });
 
   afterAll(async () => {
@@ -48,6 +52,24 @@ describe.each(availableServerVersions())('local catalog on $label', ({ binDir })
       `SELECT 'abc'::text::${t.columns.get('c')?.type} AS c, '1011'::text::${t.columns.get('bt')?.type} AS bt, '{ab,xyz}'::text::${t.columns.get('ca')?.type} AS ca`,
     );
     expect(casts.rows[0]).toEqual({ c: 'abc', bt: '1011', ca: ['ab', 'xyz'] });
+  });
+
+  it('casts to the base type of a domain over a type with a length, so that a value too long is refused, not cut', async () => {
+    const t = await loadLocalTable(client, 's p', 'doms');
+    expect([...t.columns.values()].map((c) => [c.name, c.type, c.declaredType])).toEqual([
+      ['id', 'integer', 'integer'],
+      ['s', 'character varying', '"s p".short'],
+      ['s2', 'character varying', '"s p".shorter'],
+      ['p', '"s p".pos', '"s p".pos'],
+    ]);
+    // As the apply statements do: the value cast to the column's cast target, then assigned.
+    const insert = (col: string, v: string): Promise<unknown> =>
+      client.query(`INSERT INTO "s p".doms (id, ${col}) VALUES (1, $1::text::${t.columns.get(col)?.type ?? ''})`, [v]);
+    await expect(insert('s', 'abcdef')).rejects.toMatchObject({ code: '22001' });
+    await expect(insert('s2', 'abcdef')).rejects.toMatchObject({ code: '22001' });
+    await expect(insert('s2', 'no')).rejects.toMatchObject({ code: '23514' });
+    await expect(insert('p', '0')).rejects.toMatchObject({ code: '23514' });
+    expect((await client.query(`SELECT count(*)::int AS n FROM "s p".doms`)).rows[0]).toEqual({ n: 0 });
   });
 
   it('names the built-in types asked for in the same query, and finds a table without columns', async () => {
