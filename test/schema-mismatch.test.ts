@@ -251,3 +251,47 @@ describe.each(availableServerVersions())('conflicts.rejected_row: error, on $lab
     expect(hashes.get('b')?.rows).toBe(2);
   });
 });
+
+describe.each(availableServerVersions())("a peer's replica identity without the primary key, on $label", ({ binDir }) => {
+  const cluster = useCluster(() => ({
+    binDir,
+    nodes: ['a', 'b'],
+    schema: [`CREATE TABLE ident (id int PRIMARY KEY, code text NOT NULL CONSTRAINT ident_code UNIQUE)`, `CREATE TABLE marker (id int PRIMARY KEY)`],
+    replication: { reconnect: { initial_delay_ms: 200, max_delay_ms: 2000 } },
+  }));
+
+  it('pauses the link instead of applying deletes and key changes it cannot find by key', async () => {
+    const c = cluster.get();
+    await c.setupAll();
+    await c.startAgent('a');
+    await c.startAgent('b');
+    await c.query('a', `INSERT INTO ident VALUES (1, 'one'), (2, 'two')`);
+    await caughtUp(c);
+    // After setup (which refuses it, test/setup.test.ts): the old keys a logs now hold only `code`.
+    // Applied anyway, the delete found no key (a delete_missing of [null]) and the key change looked
+    // like an update of a row 20 that does not exist: both nodes diverged without an error.
+    await c.query('a', `ALTER TABLE ident REPLICA IDENTITY USING INDEX ident_code`);
+    await c.query('a', `DELETE FROM ident WHERE id = 1`);
+    await c.query('a', `UPDATE ident SET id = 20 WHERE id = 2`);
+    const after = Math.floor(Math.random() * 1e9);
+    await c.query('a', 'INSERT INTO marker VALUES ($1)', [after]);
+    await eventually(
+      'the link pauses with the schema error',
+      () => {
+        const l = linkFrom(c, 'b', 'a');
+        return l.state === 'backoff' && l.lastError?.code === 'PGBIDI_SCHEMA_MISMATCH';
+      },
+      60_000,
+    );
+    const message = linkFrom(c, 'b', 'a').lastError?.message ?? '';
+    expect(message).toContain("primary key column public.ident.id is not in the peer's replica identity (REPLICA IDENTITY USING INDEX)");
+    expect(message).toContain('ALTER TABLE "public"."ident" REPLICA IDENTITY DEFAULT on the peer');
+    expect(await c.query('b', 'SELECT id, code FROM ident ORDER BY id')).toEqual([
+      { id: 1, code: 'one' },
+      { id: 2, code: 'two' },
+    ]);
+    expect(await c.query('b', 'SELECT 1 FROM marker WHERE id = $1', [after])).toEqual([]);
+    expect(await c.query('b', 'SELECT count(*)::int AS n FROM pgbidi.conflicts')).toEqual([{ n: 0 }]);
+    expect(linkFrom(c, 'a', 'b').state).toBe('streaming');
+  });
+});

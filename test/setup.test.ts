@@ -23,6 +23,13 @@ describe('setup', () => {
       `CREATE TABLE nokey (v text)`,
       `CREATE TABLE ok (id int PRIMARY KEY, body text)`,
       `CREATE TABLE later (id int PRIMARY KEY, email text CONSTRAINT later_email UNIQUE DEFERRABLE INITIALLY DEFERRED)`,
+      `CREATE TABLE byindex (id int PRIMARY KEY, code text NOT NULL CONSTRAINT byindex_code UNIQUE)`,
+      `ALTER TABLE byindex REPLICA IDENTITY USING INDEX byindex_code`,
+      `CREATE TABLE unlogged_keys (id int PRIMARY KEY)`,
+      `ALTER TABLE unlogged_keys REPLICA IDENTITY NOTHING`,
+      // An identity index that holds the primary key's columns: its old keys carry them.
+      `CREATE TABLE wider (id int PRIMARY KEY, code text NOT NULL, CONSTRAINT wider_id_code UNIQUE (code, id))`,
+      `ALTER TABLE wider REPLICA IDENTITY USING INDEX wider_id_code`,
     ],
   }));
 
@@ -35,7 +42,13 @@ describe('setup', () => {
     expect(message).toContain('max_wal_senders is 0');
     expect(message).toContain('public.nokey');
     expect(message).toContain('deferrable unique, primary key or exclusion constraints cannot be replicated: public.later.later_email');
+    expect(message).toContain(
+      "tables whose replica identity does not carry their primary key cannot be replicated: public.byindex (REPLICA IDENTITY USING INDEX on (code), without the primary key's id), " +
+        'public.unlogged_keys (REPLICA IDENTITY NOTHING: its updates and deletes would fail once published)',
+    );
+    expect(message).toContain('ALTER TABLE … REPLICA IDENTITY DEFAULT (or FULL)');
     expect(message).not.toContain('public.ok');
+    expect(message).not.toContain('public.wider');
   });
 
   const cluster = useCluster(() => ({

@@ -136,6 +136,26 @@ export function mapRelation(relation: RelationMessage, local: LocalTable, typeNa
     }
     key.push(c);
   }
+  // An old key ('K') holds only the peer's replica identity columns (flag bit 1), and an update sends
+  // one only when such a column changed: a key column outside them would arrive as NULL in every
+  // delete, and a change of it would look like an update of another row. No flagged column at all
+  // (NOTHING, or no primary key there) means the peer cannot publish an update or delete of it.
+  if (relation.replicaIdentity !== 'full' && relation.columns.some((rc) => rc.isKey)) {
+    const outside = key.find((c) => relation.columns[c.index]?.isKey !== true);
+    if (outside) {
+      const byIndex = relation.replicaIdentity === 'index';
+      throw new SchemaMismatchError(
+        `primary key column ${where}.${outside.name} is not in the peer's replica identity (${byIndex ? 'REPLICA IDENTITY USING INDEX' : "the peer's primary key"}): its deletes and key changes cannot be applied by key`,
+        {
+          table: where,
+          column: outside.name,
+          fix:
+            `${byIndex ? `ALTER TABLE ${qualifiedName(relation.namespace, relation.name)} REPLICA IDENTITY DEFAULT on the peer` : 'give the table the same primary key on every node'}; ` +
+            'the changes it logged before carry no such key: should the link still refuse them, re-synchronize this node from a healthy one (README, "A lost slot")',
+        },
+      );
+    }
+  }
   return { relationId: relation.relationId, local, columns, key, remoteColumnCount: relation.columns.length };
 }
 

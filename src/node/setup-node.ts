@@ -4,7 +4,7 @@ import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { metadataSchemaSql, tombstoneTriggerSql } from './metadata-schema.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { forgetParted, partedPeers } from './parted-nodes.js';
-import { resolveTables } from './table-selection.js';
+import { replicaIdentityProblem, resolveTables } from './table-selection.js';
 import type { SelectedTable } from './table-selection.js';
 import { globToRegExp } from '../util/glob.js';
 import { configureSynchronousLinks, SynchronousLinkError, WITHOUT_SYNC_WAIT } from './synchronous-links.js';
@@ -80,6 +80,14 @@ export async function setupNode(config: Config): Promise<SetupReport> {
       problems.push(
         `tables without a primary key cannot be replicated: ${unidentified.map((t) => `${t.schema}.${t.name}`).join(', ')}; ` +
           'add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL for insert-mostly tables',
+      );
+    }
+    const identities = tables.map(replicaIdentityProblem).filter((x): x is string => x !== null);
+    if (identities.length) {
+      problems.push(
+        `tables whose replica identity does not carry their primary key cannot be replicated: ${identities.join(', ')}; ` +
+          'a peer applies updates and deletes by primary key and finds it only in the old key PostgreSQL logs: ' +
+          'ALTER TABLE … REPLICA IDENTITY DEFAULT (or FULL)',
       );
     }
     const deferrable = await deferrableKeys(client, tables);
