@@ -21,7 +21,14 @@ const SCHEMA = [
   // Loaded on both nodes before the group exists (as from one dump).
   `CREATE TABLE preloaded (id int PRIMARY KEY, v text)`,
   `INSERT INTO preloaded SELECT g, 'loaded' FROM generate_series(1, 3) g`,
+  // Names that need quoting everywhere: a space, a quote, mixed case, a non-ASCII letter, a keyword.
+  `CREATE SCHEMA "Sales Dept"`,
+  `CREATE TABLE "Sales Dept"."Order ""Lines""" ("Id" int, "Région" text, "Qty ""x""" int, "select" text, PRIMARY KEY ("Région", "Id"))`,
+  `CREATE TABLE "Sales Dept"."Ctr" ("K" int PRIMARY KEY, "N" bigint NOT NULL)`,
+  `ALTER TABLE "Sales Dept"."Ctr" REPLICA IDENTITY FULL`,
 ];
+
+const LINES = `"Sales Dept"."Order ""Lines"""`;
 
 async function rows(c: LocalCluster, node: string, sql: string): Promise<unknown[]> {
   return c.query(node, sql);
@@ -82,10 +89,11 @@ describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v,
       binDir,
       nodes: ['a', 'b'],
       schema: SCHEMA,
-      replication: { apply_procedure_max_changes },
+      replication: { apply_procedure_max_changes, tables: ['public.*', 'Sales Dept.*'] },
       conflicts: {
         tables: [
           { match: ['public.strict'], policy: 'error' },
+          { match: ['Sales Dept.Ctr'], policy: 'delta', delta_columns: ['N'] },
           { match: ['public.counters', 'public.tallies'], policy: 'delta', delta_columns: ['n'] },
         ],
       },
@@ -285,6 +293,46 @@ describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v,
       );
       expect(onB).toEqual([{ conflict_type: 'update_exists', op: 'update' }]);
       expect(await counter(c, 'b', { table: 'public.contacts', type: 'update_exists', resolution: 'dead_letter' })).toBe(1);
+    });
+
+    it('resolves conflicts alike on tables and columns whose names need quoting', async () => {
+      const c = cluster.get();
+      await ensureGroup(c);
+      await c.query('a', `INSERT INTO ${LINES} VALUES (1, 'eu', 5, 'x'), (2, 'us', 6, 'y'), (3, 'eu', 7, 'z')`);
+      await c.query('a', `INSERT INTO "Sales Dept"."Ctr" VALUES (1, 10)`);
+      await caughtUp(c);
+      await whileDisconnected(c, async () => {
+        await c.query('a', `UPDATE ${LINES} SET "Qty ""x""" = 50 WHERE "Id" = 1`);
+        await c.query('b', `DELETE FROM ${LINES} WHERE "Id" = 2`);
+        await c.query('a', `UPDATE ${LINES} SET "Id" = 30 WHERE "Id" = 3`);
+        await c.query('a', `UPDATE "Sales Dept"."Ctr" SET "N" = "N" + 1`);
+        await c.query('b', `UPDATE "Sales Dept"."Ctr" SET "N" = "N" + 2`);
+        await sleep(5);
+        await c.query('b', `UPDATE ${LINES} SET "select" = 'b' WHERE "Id" = 1`);
+        await c.query('b', `INSERT INTO ${LINES} VALUES (9, 'eu', 1, 'b')`);
+        await c.query('a', `INSERT INTO ${LINES} VALUES (9, 'eu', 1, 'a')`);
+      });
+      await caughtUp(c);
+      // Row 1: b's later update wins the whole row; row 2: b's delete is newer than a's insert.
+      const expected = [
+        { Id: 1, Région: 'eu', 'Qty "x"': 5, select: 'b' },
+        { Id: 9, Région: 'eu', 'Qty "x"': 1, select: 'a' },
+        { Id: 30, Région: 'eu', 'Qty "x"': 7, select: 'z' },
+      ];
+      for (const node of ['a', 'b']) {
+        expect(await rows(c, node, `SELECT * FROM ${LINES} ORDER BY "Id"`)).toEqual(expected);
+        expect(await rows(c, node, `SELECT * FROM "Sales Dept"."Ctr"`)).toEqual([{ K: 1, N: '13' }]);
+      }
+      expect(await conflictRows(c, 'a', 'Order "Lines"')).toEqual(
+        expect.arrayContaining([
+          'delete_origin_differs/apply_remote ["us", "2"]',
+          'update_origin_differs/apply_remote ["eu", "1"]',
+          'insert_exists/keep_local ["eu", "9"]',
+        ]),
+      );
+      expect(await conflictRows(c, 'b', 'Order "Lines"')).toEqual(
+        expect.arrayContaining(['update_origin_differs/keep_local ["eu", "1"]', 'insert_exists/apply_remote ["eu", "9"]']),
+      );
     });
 
     it('halts the link under the error policy until an operator skips the transaction', async () => {

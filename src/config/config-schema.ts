@@ -23,7 +23,11 @@ const dsn = z
     }
   }, 'is not a valid URL');
 
-const tablePattern = z.string().regex(/^[A-Za-z_*?][A-Za-z0-9_$*?]*\.[A-Za-z_*?][A-Za-z0-9_$*?]*$/, 'must be schema.table; * and ? are wildcards');
+/**
+ * Names as the catalog holds them, unquoted (pg_namespace.nspname and pg_class.relname: any
+ * character, case kept), matched against `schema.table`: `Sales Dept.Orders` or `public.café`.
+ */
+const tablePattern = z.string().regex(/^[^.]+\.[^.]+$/, 'must be schema.table, as the catalog spells them (unquoted); * and ? are wildcards');
 
 const listen = z
   .string()

@@ -38,6 +38,16 @@ describe('config', () => {
     expect(issues.length).toBeGreaterThanOrEqual(6);
   });
 
+  it('takes table names as the catalog spells them: any case, spaces, any letter', () => {
+    const c = parseConfig({ ...valid, replication: { tables: ['Sales Dept.Order Lines', 'public.café', 'app.*'], exclude_tables: ['app.tmp_?'] } }, {});
+    expect(c.replication.tables).toEqual(['Sales Dept.Order Lines', 'public.café', 'app.*']);
+    expect(issuesOf({ ...valid, replication: { tables: ['public.', '.t', 'a.b.c'] } }).map((i) => i.split(':')[0])).toEqual([
+      'replication.tables.0',
+      'replication.tables.1',
+      'replication.tables.2',
+    ]);
+  });
+
   it('rejects a peer that has the node name', () => {
     expect(issuesOf({ ...valid, peers: [{ name: 'a', dsn: 'postgres://h/db' }] })).toEqual(['peers.0.name: duplicates node.name (a)']);
   });
