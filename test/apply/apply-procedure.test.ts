@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { applyProcedureSql, decodeEvent } from '../../src/apply/apply-procedure-sql.js';
 import type { StepKind, StepShape } from '../../src/apply/apply-procedure-sql.js';
 import { loadLocalTable } from '../../src/apply/local-catalog.js';
@@ -9,8 +9,8 @@ import { applyRules } from '../../src/conflict/table-policies.js';
 import { POLICIES } from '../../src/conflict/policy.js';
 import { metadataSchemaSql, tombstoneTriggerSql } from '../../src/node/metadata-schema.js';
 import { TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from '../../src/node/names.js';
-import { PostgresServer } from '../../src/pg-server/postgres-server.js';
 import { availableServerVersions } from '../support/pg-versions.js';
+import { useServer } from '../support/server-fixture.js';
 
 /**
  * The generated procedure compiles (PL/pgSQL checks its body at CREATE) and runs for every shape
@@ -69,39 +69,31 @@ async function idValueTable(c: pg.Client, name: string, relationId: number): Pro
 }
 
 describe.each(availableServerVersions())('apply procedure SQL on $label', ({ binDir }) => {
-  let server: PostgresServer;
-  let client: pg.Client;
   let mapping: TableMapping;
-
-  beforeAll(async () => {
-    server = await PostgresServer.start({ binDir, name: 'procedure-sql' });
-    client = new pg.Client({ connectionString: server.connectionString() });
-    await client.connect();
-    for (const q of metadataSchemaSql('b')) await client.query(q);
-    const columns = [...AWKWARD, ...FILLERS].map((n) => `"${n.replace(/"/g, '""')}" text`);
-    await client.query(`CREATE TABLE "we""ird"."ta ble" (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, ${columns.join(', ')})`).catch(async () => {
-      await client.query(`CREATE SCHEMA "we""ird"`);
-      await client.query(`CREATE TABLE "we""ird"."ta ble" (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, ${columns.join(', ')})`);
-    });
-    const local = await loadLocalTable(client, 'we"ird', 'ta ble');
-    // The peer's types are the local ones (int4 = 23, text = 25): a column of another type is a schema mismatch.
-    const remote = ['id', 'n', ...AWKWARD, ...FILLERS].map((name) => ({
-      name,
-      isKey: name === 'id',
-      typeOid: name === 'id' || name === 'n' ? 23 : 25,
-      typeMod: -1,
-    }));
-    mapping = mapRelation({ tag: 'relation', relationId: 1, namespace: 'we"ird', name: 'ta ble', replicaIdentity: 'default', columns: remote }, local);
-  });
+  const db = useServer(
+    () => ({ binDir, name: 'procedure-sql' }),
+    async ({ client }) => {
+      for (const q of metadataSchemaSql('b')) await client.query(q);
+      const columns = [...AWKWARD, ...FILLERS].map((n) => `"${n.replace(/"/g, '""')}" text`);
+      await client.query(`CREATE TABLE "we""ird"."ta ble" (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, ${columns.join(', ')})`).catch(async () => {
+        await client.query(`CREATE SCHEMA "we""ird"`);
+        await client.query(`CREATE TABLE "we""ird"."ta ble" (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, ${columns.join(', ')})`);
+      });
+      const local = await loadLocalTable(client, 'we"ird', 'ta ble');
+      // The peer's types are the local ones (int4 = 23, text = 25): a column of another type is a schema mismatch.
+      const remote = ['id', 'n', ...AWKWARD, ...FILLERS].map((name) => ({
+        name,
+        isKey: name === 'id',
+        typeOid: name === 'id' || name === 'n' ? 23 : 25,
+        typeMod: -1,
+      }));
+      mapping = mapRelation({ tag: 'relation', relationId: 1, namespace: 'we"ird', name: 'ta ble', replicaIdentity: 'default', columns: remote }, local);
+    },
+  );
 
   /** A row of the awkward table: its id, n = 7 and `v` in the column named old; the others null. */
   const awkwardRow = (id: number, v: string): (string | null)[] =>
     mapping.columns.map((c) => (c.name === 'id' ? String(id) : c.name === 'n' ? '7' : c.name === 'old' ? v : null));
-
-  afterAll(async () => {
-    await client?.end();
-    await server?.destroy();
-  });
 
   it('compiles for every shape, policy and generation', async () => {
     const some = mapping.columns.filter((c) => c.name !== 'vals'); // an update whose 'vals' was unchanged TOAST
@@ -121,13 +113,13 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
       [false, true],
       [true, true],
     ] as const) {
-      if (returningOld && server.versionNum < 180_000) continue;
-      await client.query('SET check_function_bodies = on');
+      if (returningOld && db.server.versionNum < 180_000) continue;
+      await db.client.query('SET check_function_bodies = on');
       const sql = applyProcedureSql(shapes, { returningOld, peerOrigin: 1, epoch: '2000-01-01 00:00:00+00', tombstoneWrites });
       // A node set up before the mark has neither its sequence nor its lock: nothing may name them.
       if (!tombstoneWrites) expect([sql.includes(TOMBSTONE_WRITES_SEQUENCE), sql.includes(TOMBSTONE_WRITE_LOCK)]).toEqual([false, false]);
-      await client.query(sql);
-      const r = await client.query<{ n: number }>(
+      await db.client.query(sql);
+      const r = await db.client.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM pg_proc WHERE proname = 'pgbidi_apply' AND pronamespace = pg_my_temp_schema()`,
       );
       expect(r.rows[0]?.n).toBe(1);
@@ -135,25 +127,27 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
   });
 
   it('runs each kind of step: insert, update, a missing row, delete', async () => {
-    await applySession(client, lwwShapes(mapping, ['insert', 'update', 'delete']), 'a', server.versionNum);
-    await client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
+    await applySession(db.client, lwwShapes(mapping, ['insert', 'update', 'delete']), 'a', db.server.versionNum);
+    await db.client.query(`INSERT INTO pgbidi.node (name) VALUES ('b')`);
     const vals = [...awkwardRow(1, 'one'), ...awkwardRow(1, 'uno'), ...awkwardRow(2, 'two'), ...awkwardRow(1, 'x')];
     const lsns = ['0/10', '0/20', '0/30', '0/40'];
     // Each remote transaction newer than the one before (the peer's commit order).
     const times = [4, 3, 2, 1].map((s) => new Date(Date.now() - s * 1000).toISOString());
-    const r = await client.query<{ done: number; events: number[]; stop_step: number }>(
+    const r = await db.client.query<{ done: number; events: number[]; stop_step: number }>(
       `CALL pg_temp.pgbidi_apply('0/0', 'a', $1::pg_lsn[], $1::pg_lsn[], $2::timestamptz[], '{1,1,1,1}', '{1,2,2,3}', $3::text[], NULL, NULL, NULL, NULL)`,
       [lsns, times, vals],
     );
     expect(r.rows[0]).toMatchObject({ done: 4, stop_step: 0 });
     // Step 3 updated a row that is not there: re-created, and logged as update_missing.
-    const logged = await client.query<{ t: string; k: unknown }>(`SELECT conflict_type || '/' || resolution AS t, key AS k FROM pgbidi.conflicts ORDER BY id`);
+    const logged = await db.client.query<{ t: string; k: unknown }>(
+      `SELECT conflict_type || '/' || resolution AS t, key AS k FROM pgbidi.conflicts ORDER BY id`,
+    );
     expect(logged.rows).toEqual([{ t: 'update_missing/apply_remote', k: ['2'] }]);
-    const rows = await client.query(`SELECT id, n, "old" FROM "we""ird"."ta ble" ORDER BY id`);
+    const rows = await db.client.query(`SELECT id, n, "old" FROM "we""ird"."ta ble" ORDER BY id`);
     expect(rows.rows).toEqual([{ id: 2, n: 7, old: 'two' }]);
-    const tomb = await client.query(`SELECT key FROM pgbidi.tombstones`);
+    const tomb = await db.client.query(`SELECT key FROM pgbidi.tombstones`);
     expect(tomb.rows).toEqual([{ key: [1] }]);
-    const progress = await client.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
+    const progress = await db.client.query<{ lsn: string }>(`SELECT pg_replication_origin_session_progress(false)::text AS lsn`);
     expect(progress.rows[0]?.lsn).toBe('0/40');
   });
 
@@ -163,14 +157,14 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
   ])(
     'undoes an insert whose key a newer delete removed: one that committed while the insert waited, and one from before (tombstone-write mark: $mark)',
     async ({ mark, name, peer }) => {
-      const race = await idValueTable(client, name, 2);
-      for (const q of tombstoneTriggerSql(`public.${name}`, ['id'])) await client.query(q);
+      const race = await idValueTable(db.client, name, 2);
+      for (const q of tombstoneTriggerSql(`public.${name}`, ['id'])) await db.client.query(q);
       const shapes = lwwShapes(race, ['insert', 'delete']);
-      const writer = new pg.Client({ connectionString: server.connectionString() });
-      const applier = new pg.Client({ connectionString: server.connectionString() });
+      const writer = new pg.Client({ connectionString: db.server.connectionString() });
+      const applier = new pg.Client({ connectionString: db.server.connectionString() });
       await Promise.all([writer.connect(), applier.connect()]);
       try {
-        const ro = await applySession(applier, shapes, peer, server.versionNum, mark);
+        const ro = await applySession(applier, shapes, peer, db.server.versionNum, mark);
         await applier.query(`SET session_replication_role = replica`); // as apply sessions do: no tombstone trigger
         const ago = (s: number): string => new Date(Date.now() - s * 1000).toISOString();
         const stepsOf = (ids: number[]): string => `{${ids.join(',')}}`;
@@ -201,7 +195,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
 
         // A local delete holds key 40 while the remote insert of it waits; it commits after the
         // insert's snapshot, is newer, and wins: the insert is undone at the end of its transaction.
-        await client.query(`DELETE FROM pgbidi.tombstones`);
+        await db.client.query(`DELETE FROM pgbidi.tombstones`);
         await writer.query(`INSERT INTO public.${name} VALUES (40, 'local')`);
         await writer.query('BEGIN');
         await writer.query(`DELETE FROM public.${name} WHERE id = 40`);
@@ -209,7 +203,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
         const waiting = run('0/30', ['0/40', '0/50'], t2, [1, 1], ['40', 'remote', '41', 'remote']);
         // Until the CALL waits for the writer's lock on the row (without it there would be no race).
         const blocked = async (): Promise<boolean> =>
-          (await client.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'CALL pg_temp.pgbidi_apply%'`)).rowCount === 1;
+          (await db.client.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'CALL pg_temp.pgbidi_apply%'`)).rowCount === 1;
         for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
         expect(await blocked()).toBe(true);
         await writer.query('COMMIT');
@@ -230,9 +224,9 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
         // CALL's transaction waits (for a key lock, before its insert of 45): nothing holds the row
         // then, the insert does not wait, and only the tombstone-write sequence, which moved, sends the
         // end of the transaction back to the tombstones. The newer delete wins: the insert is undone.
-        await client.query(`DELETE FROM pgbidi.tombstones`);
+        await db.client.query(`DELETE FROM pgbidi.tombstones`);
         await writer.query(`INSERT INTO public.${name} VALUES (45, 'local')`);
-        await client.query('SELECT pg_advisory_lock(7, 7)');
+        await db.client.query('SELECT pg_advisory_lock(7, 7)');
         const held = applier.query(
           `CALL pg_temp.pgbidi_apply('0/70', '${peer}', '{0/80}', '{0/80}', $1::timestamptz[], '{2}', '{0,1}', '{7,7,45,remote}', NULL, NULL, NULL, NULL)`,
           [[ago(2)]],
@@ -240,7 +234,7 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
         for (let i = 0; i < 200 && !(await blocked()); i++) await new Promise((r) => setTimeout(r, 50));
         expect(await blocked()).toBe(true);
         await writer.query(`DELETE FROM public.${name} WHERE id = 45`);
-        await client.query('SELECT pg_advisory_unlock(7, 7)');
+        await db.client.query('SELECT pg_advisory_unlock(7, 7)');
         expect((await held).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
         expect((await applier.query(`SELECT id FROM public.${name} WHERE id = 45`)).rows).toEqual([]);
         expect((await logged()).slice(-1)).toEqual(['update_deleted/skip ["45"]']);
@@ -249,14 +243,14 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
         // of four such transactions reads the tombstones as often as a CALL of one (when it begins).
         const scans = async (): Promise<number> => {
           await applier.query('SELECT pg_stat_force_next_flush()');
-          await client.query('SELECT pg_stat_clear_snapshot()');
-          const r = await client.query<{ n: string }>(
+          await db.client.query('SELECT pg_stat_clear_snapshot()');
+          const r = await db.client.query<{ n: string }>(
             `SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relid = 'pgbidi.tombstones'::regclass`,
           );
           return Number(r.rows[0]?.n);
         };
-        await client.query(`DELETE FROM pgbidi.tombstones`);
-        await client.query('SELECT pg_stat_force_next_flush()');
+        await db.client.query(`DELETE FROM pgbidi.tombstones`);
+        await db.client.query('SELECT pg_stat_force_next_flush()');
         const before = await scans();
         const four = await run(
           '0/80',
@@ -284,12 +278,12 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     const shapes = lwwShapes(mapping, ['update']);
     const at = '2020-01-01 00:00:00+00'; // past: the procedure waits for a remote commit time ahead of the clock
     // Rows 10 and 11 last written by node c at `at` (another origin's session, its commit time set).
-    const writer = new pg.Client({ connectionString: server.connectionString() });
-    const applier = new pg.Client({ connectionString: server.connectionString() });
+    const writer = new pg.Client({ connectionString: db.server.connectionString() });
+    const applier = new pg.Client({ connectionString: db.server.connectionString() });
     await Promise.all([writer.connect(), applier.connect()]);
     try {
       await writeAsOrigin(writer, 'pgbidi_c', `INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (10, 'local'), (11, 'local')`, at);
-      await applySession(applier, shapes, 'q', server.versionNum);
+      await applySession(applier, shapes, 'q', db.server.versionNum);
       const call = (expected: string, peer: string, lsn: string, id: number): Promise<pg.QueryResult> =>
         applier.query(`CALL pg_temp.pgbidi_apply($1, $2, $3::pg_lsn[], $3::pg_lsn[], $4::timestamptz[], '{1}', '{1}', $5::text[], NULL, NULL, NULL, NULL)`, [
           expected,
@@ -322,13 +316,13 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     // Each update the quiet write cannot decide reads the row again (15) or writes a second time (18):
     // a second scan of the table's key. Rows 1 and 2 are from before the group (its epoch is after
     // them), row 3 is the peer's own (written by the first CALL).
-    const shapes = lwwShapes(await idValueTable(client, 'quiet', 3), ['insert', 'update']);
-    await client.query(`INSERT INTO public.quiet VALUES (1, 'before'), (2, 'before')`);
-    const applier = new pg.Client({ connectionString: server.connectionString() });
+    const shapes = lwwShapes(await idValueTable(db.client, 'quiet', 3), ['insert', 'update']);
+    await db.client.query(`INSERT INTO public.quiet VALUES (1, 'before'), (2, 'before')`);
+    const applier = new pg.Client({ connectionString: db.server.connectionString() });
     await applier.connect();
     try {
-      const epoch = (await client.query<{ t: string }>('SELECT now()::text AS t')).rows[0]?.t;
-      await applySession(applier, shapes, 'quiet', server.versionNum, true, epoch);
+      const epoch = (await db.client.query<{ t: string }>('SELECT now()::text AS t')).rows[0]?.t;
+      await applySession(applier, shapes, 'quiet', db.server.versionNum, true, epoch);
       await new Promise((r) => setTimeout(r, 50));
       // Remote commit times after the epoch (and so after rows 1 and 2), before the clock.
       const ago = (ms: number): string => new Date(Date.now() - ms).toISOString();
@@ -339,8 +333,8 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
         );
       const scans = async (): Promise<number> => {
         await applier.query('SELECT pg_stat_force_next_flush()');
-        await client.query('SELECT pg_stat_clear_snapshot()');
-        const r = await client.query<{ n: string }>(`SELECT coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relid = 'public.quiet'::regclass`);
+        await db.client.query('SELECT pg_stat_clear_snapshot()');
+        const r = await db.client.query<{ n: string }>(`SELECT coalesce(idx_scan, 0) AS n FROM pg_stat_user_tables WHERE relid = 'public.quiet'::regclass`);
         return Number(r.rows[0]?.n);
       };
       expect((await run('0/0', ['0/10'], [1], ['3', 'peer'])).rows[0]).toMatchObject({ done: 1, stop_step: 0 });
@@ -359,13 +353,13 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     // On 18 a step after one whose quiet write found nothing starts with the RETURNING statement, until
     // a write finds no conflict (writeBlock): this run goes quiet → differs → differs → quiet → differs.
     const shapes = lwwShapes(mapping, ['update', 'insert']);
-    const writer = new pg.Client({ connectionString: server.connectionString() });
-    const applier = new pg.Client({ connectionString: server.connectionString() });
+    const writer = new pg.Client({ connectionString: db.server.connectionString() });
+    const applier = new pg.Client({ connectionString: db.server.connectionString() });
     await Promise.all([writer.connect(), applier.connect()]);
     try {
       // Rows 21, 22 and 24 last written by node e, 20 and 23 by the peer itself (the first CALL).
       await writeAsOrigin(writer, 'pgbidi_e', `INSERT INTO "we""ird"."ta ble" (id, "old") VALUES (21, 'e'), (22, 'e'), (24, 'e')`, '2020-01-01 00:00:00+00');
-      await applySession(applier, shapes, 'run', server.versionNum);
+      await applySession(applier, shapes, 'run', db.server.versionNum);
       const times = (n: number, from: number): string[] => Array.from({ length: n }, (_, i) => new Date(Date.UTC(2021, 0, 1, 0, 0, from + i)).toISOString());
       const lsns = (n: number, from: number): string[] => Array.from({ length: n }, (_, i) => `0/${(from + i).toString(16)}0`);
       const ids = [20, 21, 22, 23, 24];

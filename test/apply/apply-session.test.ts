@@ -1,9 +1,8 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ApplySession } from '../../src/apply/apply-session.js';
 import { formatLsn } from '../../src/protocol/lsn.js';
-import { PostgresServer } from '../../src/pg-server/postgres-server.js';
 import { availableServerVersions } from '../support/pg-versions.js';
+import { useServer } from '../support/server-fixture.js';
 
 /**
  * The apply session's setup is sent pipelined and read in order: every setting holds, the origin's
@@ -11,12 +10,17 @@ import { availableServerVersions } from '../support/pg-versions.js';
  * that error, not with a later statement's, and leaves the holder working.
  */
 describe.each(availableServerVersions())('apply session setup on $label', ({ binDir }) => {
-  let server: PostgresServer;
-  let admin: pg.Client;
+  const db = useServer(
+    () => ({ binDir, name: 'apply-session' }),
+    async ({ client }) => {
+      await client.query(`SELECT pg_replication_origin_create('pgbidi_session_test')`);
+      await client.query(`SELECT pg_replication_origin_advance('pgbidi_session_test', '0/1A2B3C4')`);
+    },
+  );
   const sessions: ApplySession[] = [];
   const open = (synchronousCommit: 'off' | 'local' = 'off'): ApplySession => {
     const s = new ApplySession({
-      dsn: server.connectionString(),
+      dsn: db.server.connectionString(),
       origin: 'pgbidi_session_test',
       applicationName: 'pgbidi_session_test',
       statementTimeoutMs: 12_345,
@@ -26,18 +30,8 @@ describe.each(availableServerVersions())('apply session setup on $label', ({ bin
     return s;
   };
 
-  beforeAll(async () => {
-    server = await PostgresServer.start({ binDir, name: 'apply-session' });
-    admin = new pg.Client({ connectionString: server.connectionString() });
-    await admin.connect();
-    await admin.query(`SELECT pg_replication_origin_create('pgbidi_session_test')`);
-    await admin.query(`SELECT pg_replication_origin_advance('pgbidi_session_test', '0/1A2B3C4')`);
-  });
-
   afterAll(async () => {
     for (const s of sessions) await s.close().catch(() => undefined);
-    await admin?.end();
-    await server?.destroy();
   });
 
   it('applies every setting, returns the origin progress, and refuses a second holder of the origin', async () => {

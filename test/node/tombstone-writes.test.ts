@@ -1,9 +1,9 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { describe, expect, it } from 'vitest';
 import { metadataSchemaSql, tombstoneTriggerSql } from '../../src/node/metadata-schema.js';
 import { TOMBSTONE_WRITE_LOCK } from '../../src/node/names.js';
-import { PostgresServer } from '../../src/pg-server/postgres-server.js';
 import { availableServerVersions } from '../support/pg-versions.js';
+import { useServer } from '../support/server-fixture.js';
 
 /**
  * The mark every tombstone writer leaves (metadata-schema.ts): TOMBSTONE_WRITE_LOCK held shared
@@ -12,25 +12,19 @@ import { availableServerVersions } from '../support/pg-versions.js';
  * The apply procedure trusts its remembered inserts on this alone (apply-procedure-sql.ts).
  */
 describe.each(availableServerVersions())('tombstone-write mark on $label', ({ binDir }) => {
-  let server: PostgresServer;
   let writer: pg.Client;
   let observer: pg.Client;
-
-  beforeAll(async () => {
-    server = await PostgresServer.start({ binDir, name: 'tombstone-writes' });
-    writer = new pg.Client({ connectionString: server.connectionString() });
-    observer = new pg.Client({ connectionString: server.connectionString() });
-    await Promise.all([writer.connect(), observer.connect()]);
-    // Twice: setup runs again on a node set up before, and the trigger stays ENABLE ALWAYS.
-    for (let n = 0; n < 2; n++) for (const q of metadataSchemaSql('b')) await writer.query(q);
-    await writer.query('CREATE TABLE public.t (id int PRIMARY KEY)');
-    for (const q of tombstoneTriggerSql('public.t', ['id'])) await writer.query(q);
-  });
-
-  afterAll(async () => {
-    await Promise.all([writer?.end(), observer?.end()]);
-    await server?.destroy();
-  });
+  useServer(
+    () => ({ binDir, name: 'tombstone-writes' }),
+    async (db) => {
+      writer = db.client;
+      observer = await db.connect();
+      // Twice: setup runs again on a node set up before, and the trigger stays ENABLE ALWAYS.
+      for (let n = 0; n < 2; n++) for (const q of metadataSchemaSql('b')) await writer.query(q);
+      await writer.query('CREATE TABLE public.t (id int PRIMARY KEY)');
+      for (const q of tombstoneTriggerSql('public.t', ['id'])) await writer.query(q);
+    },
+  );
 
   const writes = async (): Promise<number> =>
     Number((await observer.query<{ n: string | null }>(`SELECT pg_sequence_last_value('pgbidi.tombstone_writes') AS n`)).rows[0]?.n ?? 0);

@@ -1,8 +1,7 @@
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresServer } from '../../src/pg-server/postgres-server.js';
+import { describe, expect, it } from 'vitest';
 import { binaryInt4Array, binaryInt8Array, binaryTextArray } from '../../src/util/binary-array.js';
 import { availableServerVersions } from '../support/pg-versions.js';
+import { useServer } from '../support/server-fixture.js';
 
 const VALUES: (string | null)[] = [
   'plain',
@@ -63,34 +62,22 @@ describe('binaryInt8Array and binaryInt4Array', () => {
 });
 
 describe.each(availableServerVersions())('binary arrays on $label', ({ binDir }) => {
-  let server: PostgresServer;
-  let client: pg.Client;
-
-  beforeAll(async () => {
-    server = await PostgresServer.start({ binDir, name: 'binary-text-array' });
-    client = new pg.Client({ connectionString: server.connectionString() });
-    await client.connect();
-  });
-
-  afterAll(async () => {
-    await client?.end();
-    await server?.destroy();
-  });
+  const db = useServer(() => ({ binDir, name: 'binary-text-array' }));
 
   it('is read by array_recv as the same text[]', async () => {
-    const r = await client.query<{ v: (string | null)[]; n: number; nulls: number }>(
+    const r = await db.client.query<{ v: (string | null)[]; n: number; nulls: number }>(
       'SELECT $1::text[] AS v, cardinality($1::text[]) AS n, array_position($1::text[], NULL) AS nulls',
       [binaryTextArray(VALUES)],
     );
     expect(r.rows[0]).toEqual({ v: VALUES, n: VALUES.length, nulls: 3 });
-    const empty = await client.query<{ v: string[] }>('SELECT $1::text[] AS v', [binaryTextArray([])]);
+    const empty = await db.client.query<{ v: string[] }>('SELECT $1::text[] AS v', [binaryTextArray([])]);
     expect(empty.rows[0]?.v).toEqual([]);
   });
 
   it('reads pg_lsn[], timestamptz[] and int[] as the values they stand for', async () => {
     // Microseconds since 2000-01-01 UTC, as pgoutput sends commit times; one before 2000 too.
-    await client.query(`SET TimeZone = 'UTC'`);
-    const r = await client.query<{ l: string; t: string; i: string; n: number }>(
+    await db.client.query(`SET TimeZone = 'UTC'`);
+    const r = await db.client.query<{ l: string; t: string; i: string; n: number }>(
       `SELECT $1::pg_lsn[]::text AS l, $2::timestamptz[]::text AS t, $3::int[]::text AS i, cardinality($4::int[]) AS n`,
       [
         binaryInt8Array([0x16b374d848n, 0n, 0xfffffffffffffffen], 'pg_lsn'),
