@@ -30,6 +30,7 @@ describe('setup', () => {
       // An identity index that holds the primary key's columns: its old keys carry them.
       `CREATE TABLE wider (id int PRIMARY KEY, code text NOT NULL, CONSTRAINT wider_id_code UNIQUE (code, id))`,
       `ALTER TABLE wider REPLICA IDENTITY USING INDEX wider_id_code`,
+      `CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)`,
     ],
   }));
 
@@ -47,6 +48,10 @@ describe('setup', () => {
         'public.unlogged_keys (REPLICA IDENTITY NOTHING: its updates and deletes would fail once published)',
     );
     expect(message).toContain('ALTER TABLE … REPLICA IDENTITY DEFAULT (or FULL)');
+    expect(message).toContain(
+      'unlogged tables cannot be replicated (their changes are not in the WAL that logical decoding reads): public.scratch; ' +
+        'ALTER TABLE … SET LOGGED, or leave them out with replication.exclude_tables',
+    );
     expect(message).not.toContain('public.ok');
     expect(message).not.toContain('public.wider');
   });

@@ -82,6 +82,14 @@ export async function setupNode(config: Config): Promise<SetupReport> {
           'add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL for insert-mostly tables',
       );
     }
+    const unlogged = tables.filter((t) => t.unlogged).map((t) => `${t.schema}.${t.name}`);
+    if (unlogged.length) {
+      // CREATE PUBLICATION refuses them too ("cannot add relation … to publication"), without a fix.
+      problems.push(
+        `unlogged tables cannot be replicated (their changes are not in the WAL that logical decoding reads): ${unlogged.join(', ')}; ` +
+          'ALTER TABLE … SET LOGGED, or leave them out with replication.exclude_tables',
+      );
+    }
     const identities = tables.map(replicaIdentityProblem).filter((x): x is string => x !== null);
     if (identities.length) {
       problems.push(

@@ -11,6 +11,8 @@ export interface SelectedTable {
   readonly replicaIdentity: 'd' | 'n' | 'f' | 'i';
   /** Columns of the index named by REPLICA IDENTITY USING INDEX; empty otherwise. */
   readonly identityIndex: readonly string[];
+  /** UNLOGGED: not in the WAL, so logical decoding never sees its changes. */
+  readonly unlogged: boolean;
 }
 
 export function matchesAny(qualified: string, patterns: readonly string[]): boolean {
@@ -18,8 +20,8 @@ export function matchesAny(qualified: string, patterns: readonly string[]): bool
 }
 
 export async function resolveTables(client: ClientBase, include: readonly string[], exclude: readonly string[]): Promise<SelectedTable[]> {
-  const r = await client.query<{ schema: string; name: string; pk: string[]; replident: SelectedTable['replicaIdentity']; ident: string[] }>(
-    `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident,
+  const r = await client.query<{ schema: string; name: string; pk: string[]; replident: SelectedTable['replicaIdentity']; ident: string[]; unlogged: boolean }>(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS replident, c.relpersistence = 'u' AS unlogged,
             ${PRIMARY_KEY_COLUMNS_SQL} AS pk,
             coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum)
                         FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -32,7 +34,7 @@ export async function resolveTables(client: ClientBase, include: readonly string
   );
   return r.rows
     .filter((t) => matchesAny(`${t.schema}.${t.name}`, include) && !matchesAny(`${t.schema}.${t.name}`, exclude))
-    .map((t) => ({ schema: t.schema, name: t.name, primaryKey: t.pk, replicaIdentity: t.replident, identityIndex: t.ident }));
+    .map((t) => ({ schema: t.schema, name: t.name, primaryKey: t.pk, replicaIdentity: t.replident, identityIndex: t.ident, unlogged: t.unlogged }));
 }
 
 /**
