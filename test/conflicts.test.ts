@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { availableServerVersions } from './support/pg-versions.js';
-import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
+import { APPLY_PATHS, caughtUp, eventually, sleep, useCluster } from './support/cluster-fixture.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
 import { main } from '../src/cli.js';
 
@@ -64,25 +64,7 @@ async function whileDisconnected(c: LocalCluster, writes: () => Promise<void>): 
   await c.startAgent('b');
 }
 
-async function caughtUp(c: LocalCluster): Promise<void> {
-  const id = Math.floor(Math.random() * 1e9);
-  await c.query('a', 'INSERT INTO marker VALUES ($1)', [id]);
-  await c.query('b', 'INSERT INTO marker VALUES ($1)', [id + 1]);
-  await eventually('markers replicated', async () => {
-    const [x] = await c.query<{ n: number }>('a', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
-    const [y] = await c.query<{ n: number }>('b', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
-    return x?.n === 2 && y?.n === 2;
-  });
-}
-
-// Every case runs through both apply paths: the apply procedure (small transactions, the default)
-// and the multi-row statements (apply_procedure_max_changes: 0), which must decide alike.
-const PATHS = [
-  { path: 'apply procedure', apply_procedure_max_changes: 100 },
-  { path: 'statements', apply_procedure_max_changes: 0 },
-];
-
-describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v, ...p }))))(
+describe.each(availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({ ...v, ...p }))))(
   'conflicts on $label through the $path',
   ({ binDir, apply_procedure_max_changes }) => {
     const cluster = useCluster(() => ({

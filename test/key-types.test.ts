@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { availableServerVersions } from './support/pg-versions.js';
-import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
-import type { LocalCluster } from '../src/testbed/local-cluster.js';
+import { APPLY_PATHS, caughtUp, sleep, useCluster } from './support/cluster-fixture.js';
 
 /**
  * Primary keys of many types through the delete/update races. A local delete's tombstone is written
@@ -30,23 +29,7 @@ const KEYS: readonly (readonly [table: string, type: string, first: string, seco
 
 const SCHEMA = [...KEYS.map(([t, type]) => `CREATE TABLE ${t} (k ${type} PRIMARY KEY, v text)`), `CREATE TABLE marker (id int PRIMARY KEY)`];
 
-async function caughtUp(c: LocalCluster): Promise<void> {
-  const id = Math.floor(Math.random() * 1e9);
-  await c.query('a', 'INSERT INTO marker VALUES ($1)', [id]);
-  await c.query('b', 'INSERT INTO marker VALUES ($1)', [id + 1]);
-  await eventually('markers replicated', async () => {
-    const [x] = await c.query<{ n: number }>('a', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
-    const [y] = await c.query<{ n: number }>('b', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
-    return x?.n === 2 && y?.n === 2;
-  });
-}
-
-const PATHS = [
-  { path: 'apply procedure', apply_procedure_max_changes: 100 },
-  { path: 'statements', apply_procedure_max_changes: 0 },
-];
-
-describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v, ...p }))))(
+describe.each(availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({ ...v, ...p }))))(
   'primary keys of many types on $label through the $path',
   ({ binDir, apply_procedure_max_changes }) => {
     const cluster = useCluster(() => ({ binDir, nodes: ['a', 'b'], schema: SCHEMA, replication: { apply_procedure_max_changes } }));

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { availableServerVersions } from './support/pg-versions.js';
-import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
+import { APPLY_PATHS, eventually, sleep, useCluster } from './support/cluster-fixture.js';
 
 /**
  * Apply takes row locks like any session. A local transaction that locks rows in the other order
@@ -10,12 +10,7 @@ import { eventually, sleep, useCluster } from './support/cluster-fixture.js';
  * start, once the local one has committed: nothing is lost or applied twice, and last-update-wins
  * then keeps the local rows, which are newer.
  */
-const PATHS = [
-  { path: 'apply procedure', apply_procedure_max_changes: 100 },
-  { path: 'statements', apply_procedure_max_changes: 0 },
-];
-
-describe.each(availableServerVersions().flatMap((v) => PATHS.map((p) => ({ ...v, ...p }))))(
+describe.each(availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({ ...v, ...p }))))(
   'apply deadlocked with a local transaction on $label through the $path',
   ({ binDir, apply_procedure_max_changes }) => {
     const cluster = useCluster(() => ({

@@ -56,6 +56,18 @@ async function caughtUp(c: LocalCluster): Promise<void> {
   await eventually('marker replicated to b', async () => (await c.query('b', 'SELECT 1 FROM marker WHERE id = $1', [id])).length === 1, 60_000);
 }
 
+/** b's link from a is in backoff on a schema mismatch. */
+async function pausedBySchema(c: LocalCluster): Promise<void> {
+  await eventually(
+    'the link pauses with the schema error',
+    () => {
+      const l = linkFrom(c, 'b', 'a');
+      return l.state === 'backoff' && l.lastError?.code === 'PGBIDI_SCHEMA_MISMATCH';
+    },
+    60_000,
+  );
+}
+
 async function converged(c: LocalCluster): Promise<void> {
   for (const t of TABLES) {
     const hashes = await c.waitConverged('public', t, 60_000);
@@ -178,14 +190,7 @@ describe.each(availableServerVersions())('schemas that differ, on $label', ({ bi
       // Written after the refused one: must wait behind it, then arrive (nothing skipped or reordered).
       const after = Math.floor(Math.random() * 1e9);
       await c.query('a', 'INSERT INTO marker VALUES ($1)', [after]);
-      await eventually(
-        'the link pauses with the schema error',
-        () => {
-          const l = linkFrom(c, 'b', 'a');
-          return l.state === 'backoff' && l.lastError?.code === 'PGBIDI_SCHEMA_MISMATCH';
-        },
-        60_000,
-      );
+      await pausedBySchema(c);
       const l = linkFrom(c, 'b', 'a');
       for (const text of k.expected) expect(l.lastError?.message).toContain(text);
       expect(l.lastError?.message).toContain('pgbidi resolve --peer PEER --retry');
@@ -275,14 +280,7 @@ describe.each(availableServerVersions())("a peer's replica identity without the 
     await c.query('a', `UPDATE ident SET id = 20 WHERE id = 2`);
     const after = Math.floor(Math.random() * 1e9);
     await c.query('a', 'INSERT INTO marker VALUES ($1)', [after]);
-    await eventually(
-      'the link pauses with the schema error',
-      () => {
-        const l = linkFrom(c, 'b', 'a');
-        return l.state === 'backoff' && l.lastError?.code === 'PGBIDI_SCHEMA_MISMATCH';
-      },
-      60_000,
-    );
+    await pausedBySchema(c);
     const message = linkFrom(c, 'b', 'a').lastError?.message ?? '';
     expect(message).toContain("primary key column public.ident.id is not in the peer's replica identity (REPLICA IDENTITY USING INDEX)");
     expect(message).toContain('ALTER TABLE "public"."ident" REPLICA IDENTITY DEFAULT on the peer');

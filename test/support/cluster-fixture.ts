@@ -31,3 +31,27 @@ export async function eventually(what: string, check: () => boolean | Promise<bo
     await sleep(100);
   }
 }
+
+/**
+ * A row written into `marker` on each of a and b, seen on both: each direction has applied everything
+ * committed before it.
+ */
+export async function caughtUp(c: LocalCluster): Promise<void> {
+  const id = Math.floor(Math.random() * 1e9);
+  await c.query('a', 'INSERT INTO marker VALUES ($1)', [id]);
+  await c.query('b', 'INSERT INTO marker VALUES ($1)', [id + 1]);
+  await eventually('markers replicated', async () => {
+    const [x] = await c.query<{ n: number }>('a', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
+    const [y] = await c.query<{ n: number }>('b', 'SELECT count(*)::int AS n FROM marker WHERE id IN ($1, $2)', [id, id + 1]);
+    return x?.n === 2 && y?.n === 2;
+  });
+}
+
+/**
+ * Both apply paths, which must decide alike: the apply procedure (small transactions, the default)
+ * and the multi-row statements (apply_procedure_max_changes: 0).
+ */
+export const APPLY_PATHS = [
+  { path: 'apply procedure', apply_procedure_max_changes: 100 },
+  { path: 'statements', apply_procedure_max_changes: 0 },
+] as const;
