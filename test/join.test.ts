@@ -38,6 +38,20 @@ async function converged(c: LocalCluster, nodes: readonly string[], table: strin
   return identical(hashes);
 }
 
+/** Sets the session and transaction limits of each node's database (from new sessions on). */
+async function sessionLimits(c: LocalCluster, nodes: readonly string[], limit: string): Promise<{ reset: () => Promise<void> }> {
+  const names = ['idle_in_transaction_session_timeout', 'statement_timeout'];
+  const [v] = await c.query<{ n: number }>(nodes[0] as string, `SELECT current_setting('server_version_num')::int AS n`);
+  if ((v?.n ?? 0) >= 170_000) names.push('transaction_timeout');
+  const alter = async (to: (name: string) => string): Promise<void> => {
+    for (const node of nodes) {
+      for (const name of names) await c.query(node, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I ${to(name)}', current_database()); END $$`);
+    }
+  };
+  await alter((name) => `SET ${name} = ''${limit}''`);
+  return { reset: () => alter((name) => `RESET ${name}`) };
+}
+
 describe.each(availableServerVersions())('pgbidi join under writes on $label', ({ binDir }) => {
   const cluster = useCluster(() => ({ binDir, nodes: ['a', 'b', 'c'], schema: SCHEMA }));
 
@@ -59,7 +73,12 @@ describe.each(availableServerVersions())('pgbidi join under writes on $label', (
 
       writers.push(new Writer(c.dsn('a'), 0, 2, ROWS, 1_000_000));
       writers.push(new Writer(c.dsn('b'), 1, 2, ROWS, 1_000_000));
+      // Limits a DBA may set for application sessions must not end the join's copy sessions: the
+      // donor's snapshot is held in one transaction for the whole copy, and a table's COPY or load
+      // may take longer than any statement limit.
+      const limits = await sessionLimits(c, ['a', 'c'], '300ms');
       const joined = await group.join('c', ['a', 'b', 'c'], 'a');
+      await limits.reset();
       console.log(joined.out);
       expect(joined.err).toBe('');
       expect(joined.code).toBe(0);

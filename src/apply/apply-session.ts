@@ -3,6 +3,7 @@ import { formatLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { PINNED_GUCS } from '../source/replication-connection.js';
 import type { Statement } from './statements.js';
+import { SESSION_LIMITS_OFF } from '../util/session-limits.js';
 
 /**
  * The local session that applies one peer's transactions. It is bound to the peer's replication
@@ -77,6 +78,11 @@ export class ApplySession {
       // them all. Left to the default, the batched update was planned at every execution (a custom plan
       // looked cheaper for every new array), which cost twice its execution time (issue profile).
       'SET plan_cache_mode = force_generic_plan',
+      // A large transaction is applied in batches as it arrives, and a streamed one while the peer
+      // still runs it: the session waits inside its transaction for the next changes. With
+      // transaction_timeout = 1s for this node's database, a 390,000-row transaction on 18 was
+      // attempted 18 times in 20 s and never committed. statement_timeout above bounds each statement.
+      ...SESSION_LIMITS_OFF,
     ];
     const setup: Promise<unknown>[] = [
       client.query('SELECT pg_replication_origin_session_setup($1)', [this.options.origin]),

@@ -50,6 +50,7 @@ import type { AssemblerSink } from './transaction-assembler.js';
 import { WITHOUT_SYNC_WAIT } from '../node/synchronous-links.js';
 import { tryConnect } from '../node/try-connect.js';
 import type { TransactionObserver } from './transaction-observer.js';
+import { SESSION_LIMITS_OFF } from '../util/session-limits.js';
 
 export { LinkNotStreamingError } from './operator-actions.js';
 export type { DeadLetterRetry } from './operator-actions.js';
@@ -440,6 +441,9 @@ export class Link {
     this.opening = Promise.allSettled([sessionStarted, replicationConnected]);
     await connecting(local, () => control.connect());
     await control.query(WITHOUT_SYNC_WAIT);
+    // Idle between its reads: a database's idle_session_timeout ended it, and the link with it, at
+    // every attempt (57P05, test/session-limits.test.ts).
+    await control.query(SESSION_LIMITS_OFF.join('; '));
     // A peer that left the group (pgbidi part) is neither read nor given its slot back.
     const parted = await partedLink(control, null, config.node.name, peer.name);
     if (parted) throw parted;
