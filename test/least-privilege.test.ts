@@ -19,6 +19,14 @@ const OWNER_SQL = [
   'CREATE ROLE pgbidi LOGIN REPLICATION',
 ];
 const TABLE_SQL = 'CREATE TABLE public.kv (id int PRIMARY KEY, v text)';
+/** A table with row-level security whose policies hide rows from roles without BYPASSRLS (as pgbidi). */
+const GUARDED_SQL = [
+  'CREATE TABLE public.guarded (id int PRIMARY KEY, v text)',
+  'ALTER TABLE public.guarded ENABLE ROW LEVEL SECURITY',
+  'CREATE POLICY may_insert ON public.guarded FOR INSERT WITH CHECK (true)',
+  `CREATE POLICY sees ON public.guarded FOR SELECT USING (v IS DISTINCT FROM 'secret')`,
+  `CREATE POLICY may_update ON public.guarded FOR UPDATE USING (v IS DISTINCT FROM 'secret') WITH CHECK (true)`,
+];
 /** The README's GRANTs for the agent, run by the owner after setup. */
 const AGENT_GRANTS = [
   'GRANT USAGE ON SCHEMA pgbidi, public TO pgbidi',
@@ -54,7 +62,7 @@ describe.each(availableServerVersions())('least privilege ($label)', ({ binDir }
       );
     };
     for (const n of ['a', 'b']) {
-      await c.query(n, `SET ROLE app_owner; ${TABLE_SQL}`);
+      await c.query(n, `SET ROLE app_owner; ${TABLE_SQL}; ${GUARDED_SQL.join('; ')}`);
       expect(await c.query(n, `SELECT tableowner FROM pg_tables WHERE tablename = 'kv'`)).toEqual([{ tableowner: 'app_owner' }]);
     }
     for (const n of ['a', 'b']) await setupNode(config(n, 'app_owner'));
@@ -84,5 +92,27 @@ describe.each(availableServerVersions())('least privilege ($label)', ({ binDir }
       // Nothing the agents did ran as a superuser: their sessions are pgbidi's.
       expect(await c.query(n, `SELECT DISTINCT usename FROM pg_stat_activity WHERE application_name LIKE 'pgbidi%'`)).toEqual([{ usename: 'pgbidi' }]);
     }
+
+    // Row-level security: the policies would hide the secret row from pgbidi on b, and its update
+    // would be logged as update_missing while b kept the old value. Apply runs with row_security
+    // off, so the link stops on it instead, and resumes once pgbidi may bypass row security.
+    await c.query('a', `INSERT INTO guarded VALUES (1, 'open'), (2, 'secret')`);
+    await c.query('a', `UPDATE guarded SET v = 'secret, changed' WHERE id = 2`);
+    const fromA = () =>
+      c.agents
+        .get('b')
+        ?.status()
+        .find((l) => l.peer === 'a');
+    await eventually('b stops on the policy', () => /row-level security/.test(fromA()?.lastError?.message ?? ''), 60_000);
+    expect(fromA()?.lastError?.message).toContain('user pgbidi lacks a privilege');
+    expect(await c.query('b', 'SELECT id, v FROM guarded ORDER BY id')).toEqual([]);
+    await c.query('b', 'ALTER ROLE pgbidi BYPASSRLS');
+    const guarded = await c.waitConverged('public', 'guarded', 60_000);
+    expect(new Set([...guarded.values()].map((h) => `${h.rows}:${h.md5}`)).size).toBe(1);
+    expect(await c.query('b', 'SELECT id, v FROM guarded ORDER BY id')).toEqual([
+      { id: 1, v: 'open' },
+      { id: 2, v: 'secret, changed' },
+    ]);
+    expect(await c.query('b', `SELECT conflict_type FROM pgbidi.conflicts WHERE table_name = 'guarded'`)).toEqual([]);
   });
 });

@@ -3,7 +3,7 @@ import { formatLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { PINNED_GUCS } from '../source/replication-connection.js';
 import type { Statement } from './statements.js';
-import { SESSION_LIMITS_OFF } from '../util/session-limits.js';
+import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 
 /**
  * The local session that applies one peer's transactions. It is bound to the peer's replication
@@ -83,6 +83,7 @@ export class ApplySession {
       // transaction_timeout = 1s for this node's database, a 390,000-row transaction on 18 was
       // attempted 18 times in 20 s and never committed. statement_timeout above bounds each statement.
       ...SESSION_LIMITS_OFF,
+      ROW_SECURITY_OFF,
     ];
     const setup: Promise<unknown>[] = [
       client.query('SELECT pg_replication_origin_session_setup($1)', [this.options.origin]),

@@ -9,7 +9,7 @@ import type { JoinProgress } from './join-progress.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { setupNode } from './setup-node.js';
 import { TARGET_SESSION_SQL, copyTable, originLock } from './snapshot-copy.js';
-import { SESSION_LIMITS_OFF } from '../util/session-limits.js';
+import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 import type { CopyTable } from './snapshot-copy.js';
 import { resolveTables } from './table-selection.js';
 
@@ -208,7 +208,7 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
         donorSessions.push(d);
         await d.connect();
         // A table's COPY may outlast any statement limit, and the snapshot's transaction lasts the join.
-        for (const sql of [...SESSION_LIMITS_OFF, 'SET statement_timeout = 0']) await d.query(sql);
+        for (const sql of [...SESSION_LIMITS_OFF, 'SET statement_timeout = 0', ROW_SECURITY_OFF]) await d.query(sql);
         await d.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
         await d.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(created.snapshot_name)}`);
         const t = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_join_copy', options: PINNED_GUCS });

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
-import { SESSION_LIMITS_OFF } from '../util/session-limits.js';
+import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 import { pipeCopy } from './copy-pipe.js';
 import { METADATA_SCHEMA, ORIGIN_PREFIX } from './names.js';
 
@@ -67,6 +67,7 @@ export const TARGET_SESSION_SQL = [
   // Loading a large table's batch may outlast any statement limit.
   `SET statement_timeout = 0`,
   ...SESSION_LIMITS_OFF,
+  ROW_SECURITY_OFF,
   `CREATE OR REPLACE PROCEDURE pg_temp.pgbidi_join_load(node text, ins text)
      LANGUAGE plpgsql AS $$
      DECLARE v record;

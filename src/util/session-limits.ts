@@ -11,3 +11,12 @@ export const SESSION_LIMITS_OFF: readonly string[] = [
   'SET idle_session_timeout = 0',
   `SELECT pg_catalog.set_config('transaction_timeout', '0', false) FROM (SELECT pg_catalog.current_setting('transaction_timeout', true) AS t) s WHERE t IS NOT NULL`,
 ];
+
+/**
+ * Row-level security policies filter the rows a role without BYPASSRLS sees: an apply statement
+ * would miss a row a policy hides (an update logged as update_missing while the row stays stale),
+ * a join's COPY would copy only the visible rows. Off, such a statement fails instead (42501, "query
+ * would be affected by row-level security policy"), as pg_dump makes its COPY fail: the role needs
+ * BYPASSRLS, and nothing is missed in silence. A role that bypasses row security is not affected.
+ */
+export const ROW_SECURITY_OFF = 'SET row_security = off';
