@@ -19,12 +19,13 @@ describe.each(availableServerVersions())('session limits of the database on $lab
     replication: { reconnect: { initial_delay_ms: 100, max_delay_ms: 500 } },
   }));
 
-  it('applies a streamed transaction that idles and a transaction longer than transaction_timeout, without losing the session', async () => {
+  it('applies a streamed transaction that idles, a transaction longer than transaction_timeout and one that waits for a local lock, without losing the session', async () => {
     const c = cluster.get();
     await c.setupAll();
     const [db] = await c.query<{ d: string }>('b', 'SELECT current_database() AS d');
     await c.query('b', `ALTER DATABASE "${db?.d ?? ''}" SET idle_in_transaction_session_timeout = '1s'`);
     await c.query('b', `ALTER DATABASE "${db?.d ?? ''}" SET idle_session_timeout = '1s'`);
+    await c.query('b', `ALTER DATABASE "${db?.d ?? ''}" SET lock_timeout = '200ms'`);
     // transaction_timeout exists from 17 on.
     if (label !== 'pg15') await c.query('b', `ALTER DATABASE "${db?.d ?? ''}" SET transaction_timeout = '1s'`);
     await c.startAgent('a');
@@ -45,8 +46,20 @@ describe.each(availableServerVersions())('session limits of the database on $lab
     await c.query('a', `INSERT INTO t SELECT g, 'y' FROM generate_series(10001, 400000) g`);
     await eventually('every row on b', async () => (await c.query<{ n: number }>('b', 'SELECT count(*)::int AS n FROM t'))[0]?.n === 400_000, 60_000);
     await sleep(1500); // idle between transactions, longer than idle_session_timeout
-    await c.query('a', `INSERT INTO t VALUES (0, 'after')`);
-    await eventually('the row after the pause on b', async () => (await c.query('b', 'SELECT 1 FROM t WHERE id = 0')).length === 1);
+    // A local transaction on b holds the row that a's next transaction updates, longer than lock_timeout.
+    const local = new pg.Client({ connectionString: c.dsn('b') });
+    await local.connect();
+    try {
+      await local.query('BEGIN');
+      await local.query(`UPDATE t SET v = 'held' WHERE id = 1`);
+      await c.query('a', `UPDATE t SET v = 'after' WHERE id = 1`);
+      await c.query('a', `INSERT INTO t VALUES (0, 'after')`);
+      await sleep(700); // within b's own 1 s limits for this session
+      await local.query('ROLLBACK');
+    } finally {
+      await local.end();
+    }
+    await eventually('the rows after the pause on b', async () => (await c.query('b', `SELECT 1 FROM t WHERE id IN (0, 1) AND v = 'after'`)).length === 2);
     const link = c.agents.get('b')?.status()[0];
     expect(link?.reconnects).toBe(0);
     expect(link?.lastError).toBeNull();

@@ -1,12 +1,15 @@
 /**
- * Lifts the idle and transaction time limits a server, database or role may set for application
- * sessions, for one of pgbidi's own long-running sessions (pg_dump does the same for its own). Such
+ * Lifts the lock, idle and transaction time limits a server, database or role may set for
+ * application sessions, for one of pgbidi's own long-running sessions (pg_dump does the same for its own). Such
  * a session waits inside a transaction by design (an apply transaction for the peer's next changes, a
  * join's snapshot while the other tables are copied), and ended by a limit it would be started again
  * and meet the same limit at the same place, every time. transaction_timeout exists from PostgreSQL
  * 17 on (SQLSTATE 25P04): set only where the server knows it, the same statements serving 15 and 16.
  */
 export const SESSION_LIMITS_OFF: readonly string[] = [
+  // Waiting for a row a local transaction holds is part of applying (the session's own
+  // statement_timeout, when set, still bounds it); ended, a large transaction starts over.
+  'SET lock_timeout = 0',
   'SET idle_in_transaction_session_timeout = 0',
   'SET idle_session_timeout = 0',
   `SELECT pg_catalog.set_config('transaction_timeout', '0', false) FROM (SELECT pg_catalog.current_setting('transaction_timeout', true) AS t) s WHERE t IS NOT NULL`,

@@ -16,7 +16,7 @@ describe.each(availableServerVersions())('apply session setup on $label', ({ bin
       await client.query(`SELECT pg_replication_origin_create('pgbidi_session_test')`);
       await client.query(`SELECT pg_replication_origin_advance('pgbidi_session_test', '0/1A2B3C4')`);
       // Limits a DBA may give application sessions: the apply session lifts them for itself.
-      for (const name of ['idle_in_transaction_session_timeout', 'idle_session_timeout', 'transaction_timeout']) {
+      for (const name of ['lock_timeout', 'idle_in_transaction_session_timeout', 'idle_session_timeout', 'transaction_timeout']) {
         const known = await client.query(`SELECT 1 FROM pg_settings WHERE name = $1`, [name]);
         if (known.rowCount) await client.query(`ALTER ROLE CURRENT_USER SET ${name} = '5min'`);
       }
@@ -47,7 +47,7 @@ describe.each(availableServerVersions())('apply session setup on $label', ({ bin
       `SELECT current_setting('session_replication_role') AS role, current_setting('synchronous_commit') AS sync,
               current_setting('default_transaction_isolation') AS iso, current_setting('statement_timeout') AS timeout,
               current_setting('plan_cache_mode') AS plans, pg_replication_origin_session_is_setup()::text AS origin,
-              current_setting('idle_in_transaction_session_timeout') AS idle_in_transaction, current_setting('idle_session_timeout') AS idle,
+              current_setting('lock_timeout') AS lock, current_setting('idle_in_transaction_session_timeout') AS idle_in_transaction, current_setting('idle_session_timeout') AS idle,
               coalesce(current_setting('transaction_timeout', true), 'none before 17') AS transaction`,
     );
     expect(r.rows[0]).toEqual({
@@ -57,6 +57,7 @@ describe.each(availableServerVersions())('apply session setup on $label', ({ bin
       timeout: '12345ms',
       plans: 'force_generic_plan',
       origin: 'true',
+      lock: '0',
       idle_in_transaction: '0',
       idle: '0',
       transaction: db.server.versionNum >= 170_000 ? '0' : 'none before 17',
