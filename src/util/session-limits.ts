@@ -1,10 +1,11 @@
 /**
  * Lifts the lock, idle and transaction time limits a server, database or role may set for
- * application sessions, for one of pgbidi's own long-running sessions (pg_dump does the same for its own). Such
- * a session waits inside a transaction by design (an apply transaction for the peer's next changes, a
- * join's snapshot while the other tables are copied), and ended by a limit it would be started again
- * and meet the same limit at the same place, every time. transaction_timeout exists from PostgreSQL
- * 17 on (SQLSTATE 25P04): set only where the server knows it, the same statements serving 15 and 16.
+ * application sessions, for one of pgbidi's own long-running sessions (pg_dump does the same for
+ * its own). Such a session waits inside a transaction by design (an apply transaction for the peer's
+ * next changes, a join's snapshot while the other tables are copied), and ended by a limit it would
+ * be started again and meet the same limit at the same place, every time. transaction_timeout exists
+ * from PostgreSQL 17 on (SQLSTATE 25P04): set only where the server knows it, so that the same
+ * statements serve 15 and 16.
  */
 export const SESSION_LIMITS_OFF: readonly string[] = [
   // Waiting for a row a local transaction holds is part of applying (the session's own
