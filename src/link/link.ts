@@ -440,10 +440,9 @@ export class Link {
     // the attempt (and the session hold the origin).
     this.opening = Promise.allSettled([sessionStarted, replicationConnected]);
     await connecting(local, () => control.connect());
-    await control.query(WITHOUT_SYNC_WAIT);
     // Idle between its reads: a database's idle_session_timeout ended it, and the link with it, at
-    // every attempt (57P05, test/session-limits.test.ts).
-    await control.query(SESSION_LIMITS_OFF.join('; '));
+    // every attempt (57P05, test/session-limits.test.ts). One round trip for all the settings.
+    await control.query([WITHOUT_SYNC_WAIT, ...SESSION_LIMITS_OFF].join('; '));
     // A peer that left the group (pgbidi part) is neither read nor given its slot back.
     const parted = await partedLink(control, null, config.node.name, peer.name);
     if (parted) throw parted;

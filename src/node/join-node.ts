@@ -208,7 +208,7 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
         donorSessions.push(d);
         await d.connect();
         // A table's COPY may outlast any statement limit, and the snapshot's transaction lasts the join.
-        for (const sql of [...SESSION_LIMITS_OFF, 'SET statement_timeout = 0', ROW_SECURITY_OFF]) await d.query(sql);
+        await d.query([...SESSION_LIMITS_OFF, 'SET statement_timeout = 0', ROW_SECURITY_OFF].join('; '));
         await d.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
         await d.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(created.snapshot_name)}`);
         const t = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_join_copy', options: PINNED_GUCS });
