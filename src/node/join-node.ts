@@ -9,7 +9,7 @@ import type { JoinProgress } from './join-progress.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { setupNode } from './setup-node.js';
 import { TARGET_SESSION_SQL, copyTable, originLock } from './snapshot-copy.js';
-import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
+import { COPY_SESSION_SQL } from '../util/session-limits.js';
 import type { CopyTable } from './snapshot-copy.js';
 import { resolveTables } from './table-selection.js';
 
@@ -207,8 +207,8 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
         const d = new pg.Client({ connectionString: donor.dsn, application_name: 'pgbidi_join_copy', options: PINNED_GUCS });
         donorSessions.push(d);
         await d.connect();
-        // A table's COPY may outlast any statement limit, and the snapshot's transaction lasts the join.
-        await d.query([...SESSION_LIMITS_OFF, 'SET statement_timeout = 0', ROW_SECURITY_OFF].join('; '));
+        // The snapshot's transaction lasts the join.
+        await d.query(COPY_SESSION_SQL.join('; '));
         await d.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
         await d.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(created.snapshot_name)}`);
         const t = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_join_copy', options: PINNED_GUCS });

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
-import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
+import { COPY_SESSION_SQL } from '../util/session-limits.js';
 import { pipeCopy } from './copy-pipe.js';
 import { METADATA_SCHEMA, ORIGIN_PREFIX } from './names.js';
 
@@ -64,10 +64,7 @@ export const TARGET_SESSION_SQL = [
   // Durability comes from the join's last commit, which flushes the WAL of every commit before it.
   `SET synchronous_commit = off`,
   `SET temp_buffers = '64MB'`,
-  // Loading a large table's batch may outlast any statement limit.
-  `SET statement_timeout = 0`,
-  ...SESSION_LIMITS_OFF,
-  ROW_SECURITY_OFF,
+  ...COPY_SESSION_SQL,
   `CREATE OR REPLACE PROCEDURE pg_temp.pgbidi_join_load(node text, ins text)
      LANGUAGE plpgsql AS $$
      DECLARE v record;

@@ -24,3 +24,9 @@ export const SESSION_LIMITS_OFF: readonly string[] = [
  * BYPASSRLS, and nothing is missed in silence. A role that bypasses row security is not affected.
  */
 export const ROW_SECURITY_OFF = 'SET row_security = off';
+
+/**
+ * A session of a bulk copy (`pgbidi join`, donor and target side): a table's COPY or load may outlast
+ * any statement limit too, and it must see every row.
+ */
+export const COPY_SESSION_SQL: readonly string[] = ['SET statement_timeout = 0', ...SESSION_LIMITS_OFF, ROW_SECURITY_OFF];
