@@ -39,6 +39,12 @@ export interface NodeFingerprint {
 
 const MAX_CATCH_UP_MS = 30 * 60_000;
 
+/**
+ * Short reconnect delays: the suite waits for every recovery, and a 30 s ceiling would make it a long
+ * wait; the backoff logic is the same.
+ */
+export const FAULT_RECONNECT = { initial_delay_ms: 200, max_delay_ms: 3000 } as const;
+
 export class FaultCluster {
   readonly agents = new Map<string, FaultAgent>();
   readonly proxies = new Map<string, TcpProxy>();
@@ -99,9 +105,7 @@ export class FaultCluster {
       peers: this.nodes
         .filter((p) => p !== node)
         .map((p) => ({ name: p, dsn: `postgresql://postgres@127.0.0.1:${this.proxy(p, node).port}/${this.local.database}` })),
-      // Short reconnect delays: the suite waits for every recovery, and a 30 s ceiling would make it
-      // a long wait; the backoff logic is the same.
-      replication: { reconnect: { initial_delay_ms: 200, max_delay_ms: 3000 } },
+      replication: { reconnect: FAULT_RECONNECT },
       log: { level: 'info' },
     };
   }
