@@ -21,14 +21,17 @@ const SCHEMA = [
   // Loaded on both nodes before the group exists (as from one dump).
   `CREATE TABLE preloaded (id int PRIMARY KEY, v text)`,
   `INSERT INTO preloaded SELECT g, 'loaded' FROM generate_series(1, 3) g`,
-  // Names that need quoting everywhere: a space, a quote, mixed case, a non-ASCII letter, a keyword.
+  // Names that need quoting everywhere: a space, a quote, a backslash, mixed case, a non-ASCII letter,
+  // a keyword. With standard_conforming_strings off (a legacy setting a database may keep), a
+  // backslash in a plain string constant starts an escape.
+  `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET standard_conforming_strings = off', current_database()); END $$`,
   `CREATE SCHEMA "Sales Dept"`,
-  `CREATE TABLE "Sales Dept"."Order ""Lines""" ("Id" int, "Région" text, "Qty ""x""" int, "select" text, PRIMARY KEY ("Région", "Id"))`,
+  `CREATE TABLE "Sales Dept"."Order ""Lines"" \\ Q4" ("Id" int, "Région" text, "Qty ""x""" int, "select" text, PRIMARY KEY ("Région", "Id"))`,
   `CREATE TABLE "Sales Dept"."Ctr" ("K" int PRIMARY KEY, "N" bigint NOT NULL)`,
   `ALTER TABLE "Sales Dept"."Ctr" REPLICA IDENTITY FULL`,
 ];
 
-const LINES = `"Sales Dept"."Order ""Lines"""`;
+const LINES = `"Sales Dept"."Order ""Lines"" \\ Q4"`;
 
 async function rows(c: LocalCluster, node: string, sql: string): Promise<unknown[]> {
   return c.query(node, sql);
@@ -305,14 +308,14 @@ describe.each(availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({
         expect(await rows(c, node, `SELECT * FROM ${LINES} ORDER BY "Id"`)).toEqual(expected);
         expect(await rows(c, node, `SELECT * FROM "Sales Dept"."Ctr"`)).toEqual([{ K: 1, N: '13' }]);
       }
-      expect(await conflictRows(c, 'a', 'Order "Lines"')).toEqual(
+      expect(await conflictRows(c, 'a', 'Order "Lines" \\ Q4')).toEqual(
         expect.arrayContaining([
           'delete_origin_differs/apply_remote ["us", "2"]',
           'update_origin_differs/apply_remote ["eu", "1"]',
           'insert_exists/keep_local ["eu", "9"]',
         ]),
       );
-      expect(await conflictRows(c, 'b', 'Order "Lines"')).toEqual(
+      expect(await conflictRows(c, 'b', 'Order "Lines" \\ Q4')).toEqual(
         expect.arrayContaining(['update_origin_differs/keep_local ["eu", "1"]', 'insert_exists/apply_remote ["eu", "9"]']),
       );
     });

@@ -59,7 +59,15 @@ describe('setup', () => {
   const cluster = useCluster(() => ({
     binDir: embeddedBinDir(),
     nodes: ['a', 'b'],
-    schema: [`CREATE TABLE ok (id int PRIMARY KEY, body text)`],
+    replication: { tables: ['public.*', 'pgsales.*'] },
+    schema: [
+      `CREATE TABLE ok (id int PRIMARY KEY, body text)`,
+      // Only pg_* schemas are the system's. With standard_conforming_strings off (a legacy setting a
+      // database may keep), the catalog query's pattern 'pg\_%' read as 'pg_%' and left pgsales out.
+      `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET standard_conforming_strings = off', current_database()); END $$`,
+      `CREATE SCHEMA pgsales`,
+      `CREATE TABLE pgsales.orders (id int PRIMARY KEY)`,
+    ],
   }));
 
   it('is idempotent, notes TOAST-able tables, and rejects conflict settings that differ between nodes', async () => {
@@ -74,6 +82,6 @@ describe('setup', () => {
     const message = await setupError(setupNode(keepLocal));
     expect(message).toContain('conflict settings differ from peer a');
     const same = await setupNode(c.config('b'));
-    expect(same.tables).toEqual(['public.ok']);
+    expect(same.tables).toEqual(['pgsales.orders', 'public.ok']);
   });
 });

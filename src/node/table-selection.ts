@@ -28,7 +28,7 @@ export async function resolveTables(client: ClientBase, include: readonly string
                        WHERE i.indrelid = c.oid AND i.indisreplident), '{}'::text[]) AS ident
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-        AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) AND n.nspname NOT LIKE 'pg\\_%'
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema', $1) AND NOT starts_with(n.nspname, 'pg_')
       ORDER BY 1, 2`,
     [METADATA_SCHEMA],
   );

@@ -3,8 +3,17 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/**
+ * A string constant that means `value` whatever the session's standard_conforming_strings: with it
+ * off (a legacy setting a database or role may still carry), a backslash in a plain '...' constant
+ * starts an escape, so a value with one is written as an escape string constant, E'...', whose
+ * backslashes are doubled (sql-syntax-lexical.html "String Constants With C-Style Escapes"). With
+ * plain constants, the apply procedure logged the conflicts of table `back\slash` as `backslash` and
+ * kept its tombstones under another name than the statement path did.
+ */
 export function quoteLiteral(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
+  const quoted = value.replace(/'/g, "''");
+  return value.includes('\\') ? `E'${quoted.replace(/\\/g, '\\\\')}'` : `'${quoted}'`;
 }
 
 export function qualifiedName(schema: string, table: string): string {
