@@ -12,8 +12,26 @@ import { quoteIdent, quoteLiteral } from '../util/sql.js';
  * frames out (sendCopyFromChunk), CopyDone (endCopyFrom) to stop (technical research §1).
  */
 
-/** Walsender GUCs pinned so that text values are produced the same way on every peer (§1.1). */
-export const PINNED_GUCS = '-c client_encoding=UTF8 -c datestyle=ISO,MDY -c intervalstyle=postgres -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex';
+/**
+ * Settings pinned at connection start (they win over the server's, the database's and the role's) for
+ * the walsender and every session that reads or writes rows as text: values are produced the same
+ * way on every peer (§1.1) and read back as they were meant. array_nulls and xmloption govern input:
+ * with array_nulls = off on a database, an unquoted NULL in an array literal is the string "NULL"
+ * (apply's columns are arrays: a null text arrived as 'NULL', a null integer was refused); with
+ * xmloption = document, an XML fragment (content) a peer holds is refused.
+ */
+export const PINNED_GUCS = [
+  'client_encoding=UTF8',
+  'datestyle=ISO,MDY',
+  'intervalstyle=postgres',
+  'timezone=UTC',
+  'extra_float_digits=3',
+  'bytea_output=hex',
+  'array_nulls=on',
+  'xmloption=content',
+]
+  .map((setting) => `-c ${setting}`)
+  .join(' ');
 
 interface CopyBothConnection {
   on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;
