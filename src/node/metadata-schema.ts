@@ -7,7 +7,7 @@ import { METADATA_SCHEMA, ORIGIN_PREFIX, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_
  * false. The trigger's WHEN clause and record_tombstone both evaluate it.
  */
 const TOMBSTONE_WRITE_MARK =
-  `pg_catalog.pg_advisory_xact_lock_shared(${TOMBSTONE_WRITE_LOCK}::int8) IS NOT NULL ` +
+  `pg_catalog.pg_advisory_xact_lock_shared(${TOMBSTONE_WRITE_LOCK}::pg_catalog.int8) IS NOT NULL ` +
   `AND pg_catalog.nextval('${METADATA_SCHEMA}.${TOMBSTONE_WRITES_SEQUENCE}') IS NULL`;
 
 /**
@@ -96,15 +96,19 @@ export function metadataSchemaSql(selfName: string): string[] {
     `ALTER TABLE ${s}.tombstones ENABLE ALWAYS TRIGGER mark_tombstone_write`,
     // Local deletes (and key changes) leave a tombstone through this trigger. It is an ordinary
     // trigger: it does not fire in apply sessions (session_replication_role = replica), which write
-    // their tombstones themselves with the remote version.
+    // their tombstones themselves with the remote version. It runs in the application's sessions,
+    // under their search_path: every function, operator and type it names is pg_catalog's, so that
+    // one of the same name earlier in that path (public.unnest, say) is never called (a SET
+    // search_path clause would do the same at the cost of a setting saved and restored per row).
     `CREATE OR REPLACE FUNCTION ${s}.record_tombstone() RETURNS trigger
        LANGUAGE plpgsql AS $$
        BEGIN
          PERFORM ${TOMBSTONE_WRITE_MARK};
          INSERT INTO ${s}.tombstones AS tb (table_name, key)
-         SELECT TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, jsonb_agg(to_jsonb(OLD) -> k ORDER BY o)
-           FROM unnest(TG_ARGV) WITH ORDINALITY AS u(k, o)
-         ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = now();
+         SELECT pg_catalog.concat_ws('.', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+                pg_catalog.jsonb_agg(pg_catalog.jsonb_object_field(pg_catalog.to_jsonb(OLD), k) ORDER BY o)
+           FROM pg_catalog.unnest(TG_ARGV) WITH ORDINALITY AS u(k, o)
+         ON CONFLICT (table_name, key) DO UPDATE SET deleted_at = pg_catalog.now();
          RETURN NULL;
        END $$`,
     // The insert fast path's gate (apply/statements.ts insertRowsFast): with a tombstone for the

@@ -18,7 +18,10 @@ import { quoteIdent, quoteLiteral } from '../util/sql.js';
  * way on every peer (§1.1) and read back as they were meant. array_nulls and xmloption govern input:
  * with array_nulls = off on a database, an unquoted NULL in an array literal is the string "NULL"
  * (apply's columns are arrays: a null text arrived as 'NULL', a null integer was refused); with
- * xmloption = document, an XML fragment (content) a peer holds is refused.
+ * xmloption = document, an XML fragment (content) a peer holds is refused. search_path: the names
+ * pgbidi's statements use unqualified (unnest, coalesce, casts) are pg_catalog's, whatever schema a
+ * database puts first; PostgreSQL's own apply worker and pg_dump run with an empty search_path for
+ * the same reason.
  */
 export const PINNED_GUCS = [
   'client_encoding=UTF8',
@@ -29,6 +32,7 @@ export const PINNED_GUCS = [
   'bytea_output=hex',
   'array_nulls=on',
   'xmloption=content',
+  'search_path=pg_catalog',
 ]
   .map((setting) => `-c ${setting}`)
   .join(' ');
