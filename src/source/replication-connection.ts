@@ -21,7 +21,9 @@ import { quoteIdent, quoteLiteral } from '../util/sql.js';
  * xmloption = document, an XML fragment (content) a peer holds is refused. search_path: the names
  * pgbidi's statements use unqualified (unnest, coalesce, casts) are pg_catalog's, whatever schema a
  * database puts first; PostgreSQL's own apply worker and pg_dump run with an empty search_path for
- * the same reason.
+ * the same reason. exit_on_error: on, every error ends the session, also those apply expects (a row
+ * set aside in its savepoint, the insert fast path stopped by a tombstone), and the link started
+ * over at the same transaction every time.
  */
 export const PINNED_GUCS = [
   'client_encoding=UTF8',
@@ -33,6 +35,7 @@ export const PINNED_GUCS = [
   'array_nulls=on',
   'xmloption=content',
   'search_path=pg_catalog',
+  'exit_on_error=off',
 ]
   .map((setting) => `-c ${setting}`)
   .join(' ');
