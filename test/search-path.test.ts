@@ -37,6 +37,7 @@ describe.each(availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({
       await c.query('a', `INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 2000) g`);
       await c.query('a', `INSERT INTO t VALUES (-1, 'one')`);
       await c.query('b', `INSERT INTO t VALUES (-2, 'two'), (-3, 'three')`);
+      await caughtUp(c); // the rows b deletes next are there
       await c.query('a', `UPDATE t SET v = 'changed' WHERE id <= 10`);
       await c.query('b', `DELETE FROM t WHERE id BETWEEN 11 AND 20`);
       await caughtUp(c);
