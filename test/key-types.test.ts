@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { availableServerVersions } from './support/pg-versions.js';
-import { APPLY_PATHS, caughtUp, sleep, useCluster } from './support/cluster-fixture.js';
+import { caughtUp, sleep, useCluster, versionsAndApplyPaths } from './support/cluster-fixture.js';
 
 /**
  * Primary keys of many types through the delete/update races. A local delete's tombstone is written
@@ -29,41 +28,38 @@ const KEYS: readonly (readonly [table: string, type: string, first: string, seco
 
 const SCHEMA = [...KEYS.map(([t, type]) => `CREATE TABLE ${t} (k ${type} PRIMARY KEY, v text)`), `CREATE TABLE marker (id int PRIMARY KEY)`];
 
-describe.each(availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({ ...v, ...p }))))(
-  'primary keys of many types on $label through the $path',
-  ({ binDir, apply_procedure_max_changes }) => {
-    const cluster = useCluster(() => ({ binDir, nodes: ['a', 'b'], schema: SCHEMA, replication: { apply_procedure_max_changes } }));
+describe.each(versionsAndApplyPaths())('primary keys of many types on $label through the $path', ({ binDir, apply_procedure_max_changes }) => {
+  const cluster = useCluster(() => ({ binDir, nodes: ['a', 'b'], schema: SCHEMA, replication: { apply_procedure_max_changes } }));
 
-    it('finds the newer delete of a key by its tombstone, and lets a newer update re-create a row an older delete removed', async () => {
-      const c = cluster.get();
-      await c.setupAll();
-      await c.startAgent('a');
-      await c.startAgent('b');
-      for (const [t, , first, second] of KEYS) await c.query('a', `INSERT INTO ${t} VALUES (${first}, 'x'), (${second}, 'x')`);
-      await caughtUp(c);
-      await Promise.all(['a', 'b'].map((n) => c.stopAgent(n)));
-      for (const [t, , first, second] of KEYS) {
-        await c.query('a', `UPDATE ${t} SET v = 'older update' WHERE k = ${first}`);
-        await c.query('a', `DELETE FROM ${t} WHERE k = ${second}`);
-      }
-      await sleep(5);
-      for (const [t, , first, second] of KEYS) {
-        await c.query('b', `DELETE FROM ${t} WHERE k = ${first}`);
-        await c.query('b', `UPDATE ${t} SET v = 'newer update' WHERE k = ${second}`);
-      }
-      await c.startAgent('a');
-      await c.startAgent('b');
-      await caughtUp(c);
-      for (const [t, type, , second] of KEYS) {
-        const expected = await c.query('a', `SELECT (${second})::${type}::text AS k, 'newer update' AS v`);
-        for (const node of ['a', 'b']) expect(await c.query(node, `SELECT k::text, v FROM ${t}`), `${t} on ${node}`).toEqual(expected);
-      }
-      const conflicts = async (node: string): Promise<string[]> =>
-        (await c.query<{ c: string }>(node, `SELECT table_name || ' ' || conflict_type || '/' || resolution AS c FROM pgbidi.conflicts ORDER BY 1`)).map(
-          (r) => r.c,
-        );
-      expect(await conflicts('a')).toEqual(KEYS.flatMap(([t]) => [`${t} delete_origin_differs/apply_remote`, `${t} update_missing/apply_remote`]).sort());
-      expect(await conflicts('b')).toEqual(KEYS.flatMap(([t]) => [`${t} delete_origin_differs/keep_local`, `${t} update_deleted/skip`]).sort());
-    });
-  },
-);
+  it('finds the newer delete of a key by its tombstone, and lets a newer update re-create a row an older delete removed', async () => {
+    const c = cluster.get();
+    await c.setupAll();
+    await c.startAgent('a');
+    await c.startAgent('b');
+    for (const [t, , first, second] of KEYS) await c.query('a', `INSERT INTO ${t} VALUES (${first}, 'x'), (${second}, 'x')`);
+    await caughtUp(c);
+    await Promise.all(['a', 'b'].map((n) => c.stopAgent(n)));
+    for (const [t, , first, second] of KEYS) {
+      await c.query('a', `UPDATE ${t} SET v = 'older update' WHERE k = ${first}`);
+      await c.query('a', `DELETE FROM ${t} WHERE k = ${second}`);
+    }
+    await sleep(5);
+    for (const [t, , first, second] of KEYS) {
+      await c.query('b', `DELETE FROM ${t} WHERE k = ${first}`);
+      await c.query('b', `UPDATE ${t} SET v = 'newer update' WHERE k = ${second}`);
+    }
+    await c.startAgent('a');
+    await c.startAgent('b');
+    await caughtUp(c);
+    for (const [t, type, , second] of KEYS) {
+      const expected = await c.query('a', `SELECT (${second})::${type}::text AS k, 'newer update' AS v`);
+      for (const node of ['a', 'b']) expect(await c.query(node, `SELECT k::text, v FROM ${t}`), `${t} on ${node}`).toEqual(expected);
+    }
+    const conflicts = async (node: string): Promise<string[]> =>
+      (await c.query<{ c: string }>(node, `SELECT table_name || ' ' || conflict_type || '/' || resolution AS c FROM pgbidi.conflicts ORDER BY 1`)).map(
+        (r) => r.c,
+      );
+    expect(await conflicts('a')).toEqual(KEYS.flatMap(([t]) => [`${t} delete_origin_differs/apply_remote`, `${t} update_missing/apply_remote`]).sort());
+    expect(await conflicts('b')).toEqual(KEYS.flatMap(([t]) => [`${t} delete_origin_differs/keep_local`, `${t} update_deleted/skip`]).sort());
+  });
+});

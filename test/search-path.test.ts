@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { availableServerVersions } from './support/pg-versions.js';
-import { APPLY_PATHS, caughtUp, useCluster } from './support/cluster-fixture.js';
+import { caughtUp, databaseSetting, useCluster, versionsAndApplyPaths } from './support/cluster-fixture.js';
 
 /**
  * A database whose search_path puts a schema before pg_catalog, where a function with a built-in's
@@ -10,46 +9,43 @@ import { APPLY_PATHS, caughtUp, useCluster } from './support/cluster-fixture.js'
  * application's function is called neither by apply (which lost every other deleted key through it)
  * nor by the trigger in the application's own DELETE.
  */
-describe.each(availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({ ...v, ...p }))))(
-  'search_path of the database on $label through the $path',
-  ({ binDir, apply_procedure_max_changes }) => {
-    const cluster = useCluster(() => ({
-      binDir,
-      nodes: ['a', 'b'],
-      replication: { apply_procedure_max_changes },
-      schema: [
-        `CREATE TABLE marker (id int PRIMARY KEY)`,
-        `CREATE TABLE t (id int PRIMARY KEY, v text)`,
-        `CREATE SCHEMA audit`,
-        `CREATE TABLE audit.calls (app text)`,
-        // Keeps every other element, and records who called it.
-        `CREATE FUNCTION public.unnest(anyarray) RETURNS SETOF anyelement LANGUAGE sql
+describe.each(versionsAndApplyPaths())('search_path of the database on $label through the $path', ({ binDir, apply_procedure_max_changes }) => {
+  const cluster = useCluster(() => ({
+    binDir,
+    nodes: ['a', 'b'],
+    replication: { apply_procedure_max_changes },
+    schema: [
+      `CREATE TABLE marker (id int PRIMARY KEY)`,
+      `CREATE TABLE t (id int PRIMARY KEY, v text)`,
+      `CREATE SCHEMA audit`,
+      `CREATE TABLE audit.calls (app text)`,
+      // Keeps every other element, and records who called it.
+      `CREATE FUNCTION public.unnest(anyarray) RETURNS SETOF anyelement LANGUAGE sql
            AS $$ INSERT INTO audit.calls SELECT current_setting('application_name') || '/' || backend_type || '/' || left(query, 200) FROM pg_stat_activity WHERE pid = pg_backend_pid(); SELECT x FROM pg_catalog.unnest($1) WITH ORDINALITY AS u(x, i) WHERE i % 2 = 1 $$`,
-        `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = public, pg_catalog', current_database()); END $$`,
-      ],
-    }));
+      databaseSetting('search_path', 'public, pg_catalog'),
+    ],
+  }));
 
-    it('applies every row without calling the function that shadows a built-in', async () => {
-      const c = cluster.get();
-      await c.setupAll();
-      await c.startAgent('a');
-      await c.startAgent('b');
-      await c.query('a', `INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 2000) g`);
-      await c.query('a', `INSERT INTO t VALUES (-1, 'one')`);
-      await c.query('b', `INSERT INTO t VALUES (-2, 'two'), (-3, 'three')`);
-      await caughtUp(c); // the rows b deletes next are there
-      await c.query('a', `UPDATE t SET v = 'changed' WHERE id <= 10`);
-      await c.query('b', `DELETE FROM t WHERE id BETWEEN 11 AND 20`);
-      await caughtUp(c);
-      const q = `SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM t`;
-      const [onA] = await c.query<{ n: number; h: string }>('a', q);
-      const [onB] = await c.query<{ n: number; h: string }>('b', q);
-      expect(onA?.n).toBe(1993);
-      expect(onB).toEqual(onA);
-      for (const node of ['a', 'b']) {
-        expect(await c.query(node, 'SELECT app, count(*)::int AS n FROM audit.calls GROUP BY app')).toEqual([]);
-        expect(await c.query(node, 'SELECT reason FROM pgbidi.dead_letters')).toEqual([]);
-      }
-    });
-  },
-);
+  it('applies every row without calling the function that shadows a built-in', async () => {
+    const c = cluster.get();
+    await c.setupAll();
+    await c.startAgent('a');
+    await c.startAgent('b');
+    await c.query('a', `INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 2000) g`);
+    await c.query('a', `INSERT INTO t VALUES (-1, 'one')`);
+    await c.query('b', `INSERT INTO t VALUES (-2, 'two'), (-3, 'three')`);
+    await caughtUp(c); // the rows b deletes next are there
+    await c.query('a', `UPDATE t SET v = 'changed' WHERE id <= 10`);
+    await c.query('b', `DELETE FROM t WHERE id BETWEEN 11 AND 20`);
+    await caughtUp(c);
+    const q = `SELECT count(*)::int AS n, md5(string_agg(id || ':' || v, ',' ORDER BY id)) AS h FROM t`;
+    const [onA] = await c.query<{ n: number; h: string }>('a', q);
+    const [onB] = await c.query<{ n: number; h: string }>('b', q);
+    expect(onA?.n).toBe(1993);
+    expect(onB).toEqual(onA);
+    for (const node of ['a', 'b']) {
+      expect(await c.query(node, 'SELECT app, count(*)::int AS n FROM audit.calls GROUP BY app')).toEqual([]);
+      expect(await c.query(node, 'SELECT reason FROM pgbidi.dead_letters')).toEqual([]);
+    }
+  });
+});

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config/load-config.js';
 import { embeddedBinDir } from '../src/pg-server/postgres-binaries.js';
 import { SetupError, setupNode } from '../src/node/setup-node.js';
-import { useCluster } from './support/cluster-fixture.js';
+import { databaseSetting, useCluster } from './support/cluster-fixture.js';
 
 async function setupError(promise: Promise<unknown>): Promise<string> {
   try {
@@ -64,7 +64,7 @@ describe('setup', () => {
       `CREATE TABLE ok (id int PRIMARY KEY, body text)`,
       // Only pg_* schemas are the system's. With standard_conforming_strings off (a legacy setting a
       // database may keep), the catalog query's pattern 'pg\_%' read as 'pg_%' and left pgsales out.
-      `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET standard_conforming_strings = off', current_database()); END $$`,
+      databaseSetting('standard_conforming_strings', 'off'),
       `CREATE SCHEMA pgsales`,
       `CREATE TABLE pgsales.orders (id int PRIMARY KEY)`,
     ],

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll } from 'vitest';
 import { LocalCluster } from '../../src/testbed/local-cluster.js';
 import type { LocalClusterOptions } from '../../src/testbed/local-cluster.js';
+import { availableServerVersions } from './pg-versions.js';
 
 /** Starts a cluster before the tests of a describe block and always destroys it afterwards. */
 export function useCluster(options: () => LocalClusterOptions): { get: () => LocalCluster } {
@@ -55,3 +56,16 @@ export const APPLY_PATHS = [
   { path: 'apply procedure', apply_procedure_max_changes: 100 },
   { path: 'statements', apply_procedure_max_changes: 0 },
 ] as const;
+
+/** Every server version here with each apply path, for describe.each. */
+export function versionsAndApplyPaths(): (ReturnType<typeof availableServerVersions>[number] & (typeof APPLY_PATHS)[number])[] {
+  return availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({ ...v, ...p })));
+}
+
+/**
+ * A schema statement that sets `name = value` (SQL, as ALTER DATABASE takes it) for the database it
+ * runs in: for the sessions that start afterwards, the agent's among them, as a DBA would.
+ */
+export function databaseSetting(name: string, value: string): string {
+  return `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET ${name} = ${value.replace(/'/g, "''")}', current_database()); END $$`;
+}
