@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import pg from 'pg';
+import { agentClient } from './util/agent-client.js';
 import { Agent } from './agent.js';
 import { ConfigError, loadConfigFile } from './config/load-config.js';
 import type { Config } from './config/config-schema.js';
@@ -263,7 +263,7 @@ interface DeadLetterRow {
 }
 
 async function pendingDeadLetterIds(config: Config): Promise<string[]> {
-  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
+  const client = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
   await client.connect();
   try {
     const r = await client.query<{ id: string }>(`SELECT id::text AS id FROM pgbidi.dead_letters WHERE status = 'pending' ORDER BY id`);
@@ -287,7 +287,7 @@ async function deadLetters(config: Config, values: Values, io: Io): Promise<numb
     }
     return ok ? 0 : 1;
   }
-  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
+  const client = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
   await client.connect();
   try {
     const r = await client.query<DeadLetterRow>(

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { formatLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
-import { PINNED_GUCS } from '../source/replication-connection.js';
+import { PINNED_GUCS } from '../util/agent-client.js';
 import type { Statement } from './statements.js';
 import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 

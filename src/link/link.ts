@@ -16,7 +16,8 @@
  *   the peer's origin) ─► ProgressTracker ─► feedback (confirms only the origin's flushed progress,
  *   never a position on receipt). OperatorActions holds what an operator asked for.
  */
-import pg from 'pg';
+import type pg from 'pg';
+import { agentClient } from '../util/agent-client.js';
 import type { Config, PeerConfig } from '../config/config-schema.js';
 import { redactSecrets } from '../config/redact.js';
 import { ApplySession } from '../apply/apply-session.js';
@@ -408,7 +409,7 @@ export class Link {
     this.attemptFailed = fail;
     const onConnError = (err: Error): void => fail(err);
 
-    this.control = new pg.Client({ connectionString: config.node.dsn, application_name: `pgbidi_${config.node.name}_control` });
+    this.control = agentClient({ connectionString: config.node.dsn, application_name: `pgbidi_${config.node.name}_control` });
     this.control.on('error', onConnError);
     const local = nodeEndpoint(config.node.dsn);
     const control = this.control;

@@ -3,7 +3,7 @@ import type { Config, PeerConfig } from '../config/config-schema.js';
 import { formatLsn, maxLsn, parseLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { decodePgoutput } from '../protocol/pgoutput-decoder.js';
-import { PINNED_GUCS } from '../source/replication-connection.js';
+import { agentClient, PINNED_GUCS } from '../util/agent-client.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import type { JoinProgress } from './join-progress.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
@@ -94,7 +94,7 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
   if (!donor) throw new JoinError(`--from ${options.donor}: not a peer in this config (peers: ${config.peers.map((p) => p.name).join(', ')})`);
   const others = config.peers.filter((p) => p.name !== donor.name);
 
-  const local = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_join' });
+  const local = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_join' });
   await local.connect();
   const peers = new Map<string, pg.Client>();
   try {
@@ -143,7 +143,7 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
     }
 
     for (const p of config.peers) {
-      const client = new pg.Client({ connectionString: p.dsn, application_name: 'pgbidi_join', connectionTimeoutMillis: 10_000 });
+      const client = agentClient({ connectionString: p.dsn, application_name: 'pgbidi_join', connectionTimeoutMillis: 10_000 });
       await client.connect();
       peers.set(p.name, client);
     }
@@ -204,14 +204,14 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
       options.say(`slot ${slotName(donor.name, self)} created on ${donor.name} at ${created.consistent_point}, snapshot ${created.snapshot_name}`);
       const workers = Math.max(1, Math.min(options.parallel, tables.length + 1));
       for (let i = 0; i < workers; i++) {
-        const d = new pg.Client({ connectionString: donor.dsn, application_name: 'pgbidi_join_copy', options: PINNED_GUCS });
+        const d = agentClient({ connectionString: donor.dsn, application_name: 'pgbidi_join_copy' });
         donorSessions.push(d);
         await d.connect();
         // The snapshot's transaction lasts the join.
         await d.query(COPY_SESSION_SQL.join('; '));
         await d.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
         await d.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(created.snapshot_name)}`);
-        const t = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_join_copy', options: PINNED_GUCS });
+        const t = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_join_copy' });
         targetSessions.push(t);
         await t.connect();
         for (const sql of TARGET_SESSION_SQL) await t.query(sql);

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import { agentClient } from '../util/agent-client.js';
 import { Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../observability/logger.js';
@@ -84,14 +84,14 @@ export class SchemaWatch {
   /** One comparison with every peer; exported for tests. */
   async check(): Promise<void> {
     const { node, dsn, peers, log } = this.options;
-    const local = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
+    const local = agentClient({ connectionString: dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
     local.on('error', () => undefined);
     try {
       await local.connect();
       const tables = (await resolveTables(local, this.options.tables, this.options.excludeTables)).map((t) => `${t.schema}.${t.name}`);
       const here = await readTableDefs(local, tables);
       for (const peer of peers) {
-        const remote = new pg.Client({ connectionString: peer.dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
+        const remote = agentClient({ connectionString: peer.dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
         remote.on('error', () => undefined);
         try {
           await remote.connect();

@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { agentClient } from '../util/agent-client.js';
 import type { Config } from '../config/config-schema.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { resolveTables } from './table-selection.js';
@@ -101,7 +102,7 @@ export async function alignSequences(config: Config): Promise<SequenceAlignment[
   if (config.sequences.mode !== 'node-offset' || config.sequences.group_size === undefined) return [];
   const group = BigInt(config.sequences.group_size);
   const offset = BigInt(nodeOffset(config));
-  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
+  const client = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
   await client.connect();
   try {
     const tables = (await resolveTables(client, config.replication.tables, config.replication.exclude_tables)).map((t) => `${t.schema}.${t.name}`);
@@ -149,7 +150,7 @@ export async function alignSequences(config: Config): Promise<SequenceAlignment[
  */
 export async function sequenceWarnings(config: Config): Promise<string[]> {
   const nodes = BigInt(config.peers.length + 1);
-  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
+  const client = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_cli' });
   await client.connect();
   let mine: SequenceColumn[];
   try {
@@ -205,7 +206,7 @@ async function columnMax(client: pg.ClientBase, c: SequenceColumn): Promise<bigi
 
 /** Runs `task` on a peer; null when the peer does not answer or lacks the objects. */
 async function onPeer<T>(dsn: string, task: (client: pg.Client) => Promise<T>): Promise<T | null> {
-  const client = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+  const client = agentClient({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();

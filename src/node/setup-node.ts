@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { agentClient } from '../util/agent-client.js';
 import type { Config } from '../config/config-schema.js';
 import { qualifiedName, quoteIdent } from '../util/sql.js';
 import { metadataSchemaSql, tombstoneTriggerSql } from './metadata-schema.js';
@@ -14,7 +15,7 @@ import { sqlState } from '../apply/error-kind.js';
 import { connecting, explainConnectionError, nodeEndpoint } from './connection-problem.js';
 
 async function connectPeer(dsn: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+  const c = agentClient({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
   c.on('error', () => undefined);
   await c.connect();
   return c;
@@ -47,7 +48,7 @@ const MIN_VERSION_NUM = 150000;
  * consumes it). Every problem found is reported at once.
  */
 export async function setupNode(config: Config): Promise<SetupReport> {
-  const client = new pg.Client({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
+  const client = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_setup' });
   const node = nodeEndpoint(config.node.dsn);
   try {
     await connecting(node, () => client.connect());
@@ -261,7 +262,7 @@ function canonicalPolicy(config: Config): string {
 async function peerPolicyMismatches(config: Config, mine: string): Promise<string[]> {
   const problems: string[] = [];
   for (const peer of config.peers) {
-    const client = new pg.Client({ connectionString: peer.dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+    const client = agentClient({ connectionString: peer.dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
     client.on('error', () => undefined);
     try {
       await client.connect();
@@ -286,7 +287,7 @@ async function peerPolicyMismatches(config: Config, mine: string): Promise<strin
 
 /** Whether the node at `dsn` is set up as `name` and holds an origin for `self` (its setup lists it). */
 async function listsBack(dsn: string, name: string, self: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+  const client = agentClient({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
   client.on('error', () => undefined);
   try {
     await client.connect();

@@ -16,7 +16,8 @@
  * on a synchronous link, `off` otherwise; see ApplySession). With A ⇄ B both synchronous, a user
  * commit on A waits for B's agent, whose apply commit on B waits for nobody, so no cycle can form.
  */
-import pg from 'pg';
+import type pg from 'pg';
+import { agentClient } from '../util/agent-client.js';
 import type { Config } from '../config/config-schema.js';
 import { applicationName, ORIGIN_PREFIX } from './names.js';
 
@@ -77,7 +78,7 @@ export async function configureSynchronousLinks(config: Config): Promise<Synchro
   const problems: string[] = [];
   for (const peer of config.peers) {
     const standby = applicationName(peer.name, config.node.name);
-    const client = new pg.Client({ connectionString: peer.dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
+    const client = agentClient({ connectionString: peer.dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
     client.on('error', () => undefined);
     try {
       await client.connect();

@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { agentClient } from '../util/agent-client.js';
 import type { Logger } from '../observability/logger.js';
 import { formatPgTimestamp, pgMicrosToUnixMs } from '../protocol/pg-time.js';
 import { WITHOUT_SYNC_WAIT } from './synchronous-links.js';
@@ -41,7 +42,7 @@ export class TombstoneJanitor {
 
   /** The peer whose change a dead letter holds, or null when there is no such dead letter. */
   async deadLetterPeer(id: number): Promise<string | null> {
-    const client = new pg.Client({ connectionString: this.dsn, application_name: 'pgbidi_admin' });
+    const client = agentClient({ connectionString: this.dsn, application_name: 'pgbidi_admin' });
     await client.connect();
     try {
       const r = await client.query<{ peer: string }>(`SELECT peer FROM ${METADATA_SCHEMA}.dead_letters WHERE id = $1`, [id]);
@@ -67,7 +68,7 @@ export class TombstoneJanitor {
   async sweep(): Promise<TombstoneStatus> {
     try {
       if (!this.client) {
-        const client = new pg.Client({ connectionString: this.dsn, application_name: 'pgbidi_janitor' });
+        const client = agentClient({ connectionString: this.dsn, application_name: 'pgbidi_janitor' });
         client.on('error', () => undefined);
         await client.connect();
         await client.query(WITHOUT_SYNC_WAIT);

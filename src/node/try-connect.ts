@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { agentClient } from '../util/agent-client.js';
 import { redactSecrets } from '../config/redact.js';
 
 /** How long the group-wide commands (part, the mesh checks) wait for one node to answer. */
@@ -9,7 +10,7 @@ export const GROUP_CONNECT_TIMEOUT_MS = 5000;
  * of secrets) for the caller to report as "did not answer" and go on with the other nodes.
  */
 export async function tryConnect(dsn: string, applicationName: string): Promise<pg.Client | Error> {
-  const client = new pg.Client({ connectionString: dsn, application_name: applicationName, connectionTimeoutMillis: GROUP_CONNECT_TIMEOUT_MS });
+  const client = agentClient({ connectionString: dsn, application_name: applicationName, connectionTimeoutMillis: GROUP_CONNECT_TIMEOUT_MS });
   client.on('error', () => undefined);
   try {
     await client.connect();

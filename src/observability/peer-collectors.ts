@@ -25,6 +25,7 @@
  *   pgbidi_local_slot_wal_status{peer,slot,wal_status}  state set, as for the peer's slot
  */
 import pg from 'pg';
+import { PINNED_GUCS } from '../util/agent-client.js';
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import { redactSecrets } from '../config/redact.js';
@@ -335,6 +336,7 @@ export class PeerCollectors {
       pool = new pg.Pool({
         connectionString: peer.dsn,
         application_name: `pgbidi_${this.options.node}_metrics`,
+        options: PINNED_GUCS,
         max: 1,
         idleTimeoutMillis: 30_000,
         allowExitOnIdle: true,

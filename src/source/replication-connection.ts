@@ -4,6 +4,7 @@ import type { Lsn } from '../protocol/lsn.js';
 import { decodeReplicationMessage } from '../protocol/replication-messages.js';
 import type { ReplicationMessage, StandbyStatus } from '../protocol/replication-messages.js';
 import { encodeStandbyStatus } from '../protocol/replication-messages.js';
+import { PINNED_GUCS } from '../util/agent-client.js';
 import { quoteIdent, quoteLiteral } from '../util/sql.js';
 
 /**
@@ -11,34 +12,6 @@ import { quoteIdent, quoteLiteral } from '../util/sql.js';
  * node-postgres only exposes CopyBoth through its Connection object: 'copyData' events in, CopyData
  * frames out (sendCopyFromChunk), CopyDone (endCopyFrom) to stop (technical research §1).
  */
-
-/**
- * Settings pinned at connection start (they win over the server's, the database's and the role's) for
- * the walsender and every session that reads or writes rows as text: values are produced the same
- * way on every peer (§1.1) and read back as they were meant. array_nulls and xmloption govern input:
- * with array_nulls = off on a database, an unquoted NULL in an array literal is the string "NULL"
- * (apply's columns are arrays: a null text arrived as 'NULL', a null integer was refused); with
- * xmloption = document, an XML fragment (content) a peer holds is refused. search_path: the names
- * pgbidi's statements use unqualified (unnest, coalesce, casts) are pg_catalog's, whatever schema a
- * database puts first; PostgreSQL's own apply worker and pg_dump run with an empty search_path for
- * the same reason. exit_on_error: on, every error ends the session, also those apply expects (a row
- * set aside in its savepoint, the insert fast path stopped by a tombstone), and the link started
- * over at the same transaction every time.
- */
-export const PINNED_GUCS = [
-  'client_encoding=UTF8',
-  'datestyle=ISO,MDY',
-  'intervalstyle=postgres',
-  'timezone=UTC',
-  'extra_float_digits=3',
-  'bytea_output=hex',
-  'array_nulls=on',
-  'xmloption=content',
-  'search_path=pg_catalog',
-  'exit_on_error=off',
-]
-  .map((setting) => `-c ${setting}`)
-  .join(' ');
 
 interface CopyBothConnection {
   on(event: 'copyData', listener: (msg: { chunk: Buffer }) => void): void;

@@ -1,0 +1,39 @@
+import pg from 'pg';
+
+/**
+ * Settings pinned at connection start (they win over the server's, the database's and the role's) for
+ * every session pgbidi opens for its own statements: the walsender, apply, the link's control
+ * connection, setup, join, the janitor, the schema watch, the metrics reads and the CLI's. Values are
+ * produced the same way on every peer (§1.1) and read back as they were meant. array_nulls and
+ * xmloption govern input: with array_nulls = off on a database, an unquoted NULL in an array literal
+ * is the string "NULL" (apply's columns are arrays: a null text arrived as 'NULL', a null integer was
+ * refused); with xmloption = document, an XML fragment (content) a peer holds is refused.
+ * search_path: the names pgbidi's statements use unqualified (unnest, coalesce, casts,
+ * pg_replication_origin_progress) are pg_catalog's, whatever schema a database puts first, so that a
+ * function of the same name and signature that a database user created there is never run with the
+ * agent's rights (CVE-2018-1058's pattern); PostgreSQL's own apply worker and pg_dump run with an
+ * empty search_path for the same reason. `pgbidi ddl` is the one exception: it runs the operator's
+ * statement, whose names mean what the operator's own session would make of them. exit_on_error: on,
+ * every error ends the session, also those apply expects (a row set aside in its savepoint, the
+ * insert fast path stopped by a tombstone), and the link started over at the same transaction every
+ * time.
+ */
+export const PINNED_GUCS = [
+  'client_encoding=UTF8',
+  'datestyle=ISO,MDY',
+  'intervalstyle=postgres',
+  'timezone=UTC',
+  'extra_float_digits=3',
+  'bytea_output=hex',
+  'array_nulls=on',
+  'xmloption=content',
+  'search_path=pg_catalog',
+  'exit_on_error=off',
+]
+  .map((setting) => `-c ${setting}`)
+  .join(' ');
+
+/** A client for pgbidi's own statements, started with PINNED_GUCS. */
+export function agentClient(config: Omit<pg.ClientConfig, 'options'>): pg.Client {
+  return new pg.Client({ ...config, options: PINNED_GUCS });
+}
