@@ -87,6 +87,16 @@ function keyInputs(aliases: readonly string[], keys: readonly (readonly (string 
   return aliases.map((alias, i) => ({ alias, values: keys.map((k) => k[i] ?? null) }));
 }
 
+/**
+ * The name of a column of the input rows x: a letter for its role and the column's position in the
+ * remote tuple, never the column's own name, which may be one of the names the statements give their
+ * own columns (a table with a column called ord stopped every multi-row statement with "column
+ * reference is ambiguous"), and which, made longer, may be cut to the same 63 bytes as another's.
+ */
+function inputAlias(role: 'c' | 'k' | 'v' | 'o' | 'f', c: MappedColumn): string {
+  return `${role}${c.index}`;
+}
+
 function castAs(c: MappedColumn, alias: string, source = 'x'): string {
   return `${source}.${quoteIdent(alias)}::${c.type}`;
 }
@@ -192,9 +202,9 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   const target = qualifiedName(m.local.schema, m.local.name);
   const x = inputRows(
     p,
-    cols.map((c) => ({ alias: c.name, values: column(rows, c) })),
+    cols.map((c) => ({ alias: inputAlias('c', c), values: column(rows, c) })),
   );
-  const select = `SELECT ${cols.map((c) => castAs(c, c.name)).join(', ')} FROM x`;
+  const select = `SELECT ${cols.map((c) => castAs(c, inputAlias('c', c))).join(', ')} FROM x`;
   if (m.key.length === 0) {
     return {
       text: `WITH ${x}, ins AS (INSERT INTO ${target} (${names})${overriding} ${select} RETURNING 1) SELECT count(*)::int AS n FROM ins`,
@@ -205,7 +215,7 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const tableParam = p.add(qualified(m));
   const merged = rules.deltaColumns.length > 0 ? { table: tableParam, m } : undefined;
-  const keyAliases = m.key.map((c) => c.name);
+  const keyAliases = m.key.map((c) => inputAlias('c', c));
   const keyNames = m.key.map((c) => quoteIdent(c.name)).join(', ');
   const updatable = cols.filter((c) => !c.isKey && !c.identityAlways);
   const tombstoneCheck = rules.insert === 'always' ? '' : `WHERE NOT ${newerTombstone(tableParam, tombstoneKey(m, keyAliases), v)} `;
@@ -214,12 +224,13 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
     updatable.length === 0
       ? 'DO NOTHING'
       : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${overwriteGuard(rules.insert, 't', v, merged)}`;
-  const keyJoin = m.key.map((c) => `i.${quoteIdent(c.name)} = ${castAs(c, c.name)}`).join(' AND ');
+  const keyJoin = m.key.map((c, i) => `i.${quoteIdent(inputAlias('k', c))} = ${castAs(c, keyAliases[i] as string)}`).join(' AND ');
+  const returnedKeys = m.key.map((c) => `t.${quoteIdent(c.name)} AS ${quoteIdent(inputAlias('k', c))}`).join(', ');
   return {
     text:
       `WITH ${x}, ins AS (INSERT INTO ${target} AS t (${names})${overriding} ${select} ` +
       tombstoneCheck +
-      `ON CONFLICT (${keyNames}) ${action} RETURNING ${keyNames}, (t.xmax = 0) AS inserted) ` +
+      `ON CONFLICT (${keyNames}) ${action} RETURNING ${returnedKeys}, (t.xmax = 0) AS inserted) ` +
       `SELECT x.ord, i.inserted, ${present(m, keyAliases)} AS present, ${localRow(m, keyAliases)} AS local FROM x LEFT JOIN ins i ON ${keyJoin} WHERE i.inserted IS NOT TRUE`,
     values: p.values,
   };
@@ -318,14 +329,14 @@ export function updateRows(
 ): Statement {
   const rules = version.rules ?? LAST_UPDATE_WINS;
   const p = new Params();
-  const keyAliases = m.key.map((c) => `k_${c.name}`);
-  const fullAliases = m.columns.map((c) => `f_${c.name}`);
-  const newKeyAliases = m.key.map((c) => `f_${c.name}`);
+  const keyAliases = m.key.map((c) => inputAlias('k', c));
+  const fullAliases = m.columns.map((c) => inputAlias('f', c));
+  const newKeyAliases = m.key.map((c) => inputAlias('f', c));
   const deltas = setColumns.filter((c) => rules.deltaColumns.includes(c.name));
   const x = inputRows(p, [
     ...keyInputs(keyAliases, oldKeys),
-    ...setColumns.map((c) => ({ alias: `v_${c.name}`, values: column(rows, c) })),
-    ...deltas.map((c) => ({ alias: `o_${c.name}`, values: rows.map((_, i) => oldValue(oldRows[i] ?? null, c)) })),
+    ...setColumns.map((c) => ({ alias: inputAlias('v', c), values: column(rows, c) })),
+    ...deltas.map((c) => ({ alias: inputAlias('o', c), values: rows.map((_, i) => oldValue(oldRows[i] ?? null, c)) })),
     ...m.columns.map((c, i) => ({ alias: fullAliases[i] as string, values: fullRows.map((r) => (r ? textValue(r[c.index] ?? null, c.name) : null)) })),
     { alias: 'complete', values: fullRows.map((r) => r !== null), type: 'boolean' },
   ]);
@@ -336,12 +347,12 @@ export function updateRows(
   const newer = overwriteGuard(rules.update, 't', v, merged);
   // delta: counters always merge as local + (new - old); the other columns follow the version order.
   const sets = setColumns.map((c) => {
-    const value = castAs(c, `v_${c.name}`);
+    const value = castAs(c, inputAlias('v', c));
     if (deltas.length === 0) return `${quoteIdent(c.name)} = ${value}`;
     const keep = `t.${quoteIdent(c.name)}`;
     if (!deltas.includes(c)) return `${quoteIdent(c.name)} = CASE WHEN ${newer} THEN ${value} ELSE ${keep} END`;
-    const old = castAs(c, `o_${c.name}`);
-    return `${quoteIdent(c.name)} = CASE WHEN x.${quoteIdent(`o_${c.name}`)} IS NULL THEN CASE WHEN ${newer} THEN ${value} ELSE ${keep} END ELSE ${keep} + (${value} - ${old}) END`;
+    const old = castAs(c, inputAlias('o', c));
+    return `${quoteIdent(c.name)} = CASE WHEN x.${quoteIdent(inputAlias('o', c))} IS NULL THEN CASE WHEN ${newer} THEN ${value} ELSE ${keep} END ELSE ${keep} + (${value} - ${old}) END`;
   });
   // Every sent column unchanged: still write the row, so that its version (xmin) becomes the remote one.
   if (sets.length === 0) sets.push(m.key.map((c) => `${quoteIdent(c.name)} = t.${quoteIdent(c.name)}`)[0] as string);
@@ -395,7 +406,7 @@ function oldValue(old: Row | null, c: MappedColumn): string | null {
  */
 export function deleteRows(m: TableMapping, keys: readonly (readonly (string | null)[])[], version: RemoteVersion): Statement {
   const p = new Params();
-  const aliases = m.key.map((c) => c.name);
+  const aliases = m.key.map((c) => inputAlias('k', c));
   const x = inputRows(p, keyInputs(aliases, keys));
   const rules = version.rules ?? LAST_UPDATE_WINS;
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
@@ -435,7 +446,7 @@ export function lockKeys(locks: readonly KeyLock[]): Statement {
  */
 export function undoDeletedLater(m: TableMapping, keys: readonly (readonly (string | null)[])[], version: RemoteVersion): Statement {
   const p = new Params();
-  const aliases = m.key.map((c) => c.name);
+  const aliases = m.key.map((c) => inputAlias('k', c));
   const x = inputRows(p, keyInputs(aliases, keys));
   const v = { ts: p.add(version.commitTimestamp), node: p.add(version.node) };
   const table = p.add(qualified(m));
