@@ -5,6 +5,7 @@ import { METADATA_SCHEMA, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from
 import { assertNever } from '../util/assert-never.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import type { ApplyRules } from './statements.js';
+import { keyCopied } from './statements.js';
 import type { MappedColumn, TableMapping } from './table-mapping.js';
 
 /**
@@ -381,7 +382,7 @@ function insertBlock(sql: ShapeSql, flag: number): Code {
       : [
           `IF ${sql.overwrites(shape.rules.insert)} THEN`,
           body(
-            `UPDATE ${sql.table} AS t SET ${sql.assignments(assigned)} WHERE t.ctid = ${V}.r.tid AND t.xmin = ${V}.r.x;`,
+            `UPDATE ${sql.table} AS t SET ${sql.assignments([...assigned, ...keyCopied(m)])} WHERE t.ctid = ${V}.r.tid AND t.xmin = ${V}.r.x;`,
             'IF FOUND THEN',
             body(sql.conflict('insert_exists', 'apply_remote', sql.localForLog(), remote), 'EXIT;'),
             'END IF;',

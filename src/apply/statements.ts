@@ -184,6 +184,16 @@ function overwritten(m: TableMapping, aliases: readonly string[], written: strin
   );
 }
 
+/**
+ * The key columns an insert that wins over an existing row writes too. The existing row's key is
+ * equal to the remote one, but under a nondeterministic collation (or a type such as citext) equal
+ * is not the same text: a row inserted as 'abc' on one node and 'ABC' on the other kept each node's
+ * own spelling, with the winner's other columns.
+ */
+export function keyCopied(m: TableMapping): MappedColumn[] {
+  return m.key.filter((c) => !c.identityAlways);
+}
+
 function qualified(m: TableMapping): string {
   return `${m.local.schema}.${m.local.name}`;
 }
@@ -223,7 +233,7 @@ export function upsertRows(m: TableMapping, rows: readonly Row[], version: Remot
   const action =
     updatable.length === 0
       ? 'DO NOTHING'
-      : `DO UPDATE SET ${updatable.map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${overwriteGuard(rules.insert, 't', v, merged)}`;
+      : `DO UPDATE SET ${[...updatable, ...keyCopied(m)].map((c) => `${quoteIdent(c.name)} = EXCLUDED.${quoteIdent(c.name)}`).join(', ')} WHERE ${overwriteGuard(rules.insert, 't', v, merged)}`;
   const keyJoin = m.key.map((c, i) => `i.${quoteIdent(inputAlias('k', c))} = ${castAs(c, keyAliases[i] as string)}`).join(' AND ');
   const returnedKeys = m.key.map((c) => `t.${quoteIdent(c.name)} AS ${quoteIdent(inputAlias('k', c))}`).join(', ');
   return {
