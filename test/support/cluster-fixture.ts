@@ -1,4 +1,4 @@
-import { afterAll, beforeAll } from 'vitest';
+import { afterAll, beforeAll, describe } from 'vitest';
 import { LocalCluster } from '../../src/testbed/local-cluster.js';
 import type { LocalClusterOptions } from '../../src/testbed/local-cluster.js';
 import { availableServerVersions } from './pg-versions.js';
@@ -60,6 +60,23 @@ export const APPLY_PATHS = [
 /** Every server version here with each apply path, for describe.each. */
 export function versionsAndApplyPaths(): (ReturnType<typeof availableServerVersions>[number] & (typeof APPLY_PATHS)[number])[] {
   return availableServerVersions().flatMap((v) => APPLY_PATHS.map((p) => ({ ...v, ...p })));
+}
+
+/**
+ * One describe block per server version and apply path, each with its own two-node cluster (a and b)
+ * made from `schema` and the `marker` table that caughtUp writes to.
+ */
+export function describeOnEveryPath(title: string, schema: readonly string[], tests: (cluster: { get: () => LocalCluster }) => void): void {
+  describe.each(versionsAndApplyPaths())(`${title} on $label through the $path`, ({ binDir, apply_procedure_max_changes }) => {
+    tests(
+      useCluster(() => ({
+        binDir,
+        nodes: ['a', 'b'],
+        replication: { apply_procedure_max_changes },
+        schema: ['CREATE TABLE marker (id int PRIMARY KEY)', ...schema],
+      })),
+    );
+  });
 }
 
 /**
