@@ -1,7 +1,7 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { formatLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
-import { PINNED_GUCS } from '../util/agent-client.js';
+import { agentClient } from '../util/agent-client.js';
 import type { Statement } from './statements.js';
 import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 
@@ -47,11 +47,10 @@ export class ApplySession {
   constructor(private readonly options: ApplySessionOptions) {}
 
   async connect(onConnectionError: (err: Error) => void): Promise<Lsn> {
-    const client = new pg.Client({
+    // The same pinned settings as the walsender, so that text forms compare equal (full-row identity).
+    const client = agentClient({
       connectionString: this.options.dsn,
       application_name: this.options.applicationName,
-      // The same output GUCs as the walsender, so that text forms compare equal (full-row identity).
-      options: PINNED_GUCS,
       pipeline: true,
       keepAlive: true,
     });

@@ -1,9 +1,9 @@
-import pg from 'pg';
+import type pg from 'pg';
 import type { Config, PeerConfig } from '../config/config-schema.js';
 import { formatLsn, maxLsn, parseLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { decodePgoutput } from '../protocol/pgoutput-decoder.js';
-import { agentClient, PINNED_GUCS } from '../util/agent-client.js';
+import { agentClient } from '../util/agent-client.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import type { JoinProgress } from './join-progress.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
@@ -183,12 +183,10 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
 
     // Step 4: the donor's slot and its snapshot, held open until every copy session imported it.
     const starts = new Map<string, Lsn>();
-    const replication = new pg.Client({
-      connectionString: donor.dsn,
-      replication: 'database',
-      application_name: 'pgbidi_join',
-      options: PINNED_GUCS,
-    } as pg.ClientConfig);
+    const replication = agentClient({ connectionString: donor.dsn, replication: 'database', application_name: 'pgbidi_join' } as Omit<
+      pg.ClientConfig,
+      'options'
+    >);
     await replication.connect();
     const donorSessions: pg.Client[] = [];
     const targetSessions: pg.Client[] = [];

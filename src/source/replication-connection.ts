@@ -1,10 +1,10 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { formatLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { decodeReplicationMessage } from '../protocol/replication-messages.js';
 import type { ReplicationMessage, StandbyStatus } from '../protocol/replication-messages.js';
 import { encodeStandbyStatus } from '../protocol/replication-messages.js';
-import { PINNED_GUCS } from '../util/agent-client.js';
+import { agentClient } from '../util/agent-client.js';
 import { quoteIdent, quoteLiteral } from '../util/sql.js';
 
 /**
@@ -69,14 +69,13 @@ export class ReplicationConnection {
   constructor(private readonly options: ReplicationConnectionOptions) {}
 
   async connect(onConnectionError: (err: Error) => void): Promise<void> {
-    const client = new pg.Client({
+    const client = agentClient({
       connectionString: this.options.dsn,
       replication: 'database',
       application_name: this.options.applicationName,
-      options: PINNED_GUCS,
       keepAlive: true,
       connectionTimeoutMillis: this.options.connectTimeoutMs ?? 10_000,
-    } as pg.ClientConfig);
+    } as Omit<pg.ClientConfig, 'options'>);
     client.on('error', onConnectionError);
     await client.connect();
     this.client = client;
