@@ -16,7 +16,10 @@ import pg from 'pg';
  * statement, whose names mean what the operator's own session would make of them. exit_on_error: on,
  * every error ends the session, also those apply expects (a row set aside in its savepoint, the
  * insert fast path stopped by a tombstone), and the link started over at the same transaction every
- * time.
+ * time. default_transaction_read_only: a DBA who sets it on for a node's database (to keep applications
+ * from writing there) does not stop replication into it with PostgreSQL's own apply worker, which
+ * kept applying in the same setup; pgbidi's apply stopped at its first write (SQLSTATE 25006) and
+ * retried the same transaction for ever.
  */
 export const PINNED_GUCS = [
   'client_encoding=UTF8',
@@ -29,6 +32,7 @@ export const PINNED_GUCS = [
   'xmloption=content',
   'search_path=pg_catalog',
   'exit_on_error=off',
+  'default_transaction_read_only=off',
 ]
   .map((setting) => `-c ${setting}`)
   .join(' ');
