@@ -322,13 +322,18 @@ export class TransactionApplier {
         tables.set(run.mapping, t);
       }
       t.touched.push(...run.oldKeys);
-      if (run.kind !== 'delete') {
-        const op = run.kind;
+      if (run.kind === 'insert') {
+        // An insert's key is the one planWith already took from its row (describe), and touched has it.
+        for (const k of run.oldKeys) {
+          t.written.push(k);
+          t.ops.push('insert');
+        }
+      } else if (run.kind === 'update') {
         for (const r of run.rows) {
           const k = keyOf(run.mapping, r);
           t.touched.push(k);
           t.written.push(k);
-          t.ops.push(op);
+          t.ops.push('update');
         }
       }
     }
