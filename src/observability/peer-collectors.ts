@@ -25,7 +25,7 @@
  *   pgbidi_local_slot_wal_status{peer,slot,wal_status}  state set, as for the peer's slot
  */
 import pg from 'pg';
-import { PINNED_GUCS } from '../util/agent-client.js';
+import { agentConfig } from '../util/agent-client.js';
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import { redactSecrets } from '../config/redact.js';
@@ -334,9 +334,7 @@ export class PeerCollectors {
     let pool = this.pools.get(peer.name);
     if (!pool) {
       pool = new pg.Pool({
-        connectionString: peer.dsn,
-        application_name: `pgbidi_${this.options.node}_metrics`,
-        options: PINNED_GUCS,
+        ...agentConfig({ connectionString: peer.dsn, application_name: `pgbidi_${this.options.node}_metrics` }),
         max: 1,
         idleTimeoutMillis: 30_000,
         allowExitOnIdle: true,

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 
 /**
  * Settings pinned at connection start (they win over the server's, the database's and the role's) for
@@ -37,7 +38,24 @@ export const PINNED_GUCS = [
   .map((setting) => `-c ${setting}`)
   .join(' ');
 
-/** A client for pgbidi's own statements, started with PINNED_GUCS. */
+/**
+ * The connection settings of a session pgbidi opens for its own statements: PINNED_GUCS after any
+ * options the DSN carries, and the caller's application_name. node-postgres lets a connection
+ * string's parameters win over the fields given beside it (connection-parameters.js merges the
+ * parsed string last), so a peer DSN with `?options=-c search_path=public` replaced every pinned
+ * setting, and one with `?application_name=…` renamed the walsender that a synchronous link's
+ * synchronous_standby_names waits for. The DSN is parsed here with node-postgres' own parser, its
+ * options kept (a proxy may route by them) and followed by ours: of two -c for one setting, the
+ * server keeps the last.
+ */
+export function agentConfig(config: Omit<pg.ClientConfig, 'options'>): pg.ClientConfig {
+  const { connectionString, ...given } = config;
+  const fromDsn = connectionString === undefined ? {} : parseIntoClientConfig(connectionString);
+  const options = fromDsn.options === undefined || fromDsn.options === '' ? PINNED_GUCS : `${fromDsn.options} ${PINNED_GUCS}`;
+  return { ...fromDsn, ...given, options };
+}
+
+/** A client for pgbidi's own statements (agentConfig). */
 export function agentClient(config: Omit<pg.ClientConfig, 'options'>): pg.Client {
-  return new pg.Client({ ...config, options: PINNED_GUCS });
+  return new pg.Client(agentConfig(config));
 }
