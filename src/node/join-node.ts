@@ -183,10 +183,7 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
 
     // Step 4: the donor's slot and its snapshot, held open until every copy session imported it.
     const starts = new Map<string, Lsn>();
-    const replication = agentClient({ connectionString: donor.dsn, replication: 'database', application_name: 'pgbidi_join' } as Omit<
-      pg.ClientConfig,
-      'options'
-    >);
+    const replication = agentClient({ connectionString: donor.dsn, replication: 'database', application_name: 'pgbidi_join' });
     await replication.connect();
     const donorSessions: pg.Client[] = [];
     const targetSessions: pg.Client[] = [];

@@ -75,7 +75,7 @@ export class ReplicationConnection {
       application_name: this.options.applicationName,
       keepAlive: true,
       connectionTimeoutMillis: this.options.connectTimeoutMs ?? 10_000,
-    } as Omit<pg.ClientConfig, 'options'>);
+    });
     client.on('error', onConnectionError);
     await client.connect();
     this.client = client;

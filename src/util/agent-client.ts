@@ -48,7 +48,14 @@ export const PINNED_GUCS = [
  * options kept (a proxy may route by them) and followed by ours: of two -c for one setting, the
  * server keeps the last.
  */
-export function agentConfig(config: Omit<pg.ClientConfig, 'options'>): pg.ClientConfig {
+/**
+ * What a caller gives: node-postgres' settings but the options (always PINNED_GUCS), and
+ * `replication: 'database'` for a walsender, which node-postgres sends in the startup message but
+ * its ClientConfig type does not name.
+ */
+export type AgentClientConfig = Omit<pg.ClientConfig, 'options'> & { readonly replication?: 'database' };
+
+export function agentConfig(config: AgentClientConfig): pg.ClientConfig {
   const { connectionString, ...given } = config;
   const fromDsn = connectionString === undefined ? {} : parseIntoClientConfig(connectionString);
   const options = fromDsn.options === undefined || fromDsn.options === '' ? PINNED_GUCS : `${fromDsn.options} ${PINNED_GUCS}`;
@@ -56,6 +63,6 @@ export function agentConfig(config: Omit<pg.ClientConfig, 'options'>): pg.Client
 }
 
 /** A client for pgbidi's own statements (agentConfig). */
-export function agentClient(config: Omit<pg.ClientConfig, 'options'>): pg.Client {
+export function agentClient(config: AgentClientConfig): pg.Client {
   return new pg.Client(agentConfig(config));
 }

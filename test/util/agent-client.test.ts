@@ -36,10 +36,7 @@ describe.each(availableServerVersions())('sessions opened from a DSN with option
     } finally {
       await pool.end();
     }
-    const walsender = agentClient({ connectionString: dsn(), application_name: 'pgbidi_walsender', replication: 'database' } as Omit<
-      pg.ClientConfig,
-      'options'
-    >);
+    const walsender = agentClient({ connectionString: dsn(), application_name: 'pgbidi_walsender', replication: 'database' });
     await walsender.connect();
     try {
       const seen = await db.server.query<{ application_name: string }>(`SELECT application_name FROM pg_stat_activity WHERE backend_type = 'walsender'`);
