@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { caughtUp, sleep, useCluster, versionsAndApplyPaths } from './support/cluster-fixture.js';
+import { caughtUp, databaseSetting, sleep, useCluster, versionsAndApplyPaths } from './support/cluster-fixture.js';
 
 /**
  * Primary keys of many types through the delete/update races. A local delete's tombstone is written
@@ -26,7 +26,22 @@ const KEYS: readonly (readonly [table: string, type: string, first: string, seco
   ['k_array', 'int[]', `'{1,2}'`, `'{}'`],
 ];
 
-const SCHEMA = [...KEYS.map(([t, type]) => `CREATE TABLE ${t} (k ${type} PRIMARY KEY, v text)`), `CREATE TABLE marker (id int PRIMARY KEY)`];
+/**
+ * The applications' sessions format values otherwise than pgbidi's (which pin UTC and the default
+ * styles): the local deletes' tombstones must still carry the keys apply looks for.
+ */
+const APPLICATION_SETTINGS = [
+  databaseSetting('timezone', "'Asia/Kolkata'"),
+  databaseSetting('intervalstyle', 'sql_standard'),
+  databaseSetting('bytea_output', 'escape'),
+  databaseSetting('extra_float_digits', '0'),
+];
+
+const SCHEMA = [
+  ...KEYS.map(([t, type]) => `CREATE TABLE ${t} (k ${type} PRIMARY KEY, v text)`),
+  `CREATE TABLE marker (id int PRIMARY KEY)`,
+  ...APPLICATION_SETTINGS,
+];
 
 describe.each(versionsAndApplyPaths())('primary keys of many types on $label through the $path', ({ binDir, apply_procedure_max_changes }) => {
   const cluster = useCluster(() => ({ binDir, nodes: ['a', 'b'], schema: SCHEMA, replication: { apply_procedure_max_changes } }));

@@ -1,3 +1,4 @@
+import { KEY_FORMAT_SETTINGS } from '../util/key-format-settings.js';
 import { quoteIdent, quoteLiteral } from '../util/sql.js';
 import { METADATA_SCHEMA, ORIGIN_PREFIX, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from './names.js';
 
@@ -100,8 +101,12 @@ export function metadataSchemaSql(selfName: string): string[] {
     // under their search_path: every function, operator and type it names is pg_catalog's, so that
     // one of the same name earlier in that path (public.unnest, say) is never called (a SET
     // search_path clause would do the same at the cost of a setting saved and restored per row).
+    // The settings that decide how a key prints (KEY_FORMAT_SETTINGS) are another matter: the
+    // application's own (a TimeZone other than UTC, say) gave keys that apply, under pgbidi's, never
+    // looked for, and an older update brought back a row deleted here. Setting them for the call
+    // costs ~1.6 us per deleted row (100,000-row DELETE, timestamptz key, PG 15: 24.4 -> 26.0 us).
     `CREATE OR REPLACE FUNCTION ${s}.record_tombstone() RETURNS trigger
-       LANGUAGE plpgsql AS $$
+       LANGUAGE plpgsql ${KEY_FORMAT_SETTINGS.map(([name, value]) => `SET ${name} = ${quoteLiteral(value)}`).join(' ')} AS $$
        BEGIN
          PERFORM ${TOMBSTONE_WRITE_MARK};
          INSERT INTO ${s}.tombstones AS tb (table_name, key)

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
+import { KEY_FORMAT_SETTINGS } from './key-format-settings.js';
 
 /**
  * Settings pinned at connection start (they win over the server's, the database's and the role's) for
@@ -25,10 +26,7 @@ import { parseIntoClientConfig } from 'pg-connection-string';
 export const PINNED_GUCS = [
   'client_encoding=UTF8',
   'datestyle=ISO,MDY',
-  'intervalstyle=postgres',
-  'timezone=UTC',
-  'extra_float_digits=3',
-  'bytea_output=hex',
+  ...KEY_FORMAT_SETTINGS.map(([name, value]) => `${name}=${value}`),
   'array_nulls=on',
   'xmloption=content',
   'search_path=pg_catalog',
