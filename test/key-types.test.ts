@@ -7,6 +7,10 @@ import { caughtUp, databaseSetting, sleep, useCluster, versionsAndApplyPaths } f
  * both must give the same jsonb key (a timestamptz as ISO 8601 in UTC, a numeric as a number, a
  * char(n) padded), or the newer delete is not found and an older update brings the row back.
  */
+function longBytes(from: number): string {
+  return `(SELECT string_agg(sha256(int4send(g)), ''::bytea ORDER BY g) FROM generate_series(${from}, ${from + 49}) AS g)`;
+}
+
 const KEYS: readonly (readonly [table: string, type: string, first: string, second: string])[] = [
   ['k_tstz', 'timestamptz', `'2024-01-02 03:04:05.123456+02'`, `'infinity'`],
   ['k_ts', 'timestamp', `'2024-01-02 03:04:05'`, `'1999-12-31 23:59:59.5'`],
@@ -24,6 +28,8 @@ const KEYS: readonly (readonly [table: string, type: string, first: string, seco
   ['k_money', 'money', `'12.5'`, `'-1'`],
   ['k_jsonb', 'jsonb', `'{"a": 1}'`, `'[null, "x"]'`],
   ['k_array', 'int[]', `'{1,2}'`, `'{}'`],
+  // 1,600 bytes that do not compress: 3,200 as hex in jsonb, over a btree entry's 2,704.
+  ['k_long', 'bytea', longBytes(1), longBytes(51)],
 ];
 
 /**

@@ -1,7 +1,7 @@
 import { CONFLICT_TYPES, RESOLUTIONS } from '../conflict/conflict-types.js';
 import type { ConflictType, Resolution } from '../conflict/conflict-types.js';
 import type { OverwriteRule } from '../conflict/policy.js';
-import { METADATA_SCHEMA, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from '../node/names.js';
+import { METADATA_SCHEMA, storedKey, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from '../node/names.js';
 import { assertNever } from '../util/assert-never.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import type { ApplyRules } from './statements.js';
@@ -151,9 +151,9 @@ class ShapeSql {
     return this.shape.mapping.key.map((c) => `${alias}.${quoteIdent(c.name)} = ${this.typed(c)}`).join(' AND ');
   }
 
-  /** The key as pgbidi.tombstones stores it: a jsonb array of the typed values. */
+  /** The key as pgbidi.tombstones stores it: a jsonb array of the typed values (storedKey). */
   tombstoneKey(): string {
-    return `jsonb_build_array(${this.shape.mapping.key.map((c) => this.typed(c)).join(', ')})`;
+    return storedKey(`jsonb_build_array(${this.shape.mapping.key.map((c) => this.typed(c)).join(', ')})`);
   }
 
   /** The key as pgbidi.conflicts stores it: a jsonb array of the text values. */

@@ -4,6 +4,14 @@
  */
 export const METADATA_SCHEMA = 'pgbidi';
 
+/**
+ * A key (a jsonb array of its typed values) in the form pgbidi.tombstones and pgbidi.row_versions
+ * store and look it up in: pgbidi.stored_key, which setup creates (node/metadata-schema.ts).
+ */
+export function storedKey(jsonbKey: string): string {
+  return `${METADATA_SCHEMA}.stored_key(${jsonbKey})`;
+}
+
 /** The replication origin on node `self` that tracks what it applied from `peer`. */
 export function originName(peer: string): string {
   return `pgbidi_${peer}`;
