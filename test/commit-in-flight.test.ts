@@ -44,17 +44,33 @@ async function holdCommits(c: LocalCluster, node: string, on: boolean): Promise<
 async function commitHeld(c: LocalCluster, node: string, sql: string): Promise<{ done: Promise<unknown>; client: pg.Client }> {
   const client = new pg.Client({ connectionString: c.dsn(node), application_name: 'held_writer' });
   await client.connect();
-  await client.query('SET synchronous_commit = on');
-  const done = client.query(`BEGIN; ${sql}; COMMIT`);
-  done.catch(() => undefined);
-  await eventually('the local commit waits for the standby', async () => {
-    const r = await c.query<{ n: number }>(
-      node,
-      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'held_writer' AND wait_event = 'SyncRep'`,
+  try {
+    await client.query('SET synchronous_commit = on');
+    // pg_reload_conf() only signals: a session reads the new file between commands, and one that took
+    // BEGIN; …; COMMIT in one message before it did committed without waiting (seen under load).
+    await eventually('the held writer sees the standby it waits for', async () => {
+      const r = await client.query<{ s: string }>(`SELECT current_setting('synchronous_standby_names') AS s`);
+      return r.rows[0]?.s === 'nobody';
+    });
+    const done = client.query(`BEGIN; ${sql}; COMMIT`);
+    let ended: string | undefined;
+    done.then(
+      () => (ended = 'committed'),
+      (e: unknown) => (ended = String(e)),
     );
-    return r[0]?.n === 1;
-  });
-  return { done, client };
+    await eventually('the local commit waits for the standby', async () => {
+      if (ended !== undefined) throw new Error(`the held writer ended without waiting: ${ended}`);
+      const r = await c.query<{ n: number }>(
+        node,
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'held_writer' AND wait_event = 'SyncRep'`,
+      );
+      return r[0]?.n === 1;
+    });
+    return { done, client };
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw e;
+  }
 }
 
 async function applyBlocked(c: LocalCluster, node: string): Promise<void> {
@@ -82,14 +98,16 @@ async function raceHeldCommit(c: LocalCluster, seed: { sql: string; check: strin
   await eventually('the seed row on b', async () => (await c.query('b', seed.check)).length === 1);
   await c.stopAgent('a');
   await holdCommits(c, 'b', true);
-  const held = await commitHeld(c, 'b', local);
+  let held: Awaited<ReturnType<typeof commitHeld>> | undefined;
   try {
+    held = await commitHeld(c, 'b', local);
     await c.query('a', remote);
     await applyBlocked(c, 'b');
   } finally {
+    // Also when the race could not be set up: b's commits must not stay held for the next test.
     await holdCommits(c, 'b', false);
-    await held.done;
-    await held.client.end();
+    await held?.done;
+    await held?.client.end();
   }
   await c.startAgent('a');
 }
