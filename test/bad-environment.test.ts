@@ -159,4 +159,24 @@ describe.each(availableServerVersions())('bad environments on $label', ({ binDir
       expect(elapsedMs).toBeGreaterThanOrEqual(250 + 500);
     }
   });
+
+  it('a node set up by an older version: the link says to run setup again, and applies once it has run', async () => {
+    const c = cluster.get();
+    await c.setupAll();
+    // What a node set up before pgbidi.stored_key existed lacks.
+    await c.query('a', 'DROP FUNCTION pgbidi.stored_key(jsonb)');
+    const { link } = await failingLink(c.rawConfig('a'));
+    expect(link.lastError?.message).toContain("this node's pgbidi schema was set up by an older version of pgbidi (no pgbidi.stored_key(jsonb))");
+    expect(link.lastError?.message).toContain('run pgbidi setup --config FILE here again');
+    await c.setupAll();
+    await c.startAgent('a');
+    await c.startAgent('b');
+    await c.query('b', `INSERT INTO kv VALUES (7, 'after setup')`);
+    await c.query('b', `DELETE FROM kv WHERE id = 7`);
+    // b's delete of the row, applied on a, leaves its tombstone there through pgbidi.stored_key.
+    await eventually('the delete applied on a', async () => {
+      const r = await c.query<{ n: number }>('a', `SELECT count(*)::int AS n FROM pgbidi.tombstones WHERE table_name = 'public.kv'`);
+      return r[0]?.n === 1;
+    });
+  });
 });

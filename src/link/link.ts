@@ -28,7 +28,8 @@ import type { ShapePolicy } from '../apply/step-encoder.js';
 import { TransactionApplier } from '../apply/transaction-applier.js';
 import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
-import { applicationName, HEARTBEAT_PREFIX, originName, slotName } from '../node/names.js';
+import { NEWEST_SCHEMA_OBJECT } from '../node/metadata-schema.js';
+import { applicationName, HEARTBEAT_PREFIX, METADATA_SCHEMA, originName, slotName } from '../node/names.js';
 import { partedLink, PeerPartedError } from '../node/parted-nodes.js';
 import { connecting, ConnectionProblemError, explainConnectionError, nodeEndpoint, peerEndpoint, ServerSettingError } from '../node/connection-problem.js';
 import type { Logger } from '../observability/logger.js';
@@ -449,9 +450,12 @@ export class Link {
     if (parted) throw parted;
     // Checked by setup, but a restart with another postgresql.conf would make every conflict check
     // fail ("could not get commit timestamp data"): say so before applying anything.
-    const tct = await control.query<{ t: string; origin: boolean }>(
-      `SELECT current_setting('track_commit_timestamp') AS t, EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) AS origin`,
-      [this.origin],
+    // The schema check: apply's statements name what setup creates, and a node set up by an older
+    // version lacks the newest (after an upgrade without setup, every tombstone lookup failed).
+    const tct = await control.query<{ t: string; origin: boolean; schema: boolean }>(
+      `SELECT current_setting('track_commit_timestamp') AS t, EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) AS origin, ` +
+        `to_regprocedure($2) IS NOT NULL AS schema`,
+      [this.origin, NEWEST_SCHEMA_OBJECT],
     );
     if (tct.rows[0]?.origin !== true) {
       throw new ServerSettingError(
@@ -461,6 +465,11 @@ export class Link {
     if (tct.rows[0]?.t !== 'on') {
       throw new ServerSettingError(
         `track_commit_timestamp is '${tct.rows[0]?.t ?? '?'}' on this node: set track_commit_timestamp = on in its postgresql.conf and restart PostgreSQL (conflict resolution reads commit times); the link retries with backoff`,
+      );
+    }
+    if (tct.rows[0]?.schema !== true) {
+      throw new ServerSettingError(
+        `this node's ${METADATA_SCHEMA} schema was set up by an older version of pgbidi (no ${NEWEST_SCHEMA_OBJECT}): run pgbidi setup --config FILE here again; the link retries with backoff`,
       );
     }
 

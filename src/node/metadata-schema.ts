@@ -3,6 +3,14 @@ import { quoteIdent, quoteLiteral } from '../util/sql.js';
 import { METADATA_SCHEMA, ORIGIN_PREFIX, storedKey, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from './names.js';
 
 /**
+ * The object that setup created last (a function's signature, as to_regprocedure reads it). A link
+ * checks it exists on its node before it applies anything: a node set up by an older version lacks
+ * it, and apply's statements would fail on it one by one. Name the newest object here whenever
+ * setup creates a new one that apply uses.
+ */
+export const NEWEST_SCHEMA_OBJECT = `${METADATA_SCHEMA}.stored_key(jsonb)`;
+
+/**
  * Keys longer than this (bytes of their jsonb) are stored by their digest (pgbidi.stored_key): the
  * btree limit of 2,704 bytes less the table name (up to 127 bytes), the index tuple's header and
  * alignment. A key that fits stays as it is, readable by an operator, and as it was stored before.
@@ -122,8 +130,8 @@ export function metadataSchemaSql(selfName: string): string[] {
     // The settings that decide how a key prints (KEY_FORMAT_SETTINGS) are another matter: the
     // application's own (a TimeZone other than UTC, say) gave keys that apply, under pgbidi's, never
     // looked for, and an older update brought back a row deleted here. Per deleted row (50,000-row
-    // DELETEs of a timestamptz key, PG 18, medians of 5): 24.3 us without either, 25.4 with the SET
-    // clause, 25.9 with stored_key, 27.2 with both.
+    // DELETEs of a timestamptz key, PG 18, medians of 5): 24.3 us without either, 25.9 with the SET
+    // clause alone, 25.4 with stored_key alone, 27.2 with both.
     `CREATE OR REPLACE FUNCTION ${s}.record_tombstone() RETURNS trigger
        LANGUAGE plpgsql ${KEY_FORMAT_SETTINGS.map(([name, value]) => `SET ${name} = ${quoteLiteral(value)}`).join(' ')} AS $$
        BEGIN
