@@ -73,6 +73,7 @@ const FAMILIES: readonly [string, string, readonly string[]][] = [
   ['pgbidi_link_state', 'gauge', ['peer', 'state']],
   ['pgbidi_link_connected', 'gauge', ['peer']],
   ['pgbidi_link_reconnects_total', 'counter', ['peer']],
+  ['pgbidi_transaction_restarts_total', 'counter', ['peer']],
   ['pgbidi_received_lsn_bytes', 'gauge', ['peer']],
   ['pgbidi_applied_lsn_bytes', 'gauge', ['peer']],
   ['pgbidi_confirmed_flush_lsn_bytes', 'gauge', ['peer']],

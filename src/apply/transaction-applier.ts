@@ -139,7 +139,10 @@ function fastAllowed(options: BatchOptions): boolean {
  */
 export class FastPathFailedError extends Error {
   readonly code = 'PGBIDI_FAST_PATH_FAILED';
-  constructor(table: string, sqlstate: string) {
+  constructor(
+    readonly table: string,
+    readonly sqlstate: string,
+  ) {
     super(`a plain INSERT into ${table} did not apply (SQLSTATE ${sqlstate}); the transaction is applied again without the fast path`);
     this.name = 'FastPathFailedError';
   }

@@ -558,9 +558,15 @@ export function linkDashboard(config: ArtifactConfig = defaultConfig): JsonObjec
             kind: 'timeseries',
             title: 'Reconnects',
             description:
-              'Reconnect attempts after a failure, per rate interval. Steady attempts with the link down: the peer is unreachable; bursts between streaming periods: the link is flapping.',
+              'Reconnect attempts after a failure, per rate interval. Steady attempts with the link down: the peer is unreachable; bursts between streaming periods: the link is flapping. Also the large transactions applied again from their start without the insert fast path (an existing key or a tombstone met; expected, not a failure).',
             unit: 'short',
-            targets: [{ expr: withNode(`sum ${by(LINK)} (increase(${q.m('pgbidi_link_reconnects_total')}${RATE}))`), legend: LINK_LEGEND }],
+            targets: [
+              { expr: withNode(`sum ${by(LINK)} (increase(${q.m('pgbidi_link_reconnects_total')}${RATE}))`), legend: LINK_LEGEND },
+              {
+                expr: withNode(`sum ${by(LINK)} (increase(${q.m('pgbidi_transaction_restarts_total')}${RATE}))`),
+                legend: `applied again ${LINK_LEGEND}`,
+              },
+            ],
           },
           {
             kind: 'timeseries',

@@ -76,6 +76,14 @@ export const METRICS = [
     source: 'pgbidi',
     help: 'Reconnect attempts after a link failure.',
   },
+  {
+    name: 'pgbidi_transaction_restarts_total',
+    type: 'counter',
+    labels: ['peer'],
+    status: 'exported',
+    source: 'pgbidi',
+    help: 'Remote transactions applied again from their start without the insert fast path (a plain INSERT met an existing key or a tombstone).',
+  },
   // Positions and lag
   {
     name: 'pgbidi_received_lsn_bytes',

@@ -25,7 +25,7 @@ import { errorKind, sqlState } from '../apply/error-kind.js';
 import { ProcedureApplier } from '../apply/procedure-applier.js';
 import { RelationCache } from '../apply/relation-cache.js';
 import type { ShapePolicy } from '../apply/step-encoder.js';
-import { TransactionApplier } from '../apply/transaction-applier.js';
+import { FastPathFailedError, TransactionApplier } from '../apply/transaction-applier.js';
 import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
 import { NEWEST_SCHEMA_OBJECT } from '../node/metadata-schema.js';
@@ -300,10 +300,12 @@ export class Link {
     while (!this.stopping) {
       this.setState('connecting');
       let parted: PeerPartedError | null = null;
+      let restart = false;
       try {
         await this.attempt();
       } catch (err) {
         if (err instanceof PeerPartedError) parted = err;
+        else if (err instanceof FastPathFailedError) restart = this.restartWithoutFastPath(err);
         else {
           this.recordError(err);
           parted = await this.askParted();
@@ -321,20 +323,33 @@ export class Link {
         this.backoff.reset();
         continue;
       }
+      if (restart) {
+        // The walsender and the apply session of the attempt that ended exit in their own time, and
+        // the slot and origin they held are refused until they have (55006): the first delay.
+        this.setState('connecting');
+        this.backoff.reset();
+        await this.pause(this.backoff.next());
+        continue;
+      }
       this.setState('backoff');
       this.reconnects++;
       this.deps.metrics.reconnect();
       const delay = this.backoff.next();
       this.deps.log.info({ delayMs: delay }, 'reconnecting after backoff');
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        this.wakeBackoff = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wakeBackoff = null;
+      await this.pause(delay);
     }
+  }
+
+  /** Waits `delayMs`, or less when stop() or an operator's retry wakes it. */
+  private async pause(delayMs: number): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, delayMs);
+      this.wakeBackoff = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wakeBackoff = null;
   }
 
   /**
@@ -373,6 +388,21 @@ export class Link {
   /** The peer (or this node) left the group: nothing more comes from this link. */
   get parted(): boolean {
     return this.state === 'parted';
+  }
+
+  /**
+   * A plain INSERT of a large transaction met an existing key or a tombstone after batches before it
+   * were written (transaction-applier.ts): the transaction is received and applied again from its
+   * start, row-checked. An expected outcome of the fast path, not a failure: no error, no growing
+   * backoff, no reconnect counted (each would page an operator through PgbidiApplyErrors or
+   * PgbidiReconnectFlapping while apply makes progress, once per table every FAST_PATH_PAUSE_MS on
+   * a table whose deletes leave tombstones).
+   */
+  private restartWithoutFastPath(err: FastPathFailedError): boolean {
+    this.apply.failed(err, { message: err.message, code: err.code });
+    this.deps.metrics.transactionRestart();
+    this.deps.log.info({ table: err.table, sqlstate: err.sqlstate }, 'transaction applied again without the insert fast path');
+    return true;
   }
 
   private recordError(failure: unknown): void {

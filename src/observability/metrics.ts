@@ -85,6 +85,12 @@ export class Metrics {
     labelNames: ['peer'],
     registers: this.registries,
   });
+  readonly transactionRestarts = new Counter({
+    name: 'pgbidi_transaction_restarts_total',
+    help: 'Remote transactions applied again from their start without the insert fast path: a plain INSERT of theirs met an existing key or a tombstone (expected, not a failure).',
+    labelNames: ['peer'],
+    registers: this.registries,
+  });
   readonly receivedLsn = new Gauge({
     name: 'pgbidi_received_lsn_bytes',
     help: 'Last WAL position received from the peer, as a byte offset.',
@@ -299,6 +305,7 @@ export class LinkMetrics {
     m.linkConnected.set(p, 0);
     m.conflictsUnresolved.set(p, 0);
     m.reconnects.inc(p, 0);
+    m.transactionRestarts.inc(p, 0);
     m.receivedLsn.set(p, 0);
     m.appliedLsn.set(p, 0);
     m.confirmedLsn.set(p, 0);
@@ -361,6 +368,10 @@ export class LinkMetrics {
 
   reconnect(): void {
     this.m.reconnects.inc(this.labels);
+  }
+
+  transactionRestart(): void {
+    this.m.transactionRestarts.inc(this.labels);
   }
 
   positions(p: { received?: bigint; applied?: bigint; confirmed?: bigint }): void {
