@@ -163,6 +163,13 @@ export class TransactionApplier {
     private readonly policyOf: (qualifiedTable: string) => TablePolicy = () => DEFAULT_POLICY,
     /** Other peers' apply sessions write to this node at the same time: serialize them per key. */
     private readonly concurrentSessions = true,
+    /**
+     * Tables whose last fast-path attempt failed, until when the fast path is not tried on them. The
+     * link keeps it across its attempts: a failure after batches were written ends the attempt (the
+     * transaction comes again on a new connection), and a map of the attempt's own let the next
+     * large transaction into that table try, fail and restart again at once.
+     */
+    private readonly fastPathPaused = new Map<string, number>(),
   ) {}
 
   private mapping(relationId: number): Promise<TableMapping> {
@@ -172,8 +179,6 @@ export class TransactionApplier {
   /** Whether the node's pgbidi schema has the fast path's gate (a node set up by an older pgbidi has not). */
   private fastPathReady: Promise<boolean> | null = null;
   private fastPathKnown: boolean | null = null;
-  /** Tables whose last fast-path attempt failed, until when the fast path is not tried on them. */
-  private readonly fastPathPaused = new Map<string, number>();
 
   /**
    * Plans and builds a batch's statements ahead of time, without I/O: the link calls this on the

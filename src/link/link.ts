@@ -110,6 +110,8 @@ export class Link {
   private stopping = false;
   private runPromise: Promise<void> | null = null;
   private wakeBackoff: (() => void) | null = null;
+  /** The insert fast path's pauses per table (TransactionApplier), kept across attempts. */
+  private readonly fastPathPaused = new Map<string, number>();
 
   // Per-attempt resources.
   private replication: ReplicationConnection | null = null;
@@ -507,7 +509,7 @@ export class Link {
     const relations = new RelationCache(() => session.pg);
     this.relations = relations;
     const locks = config.peers.length > 1;
-    const statements = new TransactionApplier(session, relations, (table) => tablePolicy(config.conflicts, table), locks);
+    const statements = new TransactionApplier(session, relations, (table) => tablePolicy(config.conflicts, table), locks, this.fastPathPaused);
     this.statements = statements;
     // A catalog lookup on the apply session, answered while the peer's slot is checked below.
     const statementsReady = statements.ready();
