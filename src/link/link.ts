@@ -307,8 +307,10 @@ export class Link {
         await this.attempt();
       } catch (err) {
         if (err instanceof PeerPartedError) parted = err;
-        else if (err instanceof FastPathFailedError) restart = this.restartWithoutFastPath(err);
-        else {
+        else if (err instanceof FastPathFailedError) {
+          this.restartWithoutFastPath(err);
+          restart = true;
+        } else {
           this.recordError(err);
           parted = await this.askParted();
         }
@@ -396,15 +398,14 @@ export class Link {
    * A plain INSERT of a large transaction met an existing key or a tombstone after batches before it
    * were written (transaction-applier.ts): the transaction is received and applied again from its
    * start, row-checked. An expected outcome of the fast path, not a failure: no error, no growing
-   * backoff, no reconnect counted (each would page an operator through PgbidiApplyErrors or
-   * PgbidiReconnectFlapping while apply makes progress, once per table every FAST_PATH_PAUSE_MS on
-   * a table whose deletes leave tombstones).
+   * backoff, no reconnect counted. PgbidiApplyErrors and PgbidiReconnectFlapping read those counts,
+   * and on a table whose deletes leave tombstones this happens once per table every
+   * FAST_PATH_PAUSE_MS while apply makes progress.
    */
-  private restartWithoutFastPath(err: FastPathFailedError): boolean {
+  private restartWithoutFastPath(err: FastPathFailedError): void {
     this.apply.failed(err, { message: err.message, code: err.code });
     this.deps.metrics.transactionRestart();
     this.deps.log.info({ table: err.table, sqlstate: err.sqlstate }, 'transaction applied again without the insert fast path');
-    return true;
   }
 
   private recordError(failure: unknown): void {
