@@ -1,7 +1,7 @@
 import { CONFLICT_TYPES, RESOLUTIONS } from '../conflict/conflict-types.js';
 import type { ConflictType, Resolution } from '../conflict/conflict-types.js';
 import type { OverwriteRule } from '../conflict/policy.js';
-import { METADATA_SCHEMA, storedKey, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from '../node/names.js';
+import { METADATA_SCHEMA, storedKeyOf, TOMBSTONE_WRITE_LOCK, TOMBSTONE_WRITES_SEQUENCE } from '../node/names.js';
 import { assertNever } from '../util/assert-never.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import type { ApplyRules } from './statements.js';
@@ -153,7 +153,7 @@ class ShapeSql {
 
   /** The key as pgbidi.tombstones stores it: a jsonb array of the typed values (storedKey). */
   tombstoneKey(): string {
-    return storedKey(`jsonb_build_array(${this.shape.mapping.key.map((c) => this.typed(c)).join(', ')})`);
+    return storedKeyOf(this.shape.mapping.key.map((c) => this.typed(c)));
   }
 
   /** The key as pgbidi.conflicts stores it: a jsonb array of the text values. */

@@ -1,7 +1,7 @@
 import type { TupleValue } from '../protocol/pgoutput-messages.js';
 import { UNCHANGED_TOAST } from '../protocol/pgoutput-messages.js';
 import type { OverwriteRule } from '../conflict/policy.js';
-import { METADATA_SCHEMA, storedKey } from '../node/names.js';
+import { METADATA_SCHEMA, storedKeyOf } from '../node/names.js';
 import { assertNever } from '../util/assert-never.js';
 import { arrayLiteral, qualifiedName, quoteIdent } from '../util/sql.js';
 import type { KeyLock } from './key-locks.js';
@@ -103,7 +103,7 @@ function castAs(c: MappedColumn, alias: string, source = 'x'): string {
 
 /** The key of input row x as pgbidi.tombstones stores it: a jsonb array of the typed key values (storedKey). */
 function tombstoneKey(m: TableMapping, aliases: readonly string[]): string {
-  return storedKey(`jsonb_build_array(${m.key.map((c, i) => castAs(c, aliases[i] as string)).join(', ')})`);
+  return storedKeyOf(m.key.map((c, i) => castAs(c, aliases[i] as string)));
 }
 
 function keyMatchOn(m: TableMapping, aliases: readonly string[], target = 't'): string {
@@ -131,7 +131,7 @@ interface Merged {
 }
 
 function rowKey(m: TableMapping, alias: string): string {
-  return storedKey(`jsonb_build_array(${m.key.map((c) => `${alias}.${quoteIdent(c.name)}`).join(', ')})`);
+  return storedKeyOf(m.key.map((c) => `${alias}.${quoteIdent(c.name)}`));
 }
 
 function overwriteGuard(rule: OverwriteRule, alias: string, v: { ts: string; node: string }, merged?: Merged): string {

@@ -12,6 +12,11 @@ export function storedKey(jsonbKey: string): string {
   return `${METADATA_SCHEMA}.stored_key(${jsonbKey})`;
 }
 
+/** storedKey of the key whose values are these SQL expressions, in key order. */
+export function storedKeyOf(values: readonly string[]): string {
+  return storedKey(`jsonb_build_array(${values.join(', ')})`);
+}
+
 /** The replication origin on node `self` that tracks what it applied from `peer`. */
 export function originName(peer: string): string {
   return `pgbidi_${peer}`;

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import { COPY_SESSION_SQL } from '../util/session-limits.js';
 import { pipeCopy } from './copy-pipe.js';
-import { METADATA_SCHEMA, ORIGIN_PREFIX, storedKey } from './names.js';
+import { METADATA_SCHEMA, ORIGIN_PREFIX, storedKeyOf } from './names.js';
 
 /**
  * Copies one table from the donor (a session inside the exported snapshot) to the joining node with
@@ -112,7 +112,7 @@ async function donorSelect(donor: pg.ClientBase, table: CopyTable, columns: read
   if (!kept) {
     return `SELECT coalesce(c.timestamp, '-infinity'::timestamptz), coalesce(${METADATA_SCHEMA}.node_of_origin(c.roident), ''), ${cols} FROM ${from}`;
   }
-  const key = storedKey(`jsonb_build_array(${table.primaryKey.map((k) => `t.${quoteIdent(k)}`).join(', ')})`);
+  const key = storedKeyOf(table.primaryKey.map((k) => `t.${quoteIdent(k)}`));
   return (
     `SELECT coalesce(v.version_ts, c.timestamp, '-infinity'::timestamptz), coalesce(v.version_node, ${METADATA_SCHEMA}.node_of_origin(c.roident), ''), ${cols} ` +
     `FROM ${from} LEFT JOIN ${METADATA_SCHEMA}.row_versions AS v ON v.table_name = ${quoteLiteral(tbl)} AND v.key = ${key} AND v.xid = t.xmin`
