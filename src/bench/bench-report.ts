@@ -200,6 +200,8 @@ const NOTES = `What the figures mean:
     moment it answers /status) + its backends on B; native = its apply worker(s). Server µs = pg_stat_statements total exec+plan time
     of the applier's top-level statements (nested calls counted in "calls", their time is inside their caller's), or of the nested
     ones when that is larger (a top-level statement that ended in an error is not recorded, the statements it ran are).
+  per row (W1): the same CPU divided by the rows of the phase; streaming counts what the applier used from just before the first
+    insert on A until all rows were on B.
   ratio: the median over repetitions of the per-repetition ratio (both runs of a repetition are back to back; the engine that goes
     first alternates). 'failed': not measured (timeout or error, see FAILED lines); 'n/a': that run cannot be made.`;
 
@@ -225,6 +227,8 @@ export function value(v: number, unit: Unit): string {
       return integer(v);
     case 'µs/txn':
       return v >= 1000 ? integer(v) : fixed(v, 1);
+    case 'µs/row':
+      return v >= 1000 ? integer(v) : fixed(v, 2);
     case 'MiB':
       return fixed(v, 1);
     case 'per txn':

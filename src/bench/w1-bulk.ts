@@ -13,7 +13,8 @@ import { BenchError } from './bench-error.js';
 import type { RunRecorder } from './bench-results.js';
 import { driverClient, now } from './bench-settings.js';
 import { RowArrivalProbe, watchDuring } from './row-arrival-probe.js';
-import { allEqual, oneTableTopology, tableFingerprint, withReplication } from './workload-runner.js';
+import type { ApplierUsage } from './replication.js';
+import { allEqual, microsPer, oneTableTopology, tableFingerprint, withReplication } from './workload-runner.js';
 import type { RunContext } from './workload-runner.js';
 
 const TABLE = 'bench';
@@ -45,6 +46,17 @@ async function insertRows(server: PostgresServer, first: number, last: number, t
   }
 }
 
+/**
+ * CPU the applier used between two readings. Null when either is unreadable, or when the second is
+ * lower: a process counted in the first ended (the counters are per live process), so the
+ * difference would not be the applier's.
+ */
+function cpuBetween(before: ApplierUsage, after: ApplierUsage): number | null {
+  if (before.applyCpuSeconds === null || after.applyCpuSeconds === null) return null;
+  const used = after.applyCpuSeconds - before.applyCpuSeconds;
+  return used >= 0 ? used : null;
+}
+
 export async function runBulk(ctx: RunContext, rec: RunRecorder): Promise<void> {
   const { w1Rows: rows, w1TxnRows: txnRows, w1Modes: modes } = ctx.sizes;
   const topology = oneTableTopology(TABLE, TABLE_SQL);
@@ -68,6 +80,9 @@ export async function runBulk(ctx: RunContext, rec: RunRecorder): Promise<void> 
         // A run that lands within one poll has no measurable first-to-last span.
         rec.set('backlog.applyRowsPerSecond', applySeconds > 0 ? rows / applySeconds : null);
         rec.set('backlog.firstRowSeconds', Math.max(0, arrival.firstRowAt - start) / 1000);
+        const usage = await repl.usage('b');
+        rec.set('backlog.applyCpuUsPerRow', microsPer(usage.applyCpuSeconds, rows));
+        if (repl.engine === 'pgbidi') rec.set('backlog.agentCpuUsPerRow', microsPer(usage.agentCpuSeconds, rows));
       } finally {
         await probe.close();
       }
@@ -80,10 +95,13 @@ export async function runBulk(ctx: RunContext, rec: RunRecorder): Promise<void> 
       await repl.waitStreaming(ctx.timeoutMs);
       const probe = await RowArrivalProbe.open(b, { table: TABLE, first: rows + 1, last: 2 * rows });
       try {
+        const before = await repl.usage('b');
         const { arrival, triggered: inserted } = await watchDuring(probe, ctx.timeoutMs, () => insertRows(a, rows + 1, 2 * rows, txnRows));
+        const after = await repl.usage('b');
         rec.set('streaming.rowsPerSecond', rows / ((arrival.allRowsAt - inserted.firstCommitAt) / 1000));
         rec.set('streaming.tailSeconds', Math.max(0, arrival.allRowsAt - inserted.lastCommitAt) / 1000);
         rec.set('streaming.sourceInsertSeconds', (inserted.lastCommitAt - inserted.startedAt) / 1000);
+        rec.set('streaming.applyCpuUsPerRow', microsPer(cpuBetween(before, after), rows));
       } finally {
         await probe.close();
       }

@@ -4,7 +4,7 @@
  */
 import type { Engine, Side, WorkloadId } from './bench-results.js';
 
-export type Unit = 's' | 'rows/s' | 'txn/s' | 'µs/txn' | 'per txn' | 'MiB' | 'txn';
+export type Unit = 's' | 'rows/s' | 'txn/s' | 'µs/txn' | 'µs/row' | 'per txn' | 'MiB' | 'txn';
 /** Which way is better; 'none' for counts that only give context (no ratio is shown). */
 export type Better = 'higher' | 'lower' | 'none';
 
@@ -122,9 +122,12 @@ export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
       { key: 'backlog.applyRowsPerSecond', label: 'backlog rows/s: first -> last row on B', unit: 'rows/s', better: 'higher' },
       { key: 'backlog.seconds', label: 'backlog: start -> all rows on B', unit: 's', better: 'lower' },
       { key: 'backlog.firstRowSeconds', label: 'backlog: start -> first row on B', unit: 's', better: 'lower' },
+      { key: 'backlog.applyCpuUsPerRow', label: 'backlog: CPU of all that applies on B', unit: 'µs/row', better: 'lower' },
+      { key: 'backlog.agentCpuUsPerRow', label: 'backlog: CPU of the agent process', unit: 'µs/row', better: 'lower', engines: PGBIDI_ONLY },
       { key: 'streaming.rowsPerSecond', label: 'streaming rows/s: first commit on A -> all rows on B', unit: 'rows/s', better: 'higher' },
       { key: 'streaming.tailSeconds', label: 'streaming: last commit on A -> all rows on B', unit: 's', better: 'lower' },
       { key: 'streaming.sourceInsertSeconds', label: 'streaming: insert time on A', unit: 's', better: 'lower' },
+      { key: 'streaming.applyCpuUsPerRow', label: 'streaming: CPU of all that applies on B', unit: 'µs/row', better: 'lower' },
     ],
     baseline: NATIVE,
     subject: PGBIDI,
