@@ -13,8 +13,9 @@
  *   replication connection ─► TransactionAssembler (receive: order check, loop filter, whole small
  *   transactions or batches of large ones) ─► ApplyQueue ─► ApplyLoop (apply procedure for small
  *   transactions, multi-row statements otherwise; one local commit per remote transaction, bound to
- *   the peer's origin) ─► ProgressTracker ─► feedback (confirms only the origin's flushed progress,
- *   never a position on receipt). OperatorActions holds what an operator asked for.
+ *   the peer's origin) ─► ProgressTracker ─► ControlChannel (feedback that confirms only the
+ *   origin's flushed progress, never a position on receipt; heartbeats). OperatorActions holds what
+ *   an operator asked for.
  */
 import type pg from 'pg';
 import { agentClient } from '../util/agent-client.js';
@@ -29,17 +30,18 @@ import { FastPathFailedError, TransactionApplier } from '../apply/transaction-ap
 import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
 import { NEWEST_SCHEMA_OBJECT } from '../node/metadata-schema.js';
-import { applicationName, HEARTBEAT_PREFIX, METADATA_SCHEMA, originName, slotName } from '../node/names.js';
+import { applicationName, METADATA_SCHEMA, originName, slotName } from '../node/names.js';
 import { partedLink, PeerPartedError } from '../node/parted-nodes.js';
 import { connecting, ConnectionProblemError, explainConnectionError, nodeEndpoint, peerEndpoint, ServerSettingError } from '../node/connection-problem.js';
 import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
-import { formatLsn, parseLsn } from '../protocol/lsn.js';
-import { formatPgTimestamp, nowPgMicros, pgMicrosToUnixMs } from '../protocol/pg-time.js';
+import { formatLsn } from '../protocol/lsn.js';
+import { formatPgTimestamp, pgMicrosToUnixMs } from '../protocol/pg-time.js';
 import type { ChangeMessage } from '../protocol/pgoutput-messages.js';
 import type { ReplicationMessage } from '../protocol/replication-messages.js';
 import { ReplicationConnection } from '../source/replication-connection.js';
 import { ApplyLoop } from './apply-loop.js';
+import { ControlChannel } from './control-channel.js';
 import { ApplyQueue } from './apply-queue.js';
 import { Backoff } from './backoff.js';
 import { EarlyApplyFeed } from './early-apply-feed.js';
@@ -134,10 +136,8 @@ export class Link {
   private filtered = 0;
   private reconnects = 0;
   private lastError: LinkStatus['lastError'] = null;
-  /** Serializes the control connection (feedback, heartbeats): pg runs one query at a time. */
-  private controlChain: Promise<unknown> = Promise.resolve();
-  /** A prompt feedback is queued on the control connection and has not started yet. */
-  private feedbackQueued = false;
+  /** Feedback and heartbeats of the current attempt, on its control connection. */
+  private channel: ControlChannel | null = null;
 
   constructor(private readonly deps: LinkDeps) {
     this.slot = slotName(deps.peer.name, deps.config.node.name);
@@ -162,7 +162,7 @@ export class Link {
       drained: () => this.backpressure(),
       advanced: (endLsn) => {
         this.backoff.progress(endLsn);
-        this.feedbackSoon();
+        this.channel?.soon();
       },
     });
     this.assembler = new TransactionAssembler(this.sink(), deps.metrics, {
@@ -540,6 +540,18 @@ export class Link {
     await statementsReady;
 
     this.resetReceiver();
+    const channel = new ControlChannel({
+      query: async <R extends Record<string, unknown>>(text: string, values: readonly unknown[]) => (await control.query<R>(text, [...values])).rows,
+      sendStatus: (status) => replication.sendStatus(status),
+      progress: this.progress,
+      metrics: this.deps.metrics,
+      clock: this.clock,
+      origin: this.origin,
+      node: config.node.name,
+      synchronous: peer.synchronous,
+      failed: fail,
+    });
+    this.channel = channel;
     const streaming = this.replication.start({
       startLsn,
       onMessage: (m) => {
@@ -557,15 +569,13 @@ export class Link {
     log.info({ startLsn: formatLsn(startLsn), peerVersion: this.peerVersion }, 'streaming');
     this.setState('streaming');
 
-    const feedback = setInterval(() => void this.onControl(() => this.feedback()).catch(fail), config.replication.feedback_interval_ms);
-    const heartbeat = setInterval(() => void this.onControl(() => this.emitHeartbeat()).catch(fail), config.replication.heartbeat_interval_ms);
+    channel.every(config.replication.feedback_interval_ms, config.replication.heartbeat_interval_ms);
     try {
       await Promise.race([this.apply.run({ session, relations, statements, procedure, origin: startLsn }), failed]);
       // Stopping: the apply loop has drained; confirm what is durable before closing the stream.
-      await this.onControl(() => this.feedback());
+      await channel.feedbackNow();
     } finally {
-      clearInterval(feedback);
-      clearInterval(heartbeat);
+      channel.close();
     }
   }
 
@@ -579,6 +589,8 @@ export class Link {
 
   private async teardown(): Promise<void> {
     this.attemptFailed = null;
+    this.channel?.close();
+    this.channel = null;
     this.apply.endAttempt();
     await this.opening;
     const replication = this.replication;
@@ -605,10 +617,10 @@ export class Link {
     if (m.kind === 'keepalive') {
       // A streamed transaction not committed yet counts as one being received.
       this.progress.keepalive(m.walEnd, this.assembler.receiving || this.streamed.pending);
-      if (m.replyRequested) void this.onControl(() => this.feedback()).catch((err) => this.attemptFailed?.(err));
+      if (m.replyRequested) this.channel?.feedback();
       // On a synchronous link a keepalive may stand for commits the peer's committers wait on that
       // send nothing (unpublished tables, origin-filtered or empty transactions: §8 of the research).
-      else this.feedbackSoon();
+      else this.channel?.soon();
       return;
     }
     this.deps.metrics.receivedBytes(m.byteLength);
@@ -697,63 +709,6 @@ export class Link {
   private maxQueuedChanges(): number {
     const { max_queued_changes, apply_batch_size } = this.deps.config.replication;
     return Math.max(max_queued_changes, 2 * apply_batch_size);
-  }
-
-  // ---- feedback and heartbeats, on the control connection ----
-
-  private onControl<T>(task: () => Promise<T>): Promise<T> {
-    const next = this.controlChain.then(task, task);
-    this.controlChain = next.catch(() => undefined);
-    return next;
-  }
-
-  /**
-   * On a synchronous link the peer's committers wait for this node's flush confirmation: confirm as
-   * soon as something new is durable instead of at the next feedback_interval_ms. Requests made while
-   * one is queued and not yet started are merged into it.
-   */
-  private feedbackSoon(): void {
-    if (!this.deps.peer.synchronous || this.feedbackQueued || !this.control) return;
-    this.feedbackQueued = true;
-    void this.onControl(() => {
-      this.feedbackQueued = false;
-      return this.feedback();
-    }).catch((err) => this.attemptFailed?.(err));
-  }
-
-  /**
-   * Standby status update. flush = the origin's progress after pg_replication_origin_progress(…, true)
-   * flushed local WAL up to it: only durable commits are confirmed, and keepalive and filtered
-   * positions once what came before them is (ProgressTracker).
-   */
-  private async feedback(): Promise<void> {
-    const control = this.control;
-    const replication = this.replication;
-    if (!control || !replication) return;
-    const r = await control.query<{ lsn: string | null }>('SELECT pg_replication_origin_progress($1, true)::text AS lsn', [this.origin]);
-    const lsn = r.rows[0]?.lsn;
-    if (lsn) this.progress.durableUpTo(parseLsn(lsn));
-    const confirmed = this.progress.confirm();
-    if (this.replication !== replication) return;
-    replication.sendStatus({
-      written: this.progress.received > confirmed ? this.progress.received : confirmed,
-      flushed: confirmed,
-      applied: confirmed,
-      clientTime: nowPgMicros(this.clock),
-      replyRequested: false,
-    });
-    this.deps.metrics.positions({ confirmed });
-    this.deps.metrics.lag(this.lagSeconds());
-  }
-
-  /** A transactional logical message on this node, so that peers can measure end-to-end freshness. */
-  private async emitHeartbeat(): Promise<void> {
-    const control = this.control;
-    if (!control) return;
-    await control.query(`SELECT pg_logical_emit_message(true, $1, $2)`, [
-      HEARTBEAT_PREFIX,
-      JSON.stringify({ node: this.deps.config.node.name, ts: nowPgMicros(this.clock).toString() }),
-    ]);
   }
 }
 
