@@ -10,12 +10,12 @@
  *      └──────────────── stop() from any state (drain, final feedback)
  *
  * Stages, composed here:
- *   replication connection ─► TransactionAssembler (receive: order check, loop filter, whole small
- *   transactions or batches of large ones) ─► ApplyQueue ─► ApplyLoop (apply procedure for small
- *   transactions, multi-row statements otherwise; one local commit per remote transaction, bound to
- *   the peer's origin) ─► ProgressTracker ─► ControlChannel (feedback that confirms only the
- *   origin's flushed progress, never a position on receipt; heartbeats). OperatorActions holds what
- *   an operator asked for.
+ *   replication connection ─► Receiver (streamed transactions, then TransactionAssembler: order
+ *   check, loop filter, whole small transactions or batches of large ones; backpressure) ─►
+ *   ApplyQueue ─► ApplyLoop (apply procedure for small transactions, multi-row statements otherwise;
+ *   one local commit per remote transaction, bound to the peer's origin) ─► ProgressTracker ─►
+ *   ControlChannel (feedback that confirms only the origin's flushed progress, never a position on
+ *   receipt; heartbeats). OperatorActions holds what an operator asked for.
  */
 import type pg from 'pg';
 import { agentClient } from '../util/agent-client.js';
@@ -36,21 +36,16 @@ import { connecting, ConnectionProblemError, explainConnectionError, nodeEndpoin
 import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn } from '../protocol/lsn.js';
-import { formatPgTimestamp, pgMicrosToUnixMs } from '../protocol/pg-time.js';
-import type { ChangeMessage } from '../protocol/pgoutput-messages.js';
-import type { ReplicationMessage } from '../protocol/replication-messages.js';
+import { pgMicrosToUnixMs } from '../protocol/pg-time.js';
 import { ReplicationConnection } from '../source/replication-connection.js';
 import { ApplyLoop } from './apply-loop.js';
 import { ControlChannel } from './control-channel.js';
+import { Receiver } from './receiver.js';
 import { ApplyQueue } from './apply-queue.js';
 import { Backoff } from './backoff.js';
-import { EarlyApplyFeed } from './early-apply-feed.js';
 import { OperatorActions } from './operator-actions.js';
 import type { DeadLetterRetry } from './operator-actions.js';
 import { ProgressTracker } from './progress-tracker.js';
-import { StreamedTransactions } from './streamed-transactions.js';
-import { TransactionAssembler } from './transaction-assembler.js';
-import type { AssemblerSink } from './transaction-assembler.js';
 import { WITHOUT_SYNC_WAIT } from '../node/synchronous-links.js';
 import { tryConnect } from '../node/try-connect.js';
 import type { TransactionObserver } from './transaction-observer.js';
@@ -108,7 +103,7 @@ export class Link {
   private readonly progress: ProgressTracker;
   private readonly operator: OperatorActions;
   private readonly apply: ApplyLoop;
-  private readonly assembler: TransactionAssembler;
+  private readonly receiver: Receiver;
   private stopping = false;
   private runPromise: Promise<void> | null = null;
   private wakeBackoff: (() => void) | null = null;
@@ -125,15 +120,8 @@ export class Link {
   /** The apply session's and the replication connection's opening, which start together. */
   private opening: Promise<unknown> = Promise.resolve();
 
-  // Receive side (per attempt): where in its transaction the next batch is.
-  private batchesInTransaction = 0;
-  private receivingCommitTime: bigint | null = null;
-  /** Transactions the peer streams before their commit (protocol 2), until they reach the assembler. */
-  private readonly streamed: StreamedTransactions;
-
   // Status.
   private peerVersion = 0;
-  private filtered = 0;
   private reconnects = 0;
   private lastError: LinkStatus['lastError'] = null;
   /** Feedback and heartbeats of the current attempt, on its control connection. */
@@ -159,41 +147,25 @@ export class Link {
       progress: this.progress,
       operator: this.operator,
       stopping: () => this.stopping,
-      drained: () => this.backpressure(),
+      drained: () => this.receiver.backpressure(),
       advanced: (endLsn) => {
         this.backoff.progress(endLsn);
         this.channel?.soon();
       },
     });
-    this.assembler = new TransactionAssembler(this.sink(), deps.metrics, {
-      batchSize: deps.config.replication.apply_batch_size,
-      // Up to apply_procedure_max_changes a transaction is received whole and goes through the apply
-      // procedure (a row at a time, statements planned once: cheaper for small transactions); larger
-      // ones stream to multi-row statements in batches. 0: every transaction takes the statements.
-      smallTransactionChanges: deps.config.replication.apply_procedure_max_changes,
-    });
-    this.streamed = new StreamedTransactions({
-      accept: (msg) => this.assembler.accept(msg),
-      hasRoom: () => this.queue.changes < this.maxQueuedChanges(),
-      pauseSource: () => this.replication?.pause(),
-      resumeSource: () => {
-        if (this.state !== 'paused') this.replication?.resume();
-      },
-      release: (m) => this.receive(m),
+    this.receiver = new Receiver({
+      peer: deps.peer.name,
+      replication: deps.config.replication,
+      metrics: deps.metrics,
+      queue: this.queue,
+      progress: this.progress,
+      source: () => this.replication,
+      statements: () => this.statements,
+      channel: () => this.channel,
+      state: () => this.state,
+      setState: (s) => this.setState(s),
+      earlyApplyAllowed: (xid) => this.earlyApplyAllowed(xid),
       failed: (err) => this.attemptFailed?.(err),
-      early: new EarlyApplyFeed({
-        push: (item) => {
-          this.queue.push(item);
-          this.backpressure();
-        },
-        batchSize: deps.config.replication.apply_batch_size,
-        enabled: (xid) => this.earlyApplyAllowed(xid),
-        received: (c, counts) => {
-          this.progress.queued(c.commitTime);
-          this.receivedUpTo(c.endLsn);
-          for (const [op, n] of counts) deps.metrics.received(op, n);
-        },
-      }),
     });
   }
 
@@ -206,11 +178,6 @@ export class Link {
   private earlyApplyAllowed(xid: number): boolean {
     const { config } = this.deps;
     return config.replication.apply_streamed === 'while_streaming' && config.peers.length === 1 && !this.stopping && this.apply.earlyAllowed(xid);
-  }
-
-  private receivedUpTo(lsn: bigint): void {
-    this.progress.receivedUpTo(lsn);
-    this.deps.metrics.positions({ received: this.progress.received });
   }
 
   get peer(): string {
@@ -249,9 +216,9 @@ export class Link {
       lagSeconds: this.lagSeconds(),
       lastAppliedCommitTime: isoTime(this.apply.lastAppliedCommit),
       lastHeartbeatTime: isoTime(this.apply.lastHeartbeat),
-      queuedChanges: this.queue.changes + this.assembler.held,
+      queuedChanges: this.queue.changes + this.receiver.held,
       transactionsApplied: this.apply.transactionsApplied,
-      transactionsFiltered: this.filtered,
+      transactionsFiltered: this.receiver.filtered,
       changesApplied: this.apply.changesApplied,
       conflicts: this.apply.conflicts,
       reconnects: this.reconnects,
@@ -539,7 +506,7 @@ export class Link {
     if (slot === 'created') log.warn({ slot: this.slot }, 'created the missing slot on the peer: changes before now are not replicated');
     await statementsReady;
 
-    this.resetReceiver();
+    this.receiver.reset();
     const channel = new ControlChannel({
       query: async <R extends Record<string, unknown>>(text: string, values: readonly unknown[]) => (await control.query<R>(text, [...values])).rows,
       sendStatus: (status) => replication.sendStatus(status),
@@ -556,7 +523,7 @@ export class Link {
       startLsn,
       onMessage: (m) => {
         try {
-          this.receive(m);
+          this.receiver.receive(m);
         } catch (err) {
           fail(err);
         }
@@ -579,14 +546,6 @@ export class Link {
     }
   }
 
-  private resetReceiver(): void {
-    this.streamed.reset();
-    this.assembler.reset();
-    this.batchesInTransaction = 0;
-    this.receivingCommitTime = null;
-    this.queue.clear();
-  }
-
   private async teardown(): Promise<void> {
     this.attemptFailed = null;
     this.channel?.close();
@@ -607,108 +566,7 @@ export class Link {
     await control?.end().catch(() => undefined);
     this.progress.endAttempt();
     // Streamed transactions not committed yet come again, whole, on the next attempt.
-    this.resetReceiver();
-  }
-
-  // ---- receive side: synchronous, runs inside the copyData callback ----
-
-  private receive(m: ReplicationMessage): void {
-    if (this.streamed.hold(m)) return;
-    if (m.kind === 'keepalive') {
-      // A streamed transaction not committed yet counts as one being received.
-      this.progress.keepalive(m.walEnd, this.assembler.receiving || this.streamed.pending);
-      if (m.replyRequested) this.channel?.feedback();
-      // On a synchronous link a keepalive may stand for commits the peer's committers wait on that
-      // send nothing (unpublished tables, origin-filtered or empty transactions: §8 of the research).
-      else this.channel?.soon();
-      return;
-    }
-    this.deps.metrics.receivedBytes(m.byteLength);
-    const rest = this.streamed.take(m.message);
-    if (rest) this.assembler.accept(rest);
-  }
-
-  /** Where the receive stage's output goes: the apply queue, with positions and backpressure. */
-  private sink(): AssemblerSink {
-    // A transaction applied early (streamed-transactions.ts) goes back to the spool when the apply
-    // session is needed first: for a transaction that commits before it (one with nothing to apply
-    // does not need the session, unless every transaction takes the statement path), or for a
-    // Relation message outside its blocks (the relation's definition would change under it).
-    const procedureOff = this.deps.config.replication.apply_procedure_max_changes === 0;
-    return {
-      relation: (r) => {
-        this.streamed.interrupt();
-        this.queue.push({ kind: 'relation', relation: r });
-      },
-      transaction: (t) => {
-        if (t.changes.length > 0 || procedureOff) this.streamed.interrupt();
-        this.receivedUpTo(t.commit.endLsn);
-        this.progress.queued(t.begin.commitTime);
-        this.queue.push({ kind: 'transaction', txn: t });
-        this.backpressure();
-      },
-      begin: (b) => {
-        this.streamed.interrupt();
-        this.progress.queued(b.commitTime);
-        this.batchesInTransaction = 0;
-        this.receivingCommitTime = b.commitTime;
-        this.queue.push({ kind: 'begin', begin: b });
-      },
-      changes: (batch) => this.pushBatch(batch),
-      message: (msg) => this.queue.push({ kind: 'message', message: msg }),
-      commit: (c) => {
-        this.receivedUpTo(c.endLsn);
-        this.receivingCommitTime = null;
-        this.queue.push({ kind: 'commit', commit: c });
-        this.backpressure();
-      },
-      skipped: (t) => {
-        this.receivedUpTo(t.endLsn);
-        if (t.reason === 'origin') this.filtered++;
-        this.progress.processed(t.endLsn);
-      },
-    };
-  }
-
-  private pushBatch(batch: ChangeMessage[]): void {
-    // Built here, while the apply loop waits for the server on the batch before, unless a Relation
-    // message is still queued (the applier's mappings would be older than this batch).
-    const commitTime = this.receivingCommitTime;
-    const prepared =
-      this.queue.relations === 0 && commitTime !== null && this.statements
-        ? this.statements.prepare(
-            batch,
-            { commitTimestamp: formatPgTimestamp(commitTime), node: this.peer },
-            { firstInTransaction: this.batchesInTransaction === 0, fast: true },
-          )
-        : null;
-    this.batchesInTransaction++;
-    this.queue.push({ kind: 'changes', changes: batch, prepared });
-    this.backpressure();
-  }
-
-  /**
-   * Reading pauses at max_queued_changes (at least two batches, so that one is applied while the next
-   * waits) and resumes at half of it. A short queue is also a faster one: what waits in it outlives
-   * the young generation of the heap, and copying it there was a third of the agent's CPU in bulk
-   * apply at the former default of 10,000 (W1 profile; 2,000: W1 +24 %, W4 -15 % time, -50 MiB RSS).
-   */
-  private backpressure(): void {
-    const max = this.maxQueuedChanges();
-    this.deps.metrics.queue(this.queue.changes, max);
-    if (this.queue.changes <= max / 2) this.streamed.roomMade();
-    if (this.state === 'streaming' && this.queue.changes >= max) {
-      this.replication?.pause();
-      this.setState('paused');
-    } else if (this.state === 'paused' && this.queue.changes <= max / 2) {
-      if (!this.streamed.replaying) this.replication?.resume();
-      this.setState('streaming');
-    }
-  }
-
-  private maxQueuedChanges(): number {
-    const { max_queued_changes, apply_batch_size } = this.deps.config.replication;
-    return Math.max(max_queued_changes, 2 * apply_batch_size);
+    this.receiver.reset();
   }
 }
 
