@@ -6,7 +6,8 @@ import { ProgressTracker } from '../../src/link/progress-tracker.js';
 import { Receiver } from '../../src/link/receiver.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { LinkState } from '../../src/observability/metrics.js';
-import type { BeginMessage, CommitMessage, InsertMessage, PgoutputMessage, RelationMessage } from '../../src/protocol/pgoutput-messages.js';
+import type { PgoutputMessage } from '../../src/protocol/pgoutput-messages.js';
+import { begin, commit, insert, rel } from '../support/decoded-messages.js';
 import type { ReplicationMessage } from '../../src/protocol/replication-messages.js';
 
 const defaults = parseConfig(
@@ -17,17 +18,6 @@ const defaults = parseConfig(
 /** Smaller than a config may set: transactions of up to 3 changes whole, larger ones in batches of 2; reading pauses at 4 queued. */
 const replication = { ...defaults.replication, apply_batch_size: 2, apply_procedure_max_changes: 3, max_queued_changes: 4 };
 
-const rel: RelationMessage = {
-  tag: 'relation',
-  relationId: 7,
-  namespace: 'public',
-  name: 't',
-  replicaIdentity: 'default',
-  columns: [{ name: 'id', isKey: true, typeOid: 23, typeMod: -1 }],
-};
-const begin = (xid: number): BeginMessage => ({ tag: 'begin', finalLsn: BigInt(xid * 100), commitTime: 1n, xid });
-const commit = (xid: number): CommitMessage => ({ tag: 'commit', flags: 0, commitLsn: BigInt(xid * 100), endLsn: BigInt(xid * 100 + 8), commitTime: 1n });
-const insert = (id: number): InsertMessage => ({ tag: 'insert', relationId: 7, newTuple: [String(id)] });
 const origin = (name: string): PgoutputMessage => ({ tag: 'origin', originLsn: 0n, originName: name });
 
 const data = (message: PgoutputMessage): ReplicationMessage => ({ kind: 'xlogdata', walStart: 0n, walEnd: 0n, sendTime: 0n, byteLength: 10, message });

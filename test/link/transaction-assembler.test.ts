@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { ChangeOp } from '../../src/observability/metrics.js';
-import type { BeginMessage, CommitMessage, InsertMessage, PgoutputMessage, RelationMessage } from '../../src/protocol/pgoutput-messages.js';
+import type { PgoutputMessage } from '../../src/protocol/pgoutput-messages.js';
+import { begin, commit, insert, rel } from '../support/decoded-messages.js';
 import { TransactionAssembler } from '../../src/link/transaction-assembler.js';
 import type { AssemblerCounters, AssemblerSink } from '../../src/link/transaction-assembler.js';
 
@@ -28,17 +29,6 @@ function recorder(): { sink: AssemblerSink; counters: AssemblerCounters; out: st
   return { sink, counters, out, counts };
 }
 
-const rel: RelationMessage = {
-  tag: 'relation',
-  relationId: 7,
-  namespace: 'public',
-  name: 't',
-  replicaIdentity: 'default',
-  columns: [{ name: 'id', isKey: true, typeOid: 23, typeMod: -1 }],
-};
-const begin = (xid: number): BeginMessage => ({ tag: 'begin', finalLsn: BigInt(xid * 100), commitTime: 1n, xid });
-const commit = (xid: number): CommitMessage => ({ tag: 'commit', flags: 0, commitLsn: BigInt(xid * 100), endLsn: BigInt(xid * 100 + 8), commitTime: 1n });
-const insert = (id: number): InsertMessage => ({ tag: 'insert', relationId: 7, newTuple: [String(id)] });
 const heartbeat: PgoutputMessage = { tag: 'message', transactional: true, lsn: 1n, prefix: 'pgbidi.heartbeat', content: Buffer.from('{"node":"a","ts":"42"}') };
 const traceparent: PgoutputMessage = { tag: 'message', transactional: true, lsn: 1n, prefix: 'traceparent', content: Buffer.from('00-aa-bb-01') };
 
