@@ -29,10 +29,10 @@ import type { ShapePolicy } from '../apply/step-encoder.js';
 import { FastPathFailedError, TransactionApplier } from '../apply/transaction-applier.js';
 import type { TableMapping } from '../apply/table-mapping.js';
 import { applyRules, tablePolicy } from '../conflict/table-policies.js';
-import { NEWEST_SCHEMA_OBJECT } from '../node/metadata-schema.js';
-import { applicationName, METADATA_SCHEMA, originName, slotName } from '../node/names.js';
+import { applicationName, originName, slotName } from '../node/names.js';
 import { partedLink, PeerPartedError } from '../node/parted-nodes.js';
 import { connecting, ConnectionProblemError, explainConnectionError, nodeEndpoint, peerEndpoint, ServerSettingError } from '../node/connection-problem.js';
+import { checkLocalNode } from '../node/local-node-check.js';
 import type { Logger } from '../observability/logger.js';
 import type { LinkMetrics, LinkState } from '../observability/metrics.js';
 import { formatLsn } from '../protocol/lsn.js';
@@ -445,33 +445,7 @@ export class Link {
     // Idle between its reads: a database's idle_session_timeout ended it, and the link with it, at
     // every attempt (57P05, test/session-limits.test.ts). One round trip for all the settings.
     await control.query([WITHOUT_SYNC_WAIT, ...SESSION_LIMITS_OFF].join('; '));
-    // A peer that left the group (pgbidi part) is neither read nor given its slot back.
-    const parted = await partedLink(control, null, config.node.name, peer.name);
-    if (parted) throw parted;
-    // Checked by setup, but a restart with another postgresql.conf would make every conflict check
-    // fail ("could not get commit timestamp data"): say so before applying anything.
-    // The schema check: apply's statements name what setup creates, and a node set up by an older
-    // version lacks the newest (after an upgrade without setup, every tombstone lookup failed).
-    const tct = await control.query<{ t: string; origin: boolean; schema: boolean }>(
-      `SELECT current_setting('track_commit_timestamp') AS t, EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) AS origin, ` +
-        `to_regprocedure($2) IS NOT NULL AS schema`,
-      [this.origin, NEWEST_SCHEMA_OBJECT],
-    );
-    if (tct.rows[0]?.origin !== true) {
-      throw new ServerSettingError(
-        `this node is not set up for peer ${peer.name} (no replication origin ${this.origin}): run pgbidi setup --config FILE for it; the link retries with backoff`,
-      );
-    }
-    if (tct.rows[0]?.t !== 'on') {
-      throw new ServerSettingError(
-        `track_commit_timestamp is '${tct.rows[0]?.t ?? '?'}' on this node: set track_commit_timestamp = on in its postgresql.conf and restart PostgreSQL (conflict resolution reads commit times); the link retries with backoff`,
-      );
-    }
-    if (tct.rows[0]?.schema !== true) {
-      throw new ServerSettingError(
-        `this node's ${METADATA_SCHEMA} schema was set up by an older version of pgbidi (no ${NEWEST_SCHEMA_OBJECT}): run pgbidi setup --config FILE here again; the link retries with backoff`,
-      );
-    }
+    await checkLocalNode(control, { self: config.node.name, peer: peer.name, origin: this.origin });
 
     const startLsn = await sessionStarted;
     const relations = new RelationCache(() => session.pg);
