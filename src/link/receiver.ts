@@ -59,8 +59,7 @@ export class Receiver {
   // Where in its transaction the next batch is.
   private batchesInTransaction = 0;
   private receivingCommitTime: bigint | null = null;
-  /** Transactions skipped because they came from another node (loop prevention). */
-  filtered = 0;
+  private skippedFromOthers = 0;
 
   constructor(private readonly deps: ReceiverDeps) {
     const { replication, queue, progress, metrics } = deps;
@@ -94,6 +93,11 @@ export class Receiver {
         },
       }),
     });
+  }
+
+  /** Transactions skipped because they came from another node (loop prevention). */
+  get filtered(): number {
+    return this.skippedFromOthers;
   }
 
   /** Changes received and not yet queued (a large transaction's batch being filled). */
@@ -189,7 +193,7 @@ export class Receiver {
       },
       skipped: (t) => {
         this.receivedUpTo(t.endLsn);
-        if (t.reason === 'origin') this.filtered++;
+        if (t.reason === 'origin') this.skippedFromOthers++;
         progress.processed(t.endLsn);
       },
     };
