@@ -57,6 +57,8 @@ export class ApplyQueue {
   commits = 0;
   /** Relation messages the applier has not seen yet (batches built ahead would use older mappings). */
   relations = 0;
+  /** Changes the applier has taken since the queue was last cleared (the receiver's slow start). */
+  taken = 0;
 
   push(item: ApplyItem): void {
     this.items.push(item);
@@ -86,7 +88,9 @@ export class ApplyQueue {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
-    this.changes -= changesOf(item);
+    const n = changesOf(item);
+    this.changes -= n;
+    this.taken += n;
     if (isCommit(item)) this.commits--;
     if (item.kind === 'relation') this.relations--;
     return item;
@@ -117,5 +121,6 @@ export class ApplyQueue {
     this.changes = 0;
     this.commits = 0;
     this.relations = 0;
+    this.taken = 0;
   }
 }

@@ -3,7 +3,7 @@ import { parseConfig } from '../../src/config/load-config.js';
 import { ApplyQueue } from '../../src/link/apply-queue.js';
 import type { ControlChannel } from '../../src/link/control-channel.js';
 import { ProgressTracker } from '../../src/link/progress-tracker.js';
-import { Receiver } from '../../src/link/receiver.js';
+import { Receiver, START_QUEUED_CHANGES } from '../../src/link/receiver.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { LinkState } from '../../src/observability/metrics.js';
 import type { PgoutputMessage } from '../../src/protocol/pgoutput-messages.js';
@@ -23,7 +23,7 @@ const origin = (name: string): PgoutputMessage => ({ tag: 'origin', originLsn: 0
 const data = (message: PgoutputMessage): ReplicationMessage => ({ kind: 'xlogdata', walStart: 0n, walEnd: 0n, sendTime: 0n, byteLength: 10, message });
 const keepalive = (walEnd: bigint, replyRequested: boolean): ReplicationMessage => ({ kind: 'keepalive', walEnd, sendTime: 0n, replyRequested });
 
-function harness(initial: LinkState = 'streaming') {
+function harness(initial: LinkState = 'streaming', settings = replication) {
   const queue = new ApplyQueue();
   const progress = new ProgressTracker(() => 0);
   progress.startAttempt(0n);
@@ -32,7 +32,7 @@ function harness(initial: LinkState = 'streaming') {
   const channel = { feedback: () => events.push('feedback'), soon: () => events.push('soon') } as unknown as ControlChannel;
   const receiver = new Receiver({
     peer: 'a',
-    replication,
+    replication: settings,
     metrics: new Metrics({ node: 'b', version: '0.0.0-test', peers: ['a'] }).link('a'),
     queue,
     progress,
@@ -72,6 +72,50 @@ describe('Receiver', () => {
     h.queue.shift(); // transaction 1
     h.receiver.backpressure(); // 2 left: half
     expect(h.events).toEqual(['pause', 'paused', 'resume', 'streaming']);
+  });
+
+  it('pauses at START_QUEUED_CHANGES until the attempt applies a transaction or takes a full queue', () => {
+    const roomy = { ...replication, max_queued_changes: 1000 };
+    /** Two-change transactions until `changes` are queued; returns the last one's number. */
+    const fill = (h: ReturnType<typeof harness>, from: number, changes: number): number => {
+      let n = from;
+      for (; h.queue.changes < changes; n++) h.feed(begin(n), ...(n === 1 ? [rel] : []), insert(2 * n), insert(2 * n + 1), commit(n));
+      return n;
+    };
+    const drain = (h: ReturnType<typeof harness>): void => {
+      while (h.queue.shift());
+      h.receiver.backpressure();
+    };
+
+    const applied = harness('streaming', roomy);
+    let next = fill(applied, 1, START_QUEUED_CHANGES);
+    expect(applied.events).toEqual(['pause', 'paused']);
+    drain(applied);
+    expect(applied.events).toEqual(['pause', 'paused', 'resume', 'streaming']);
+    applied.progress.applyDone(1000n, true); // the first commit
+    next = fill(applied, next, 998);
+    expect(applied.state()).toBe('streaming');
+    fill(applied, next, 1000);
+    expect(applied.state()).toBe('paused');
+    expect(applied.events.filter((e) => e.startsWith('failed'))).toEqual([]);
+
+    // Nothing applied (a large transaction commits at its end), but a full queue's worth taken.
+    const taken = harness('streaming', roomy);
+    next = 1;
+    for (let i = 0; i < 5; i++) {
+      next = fill(taken, next, START_QUEUED_CHANGES);
+      expect(taken.state()).toBe('paused');
+      drain(taken);
+    }
+    expect(taken.queue.taken).toBe(1000);
+    next = fill(taken, next, 998);
+    expect(taken.state()).toBe('streaming');
+
+    // A new attempt starts slowly again.
+    taken.receiver.reset();
+    fill(taken, next, START_QUEUED_CHANGES);
+    expect(taken.state()).toBe('paused');
+    expect(taken.events.filter((e) => e.startsWith('failed'))).toEqual([]);
   });
 
   it('does not touch the state or the stream while the link is not streaming', () => {
