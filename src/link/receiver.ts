@@ -28,11 +28,12 @@ import type { AssemblerSink } from './transaction-assembler.js';
 
 /**
  * Where reading pauses until an attempt has applied a transaction or its apply loop has taken a full
- * queue's worth of changes. At an agent's start its code is still interpreted: a W5 backlog (one-row
- * transactions) took 170 ms to decode the first 2,000 changes ahead, and the apply session's first
- * answers (the table's catalog entries, then the apply procedure) waited behind that decoding, so the
- * first row reached the node 0.43-0.44 s after the start, against 0.16-0.17 s with this limit (W5 and
- * W1 on 18, two interleaved pairs; W1 0.15-0.19 s against 0.12-0.13 s).
+ * queue's worth of changes. At an agent's start its code is still interpreted: in a W5 backlog
+ * (one-row transactions) the answer to the table's catalog query was read 181 ms after the query
+ * left (a socket trace of the agent), behind the decoding of the 2,000 changes ahead, and the apply
+ * procedure waited for it. With this limit W5's first row reached the node 0.21 / 0.24 s after the
+ * start instead of 0.33 / 0.43 s, W1's 0.14 / 0.15 s instead of 0.17 / 0.19 s (18, two interleaved
+ * pairs).
  */
 export const START_QUEUED_CHANGES = 200;
 

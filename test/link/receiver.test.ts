@@ -76,7 +76,7 @@ describe('Receiver', () => {
 
   it('pauses at START_QUEUED_CHANGES until the attempt applies a transaction or takes a full queue', () => {
     const roomy = { ...replication, max_queued_changes: 1000 };
-    /** Two-change transactions until `changes` are queued; returns the last one's number. */
+    /** Two-change transactions until `changes` are queued; returns the number of the next one. */
     const fill = (h: ReturnType<typeof harness>, from: number, changes: number): number => {
       let n = from;
       for (; h.queue.changes < changes; n++) h.feed(begin(n), ...(n === 1 ? [rel] : []), insert(2 * n), insert(2 * n + 1), commit(n));
