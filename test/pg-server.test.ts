@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, isPortFree } from '../src/pg-server/free-port.js';
 import { ensureServerUser } from '../src/pg-server/os-user.js';
 import { hydrateSymlinks } from '../src/pg-server/postgres-binaries.js';
-import { PostgresServer, PostgresServerError, stopAllServers } from '../src/pg-server/postgres-server.js';
+import { PostgresServer, PostgresServerError, SERVER_LOG, stopAllServers } from '../src/pg-server/postgres-server.js';
 import { availableServerVersions } from './support/pg-versions.js';
 
 afterAll(stopAllServers);
@@ -120,6 +120,25 @@ describe('PostgresServer startup failures', () => {
     expect((error as PostgresServerError).code).toBe('PG_START_FAILED');
     expect((error as PostgresServerError).message).toContain('no_such_setting');
     expect(Date.now() - started).toBeLessThan(30_000);
+  });
+
+  it("writes the postmaster's output to its log file, or to onLog when one is given", async () => {
+    const seen: string[] = [];
+    const [quiet, listened] = await Promise.all([PostgresServer.start({ binDir }), PostgresServer.start({ binDir, onLog: (line) => seen.push(line) })]);
+    try {
+      for (const server of [quiet, listened]) await server.query(`DO $$ BEGIN RAISE LOG 'pgbidi marker %', ${server.port}; END $$`);
+      const marker = (server: PostgresServer): string => `pgbidi marker ${server.port}`;
+      // The file is written by the server process; the line lands shortly after the statement returns.
+      for (let i = 0; i < 50 && !quiet.recentLog.some((l) => l.includes(marker(quiet))); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(quiet.recentLog.some((l) => l.includes(marker(quiet)))).toBe(true);
+      expect(await readFile(path.join(quiet.dataDir, SERVER_LOG), 'utf8')).toContain(marker(quiet));
+      for (let i = 0; i < 50 && !seen.some((l) => l.includes(marker(listened))); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(seen.some((l) => l.includes(marker(listened)))).toBe(true);
+      expect(listened.recentLog.some((l) => l.includes(marker(listened)))).toBe(true);
+      expect(existsSync(path.join(listened.dataDir, SERVER_LOG))).toBe(false);
+    } finally {
+      await Promise.all([quiet.destroy(), listened.destroy()]);
+    }
   });
 
   it('fails on a taken fixed port even though another server answers there', async () => {

@@ -10,9 +10,16 @@
  * shutdown order. Backends call setsid() themselves, so a process-group kill would miss them: hard
  * kills target the postmaster and its children found in /proc. Every running server is SIGKILLed
  * synchronously when this process exits.
+ *
+ * The postmaster's stdout and stderr go to SERVER_LOG in its data dir, as `pg_ctl -l` sends them to a
+ * file, unless a caller asked for every line (onLog: the demo shows them). Reading them through a
+ * pipe made this process a consumer of the server's log: PostgreSQL 18's apply worker logs every
+ * conflict it detects (three lines each), and during a pgbench backlog the benchmark's own process
+ * spent 25-40 % of a core splitting them into lines, on the same two cores as the apply worker it was
+ * timing.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, readdirSync, realpathSync } from 'node:fs';
 import { chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -36,7 +43,7 @@ export interface PostgresServerOptions {
   settings?: Record<string, SettingValue>;
   /** Used in error messages. */
   name?: string;
-  /** Receives every stdout/stderr line of initdb and postgres. */
+  /** Receives every stdout/stderr line of initdb and postgres; without it postgres writes to SERVER_LOG. */
   onLog?: (line: string) => void;
 }
 
@@ -71,6 +78,10 @@ const START_TIMEOUT_MS = 60_000;
 const STOP_GRACE_MS = 15_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 const LOG_TAIL_LINES = 200;
+/** The postmaster's output file in its data dir when no onLog listener reads it line by line. */
+export const SERVER_LOG = 'server.log';
+/** Enough of SERVER_LOG's end for LOG_TAIL_LINES lines of ordinary length. */
+const LOG_TAIL_BYTES = 64 * 1024;
 const PORT_ATTEMPTS = 5;
 // sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH_BYTES = 107;
@@ -148,9 +159,10 @@ export class PostgresServer {
   get running(): boolean {
     return this.launch !== undefined && !this.launch.done;
   }
-  /** Last lines of server output, for error messages. */
+  /** Last lines of server output (initdb's, then the postmaster's), for error messages. */
   get recentLog(): readonly string[] {
-    return this.logTail;
+    if (this.onLog) return this.logTail;
+    return [...this.logTail, ...readLogTail(path.join(this.dataDir, SERVER_LOG))].slice(-LOG_TAIL_LINES);
   }
 
   connectionString(database = 'postgres', user = 'postgres'): string {
@@ -327,12 +339,19 @@ export class PostgresServer {
   }
 
   private spawnPg(program: 'initdb' | 'postgres', args: string[]): ChildProcess {
-    const child = spawn(path.join(this.binDir, program), args, {
-      cwd: this.dataDir,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(this.user ? { uid: this.user.uid, gid: this.user.gid } : {}),
-    });
+    // initdb needs an empty data dir and says little: its lines are read here.
+    const logFd = program === 'postgres' && !this.onLog ? openSync(path.join(this.dataDir, SERVER_LOG), 'a', 0o600) : null;
+    let child: ChildProcess;
+    try {
+      child = spawn(path.join(this.binDir, program), args, {
+        cwd: this.dataDir,
+        detached: true,
+        stdio: logFd === null ? ['ignore', 'pipe', 'pipe'] : ['ignore', logFd, logFd],
+        ...(this.user ? { uid: this.user.uid, gid: this.user.gid } : {}),
+      });
+    } finally {
+      if (logFd !== null) closeSync(logFd);
+    }
     for (const stream of [child.stdout, child.stderr]) {
       if (stream) createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => this.log(line));
     }
@@ -346,7 +365,7 @@ export class PostgresServer {
   }
 
   private describe(what: string): string {
-    const tail = this.logTail.slice(-30).join('\n');
+    const tail = this.recentLog.slice(-30).join('\n');
     return `${this.name} (${this.binDir}, port ${this.currentPort}): ${what}${tail ? `\n${tail}` : ''}`;
   }
 
@@ -418,4 +437,28 @@ function installExitHook(): void {
   process.on('exit', () => {
     for (const server of runningServers) server.killNow();
   });
+}
+
+/** The last lines of a log file, or none if it does not exist yet. */
+function readLogTail(file: string): string[] {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    // Missing (no launch yet) or unreadable: the tail serves error messages, and must not replace them.
+    return [];
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const start = Math.max(0, size - LOG_TAIL_BYTES);
+    const buf = Buffer.alloc(size - start);
+    const n = readSync(fd, buf, 0, buf.length, start);
+    const lines = buf.toString('utf8', 0, n).split('\n');
+    // A partial first line (the read started inside it) and the empty string after the last newline.
+    if (start > 0) lines.shift();
+    if (lines.at(-1) === '') lines.pop();
+    return lines.slice(-LOG_TAIL_LINES);
+  } finally {
+    closeSync(fd);
+  }
 }
