@@ -7,6 +7,7 @@ import { freePort, isPortFree } from '../src/pg-server/free-port.js';
 import { ensureServerUser } from '../src/pg-server/os-user.js';
 import { hydrateSymlinks } from '../src/pg-server/postgres-binaries.js';
 import { PostgresServer, PostgresServerError, SERVER_LOG, stopAllServers } from '../src/pg-server/postgres-server.js';
+import { eventually } from './support/cluster-fixture.js';
 import { availableServerVersions } from './support/pg-versions.js';
 
 afterAll(stopAllServers);
@@ -128,12 +129,10 @@ describe('PostgresServer startup failures', () => {
     try {
       for (const server of [quiet, listened]) await server.query(`DO $$ BEGIN RAISE LOG 'pgbidi marker %', ${server.port}; END $$`);
       const marker = (server: PostgresServer): string => `pgbidi marker ${server.port}`;
-      // The file is written by the server process; the line lands shortly after the statement returns.
-      for (let i = 0; i < 50 && !quiet.recentLog.some((l) => l.includes(marker(quiet))); i++) await new Promise((r) => setTimeout(r, 20));
+      // The backend writes its log line before the statement returns; a pipe is read later.
       expect(quiet.recentLog.some((l) => l.includes(marker(quiet)))).toBe(true);
       expect(await readFile(path.join(quiet.dataDir, SERVER_LOG), 'utf8')).toContain(marker(quiet));
-      for (let i = 0; i < 50 && !seen.some((l) => l.includes(marker(listened))); i++) await new Promise((r) => setTimeout(r, 20));
-      expect(seen.some((l) => l.includes(marker(listened)))).toBe(true);
+      await eventually('the marker on onLog', () => seen.some((l) => l.includes(marker(listened))), 5_000);
       expect(listened.recentLog.some((l) => l.includes(marker(listened)))).toBe(true);
       expect(existsSync(path.join(listened.dataDir, SERVER_LOG))).toBe(false);
     } finally {

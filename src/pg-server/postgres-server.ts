@@ -15,7 +15,7 @@
  * file, unless a caller asked for every line (onLog: the demo shows them). Reading them through a
  * pipe made this process a consumer of the server's log: PostgreSQL 18's apply worker logs every
  * conflict it detects (three lines each), and during a pgbench backlog the benchmark's own process
- * spent 25-40 % of a core splitting them into lines, on the same two cores as the apply worker it was
+ * spent 23-41 % of a core splitting them into lines, on the same two cores as the apply worker it was
  * timing.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
