@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { eventually, sleep, useCluster, versionsAndApplyPaths } from './support/cluster-fixture.js';
+import { eventually, useCluster, versionsAndApplyPaths } from './support/cluster-fixture.js';
 
 /**
  * Apply takes row locks like any session. A local transaction that locks rows in the other order
@@ -56,7 +56,11 @@ describe.each(versionsAndApplyPaths())('apply deadlocked with a local transactio
       { id: 3, v: 'a3' },
     ];
     await eventually('a has the local rows of b', async () => JSON.stringify(await c.query('a', 'SELECT * FROM t ORDER BY id')) === JSON.stringify(expected));
-    await sleep(200);
+    // b applies a's aborted transaction again after its retry delay, which a loaded machine stretches.
+    await eventually(
+      'b has applied the retried transaction',
+      async () => JSON.stringify(await c.query('b', 'SELECT * FROM t ORDER BY id')) === JSON.stringify(expected),
+    );
     expect(await c.query('b', 'SELECT * FROM t ORDER BY id')).toEqual(expected);
     expect(await c.query('a', 'SELECT * FROM t ORDER BY id')).toEqual(expected);
     const kept = await c.query<{ k: string }>('b', `SELECT conflict_type || '/' || resolution || ' ' || key::text AS k FROM pgbidi.conflicts ORDER BY 1`);
