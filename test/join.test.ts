@@ -138,6 +138,31 @@ describe.each(availableServerVersions())('pgbidi join under writes on $label', (
   }, 600_000);
 });
 
+describe.each(availableServerVersions())('pgbidi join under a donor idle limit shorter than its set-up on $label', ({ binDir }) => {
+  const cluster = useCluster(() => ({ binDir, nodes: ['a', 'c'], schema: SCHEMA }));
+
+  it('holds the exported snapshot until every copy session has imported it', async () => {
+    const c = cluster.get();
+    const group = new GrowingGroup(c);
+    try {
+      await c.query('a', `INSERT INTO items SELECT g, 0, 'seed ' || g FROM generate_series(0, 999) g`);
+      const { setupNode } = await import('../src/node/setup-node.js');
+      const { parseConfig } = await import('../src/config/load-config.js');
+      await setupNode(parseConfig(group.rawConfig('a', ['a', 'c']), {}, 'a'));
+      // The replication connection that exported the snapshot waits idle in its transaction while
+      // each copy session connects and imports it, far longer than 10 ms: a limit the walsender
+      // keeps ends it, and the snapshot with it (SET TRANSACTION SNAPSHOT: "does not exist").
+      await c.query('a', `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = ''10ms''', current_database()); END $$`);
+      const joined = await group.join('c', ['a', 'c'], 'a');
+      expect(joined.err).toBe('');
+      expect(joined.code).toBe(0);
+      expect(await converged(c, ['a', 'c'], 'items')).toBe(true);
+    } finally {
+      await group.stop();
+    }
+  }, 120_000);
+});
+
 const pg18 = availableServerVersions().find((v) => v.label === 'pg18');
 describe.runIf(pg18 !== undefined)('a 5-node mesh built by successive joins on pg18', () => {
   const NODES = ['a', 'b', 'c', 'd', 'e'];

@@ -4,12 +4,13 @@ import { formatLsn, maxLsn, parseLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { decodePgoutput } from '../protocol/pgoutput-decoder.js';
 import { agentClient } from '../util/agent-client.js';
+import type { AgentClientConfig } from '../util/agent-client.js';
 import { qualifiedName, quoteIdent, quoteLiteral } from '../util/sql.js';
 import type { JoinProgress } from './join-progress.js';
 import { METADATA_SCHEMA, originName, slotName } from './names.js';
 import { setupNode } from './setup-node.js';
 import { TARGET_SESSION_SQL, copyTable, originLock } from './snapshot-copy.js';
-import { COPY_SESSION_SQL } from '../util/session-limits.js';
+import { COPY_SESSION_SQL, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 import type { CopyTable } from './snapshot-copy.js';
 import { resolveTables } from './table-selection.js';
 
@@ -88,16 +89,54 @@ interface JoinStateRow {
   rows: string | null;
 }
 
+/**
+ * The join's sessions. node-postgres emits 'error' on a client whose server ends its session while
+ * no query runs (an idle limit, pg_terminate_backend, a restart), and Node throws an 'error' event
+ * nobody listens to: `pgbidi join` ended on an uncaught exception. Listened to, the join's next
+ * statement on that client fails, the join stops like at any failed step (and is run again), and
+ * the reason the server gave is kept for its message.
+ */
+class JoinSessions {
+  /** The first error of each session ended (node-postgres adds "Connection terminated unexpectedly"). */
+  private readonly lost = new Map<string, string>();
+
+  open(config: AgentClientConfig, what: string): pg.Client {
+    const client = agentClient(config);
+    client.on('error', (err: Error) => {
+      if (!this.lost.has(what)) this.lost.set(what, err.message);
+    });
+    return client;
+  }
+
+  /** The join's failure, with the sessions the servers ended before it. */
+  failure(err: unknown): unknown {
+    if (this.lost.size === 0) return err;
+    const ended = [...this.lost].map(([what, why]) => `${what}: ${why}`).join('; ');
+    return new JoinError(`${err instanceof Error ? err.message : String(err)} (sessions ended by the server: ${ended})`);
+  }
+}
+
 export async function joinNode(config: Config, options: JoinOptions): Promise<JoinReport> {
+  const sessions = new JoinSessions();
+  try {
+    return await join(config, options, sessions);
+  } catch (err) {
+    throw sessions.failure(err);
+  }
+}
+
+async function join(config: Config, options: JoinOptions, sessions: JoinSessions): Promise<JoinReport> {
   const self = config.node.name;
   const donor = config.peers.find((p) => p.name === options.donor);
   if (!donor) throw new JoinError(`--from ${options.donor}: not a peer in this config (peers: ${config.peers.map((p) => p.name).join(', ')})`);
   const others = config.peers.filter((p) => p.name !== donor.name);
 
-  const local = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_join' });
+  const local = sessions.open({ connectionString: config.node.dsn, application_name: 'pgbidi_join' }, `${self}'s join session`);
   await local.connect();
   const peers = new Map<string, pg.Client>();
   try {
+    // The TRUNCATE of an unfinished join's copy waits for the tables' locks.
+    for (const sql of SESSION_LIMITS_OFF) await local.query(sql);
     await local.query(`CREATE SCHEMA IF NOT EXISTS ${METADATA_SCHEMA}`);
     await local.query(`CREATE TABLE IF NOT EXISTS ${STATE_TABLE} (
        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -143,7 +182,7 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
     }
 
     for (const p of config.peers) {
-      const client = agentClient({ connectionString: p.dsn, application_name: 'pgbidi_join', connectionTimeoutMillis: 10_000 });
+      const client = sessions.open({ connectionString: p.dsn, application_name: 'pgbidi_join', connectionTimeoutMillis: 10_000 }, `${p.name}'s join session`);
       await client.connect();
       peers.set(p.name, client);
     }
@@ -183,8 +222,13 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
 
     // Step 4: the donor's slot and its snapshot, held open until every copy session imported it.
     const starts = new Map<string, Lsn>();
-    const replication = agentClient({ connectionString: donor.dsn, replication: 'database', application_name: 'pgbidi_join' });
+    const replication = sessions.open({ connectionString: donor.dsn, replication: 'database', application_name: 'pgbidi_join' }, `${donor.name}'s walsender`);
     await replication.connect();
+    // The exported snapshot lives in this walsender's open transaction, idle until the last copy
+    // session imported it: an idle_in_transaction_session_timeout (or transaction_timeout) of the
+    // donor's database or role ended the walsender and the snapshot with it. A database walsender
+    // runs SQL (protocol-replication.html), so it lifts them as the other long sessions do.
+    for (const sql of SESSION_LIMITS_OFF) await replication.query(sql);
     const donorSessions: pg.Client[] = [];
     const targetSessions: pg.Client[] = [];
     let snapshotTime: string;
@@ -199,14 +243,14 @@ export async function joinNode(config: Config, options: JoinOptions): Promise<Jo
       options.say(`slot ${slotName(donor.name, self)} created on ${donor.name} at ${created.consistent_point}, snapshot ${created.snapshot_name}`);
       const workers = Math.max(1, Math.min(options.parallel, tables.length + 1));
       for (let i = 0; i < workers; i++) {
-        const d = agentClient({ connectionString: donor.dsn, application_name: 'pgbidi_join_copy' });
+        const d = sessions.open({ connectionString: donor.dsn, application_name: 'pgbidi_join_copy' }, `${donor.name}'s copy session ${i + 1}`);
         donorSessions.push(d);
         await d.connect();
         // The snapshot's transaction lasts the join.
         await d.query(COPY_SESSION_SQL.join('; '));
         await d.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
         await d.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(created.snapshot_name)}`);
-        const t = agentClient({ connectionString: config.node.dsn, application_name: 'pgbidi_join_copy' });
+        const t = sessions.open({ connectionString: config.node.dsn, application_name: 'pgbidi_join_copy' }, `${self}'s copy session ${i + 1}`);
         targetSessions.push(t);
         await t.connect();
         for (const sql of TARGET_SESSION_SQL) await t.query(sql);
