@@ -274,6 +274,28 @@ describe.each(availableServerVersions())('apply procedure SQL on $label', ({ bin
     },
   );
 
+  it('commits a transaction whose commit time is ahead of the local clock only once the clock has passed it', async () => {
+    const shapes = lwwShapes(await idValueTable(db.client, 'ahead', 4), ['insert']);
+    const applier = new pg.Client({ connectionString: db.server.connectionString() });
+    await applier.connect();
+    try {
+      await applySession(applier, shapes, 'ahead', db.server.versionNum);
+      const ahead = new Date(Date.now() + 400).toISOString();
+      const r = await applier.query<{ done: number; commits: number[] }>(
+        `CALL pg_temp.pgbidi_apply('0/0', 'ahead', '{0/100}', '{0/100}', $1::timestamptz[], '{1}', '{1}', '{1,x}', NULL, NULL, NULL, NULL)`,
+        [[ahead]],
+      );
+      expect(r.rows[0]?.done).toBe(1);
+      // The server's clock when the COMMIT was done is past the remote commit time (400 ms ahead when
+      // the CALL was sent, so not by chance), and the row keeps that commit time.
+      expect(r.rows[0]?.commits[0]).toBeGreaterThan(Date.parse(ahead));
+      const row = await applier.query<{ ts: Date }>('SELECT pg_xact_commit_timestamp(xmin) AS ts FROM public.ahead WHERE id = 1');
+      expect(row.rows[0]?.ts.toISOString()).toBe(ahead);
+    } finally {
+      await applier.end();
+    }
+  });
+
   it('decides a tie of commit times by node name, the same way as remote_wins', async () => {
     const shapes = lwwShapes(mapping, ['update']);
     const at = '2020-01-01 00:00:00+00'; // past: the procedure waits for a remote commit time ahead of the clock
