@@ -150,9 +150,9 @@ describe.each(availableServerVersions())('pgbidi join under a donor idle limit s
       const { parseConfig } = await import('../src/config/load-config.js');
       await setupNode(parseConfig(group.rawConfig('a', ['a', 'c']), {}, 'a'));
       // The replication connection that exported the snapshot waits idle in its transaction while
-      // each copy session connects and imports it, far longer than 10 ms: a limit the walsender
+      // each copy session connects and imports it, milliseconds at least: a limit the walsender
       // keeps ends it, and the snapshot with it (SET TRANSACTION SNAPSHOT: "does not exist").
-      await c.query('a', `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = ''10ms''', current_database()); END $$`);
+      await c.query('a', `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = ''1ms''', current_database()); END $$`);
       const joined = await group.join('c', ['a', 'c'], 'a');
       expect(joined.err).toBe('');
       expect(joined.code).toBe(0);
