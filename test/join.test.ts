@@ -38,11 +38,15 @@ async function converged(c: LocalCluster, nodes: readonly string[], table: strin
   return identical(hashes);
 }
 
-/** Sets the session and transaction limits of each node's database (from new sessions on). */
-async function sessionLimits(c: LocalCluster, nodes: readonly string[], limit: string): Promise<{ reset: () => Promise<void> }> {
-  const names = ['idle_in_transaction_session_timeout', 'statement_timeout'];
+/**
+ * Sets the session and transaction limits of each node's database (from new sessions on): `only`
+ * those given, else idle_in_transaction_session_timeout, statement_timeout and, on 17+,
+ * transaction_timeout.
+ */
+async function sessionLimits(c: LocalCluster, nodes: readonly string[], limit: string, only?: readonly string[]): Promise<{ reset: () => Promise<void> }> {
+  const names = only ? [...only] : ['idle_in_transaction_session_timeout', 'statement_timeout'];
   const [v] = await c.query<{ n: number }>(nodes[0] as string, `SELECT current_setting('server_version_num')::int AS n`);
-  if ((v?.n ?? 0) >= 170_000) names.push('transaction_timeout');
+  if (!only && (v?.n ?? 0) >= 170_000) names.push('transaction_timeout');
   const alter = async (to: (name: string) => string): Promise<void> => {
     for (const node of nodes) {
       for (const name of names) await c.query(node, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I ${to(name)}', current_database()); END $$`);
@@ -152,7 +156,7 @@ describe.each(availableServerVersions())('pgbidi join under a donor idle limit s
       // The replication connection that exported the snapshot waits idle in its transaction while
       // each copy session connects and imports it, milliseconds at least: a limit the walsender
       // keeps ends it, and the snapshot with it (SET TRANSACTION SNAPSHOT: "does not exist").
-      await c.query('a', `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET idle_in_transaction_session_timeout = ''1ms''', current_database()); END $$`);
+      await sessionLimits(c, ['a'], '1ms', ['idle_in_transaction_session_timeout']);
       const joined = await group.join('c', ['a', 'c'], 'a');
       expect(joined.err).toBe('');
       expect(joined.code).toBe(0);

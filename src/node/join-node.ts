@@ -136,7 +136,7 @@ async function join(config: Config, options: JoinOptions, sessions: JoinSessions
   const peers = new Map<string, pg.Client>();
   try {
     // The TRUNCATE of an unfinished join's copy waits for the tables' locks.
-    for (const sql of SESSION_LIMITS_OFF) await local.query(sql);
+    await local.query(SESSION_LIMITS_OFF.join('; '));
     await local.query(`CREATE SCHEMA IF NOT EXISTS ${METADATA_SCHEMA}`);
     await local.query(`CREATE TABLE IF NOT EXISTS ${STATE_TABLE} (
        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -228,7 +228,7 @@ async function join(config: Config, options: JoinOptions, sessions: JoinSessions
     // session imported it: an idle_in_transaction_session_timeout (or transaction_timeout) of the
     // donor's database or role ended the walsender and the snapshot with it. A database walsender
     // runs SQL (protocol-replication.html), so it lifts them as the other long sessions do.
-    for (const sql of SESSION_LIMITS_OFF) await replication.query(sql);
+    await replication.query(SESSION_LIMITS_OFF.join('; '));
     const donorSessions: pg.Client[] = [];
     const targetSessions: pg.Client[] = [];
     let snapshotTime: string;
