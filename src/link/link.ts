@@ -148,6 +148,7 @@ export class Link {
       operator: this.operator,
       stopping: () => this.stopping,
       drained: () => this.receiver.backpressure(),
+      gathering: (on) => (on ? this.replication?.hold() : this.replication?.release()),
       advanced: (endLsn) => {
         this.backoff.progress(endLsn);
         this.channel?.soon();

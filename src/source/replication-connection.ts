@@ -1,3 +1,6 @@
+import { Socket } from 'node:net';
+import type { SocketConstructorOpts } from 'node:net';
+import type { Duplex, DuplexOptions } from 'node:stream';
 import type pg from 'pg';
 import { formatLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
@@ -6,6 +9,7 @@ import type { ReplicationMessage, StandbyStatus } from '../protocol/replication-
 import { encodeStandbyStatus } from '../protocol/replication-messages.js';
 import { agentClient } from '../util/agent-client.js';
 import { quoteIdent, quoteLiteral } from '../util/sql.js';
+import { ReadGate } from './read-gate.js';
 
 /**
  * One walsender connection to a peer (replication=database), streaming pgoutput from a durable slot.
@@ -59,8 +63,25 @@ export class SlotLostError extends Error {
   }
 }
 
+/**
+ * The walsender connection's socket (node-postgres' `stream` option): a plain TCP or Unix socket, as
+ * node-postgres makes, whose readable buffer is one byte. A paused Readable goes on reading from the
+ * kernel until its buffer reaches that mark (16 KiB by default), so with the default a link that
+ * paused still woke for every segment the walsender sent; with this one it stops reading after the
+ * first (stream_base_commons.js: onStreamRead stops the handle when push() returns false). Data flows
+ * as before while the stream is not paused: a chunk goes to the 'data' listener without entering the
+ * buffer. Over TLS node-postgres wraps this socket, and the TLS socket's own buffer sets the mark.
+ */
+export function replicationSocket(): Duplex {
+  // net.Socket hands its options on to stream.Duplex (net.js); @types/node's SocketConstructorOpts
+  // does not list the Duplex ones.
+  const options: SocketConstructorOpts & DuplexOptions = { readableHighWaterMark: 1 };
+  return new Socket(options);
+}
+
 export class ReplicationConnection {
   private client: pg.Client | null = null;
+  private gate: ReadGate | null = null;
   private streaming: Promise<unknown> | null = null;
   serverVersionNum = 0;
   /** The peer's wal_level, read at connect: logical decoding needs 'logical'. */
@@ -75,10 +96,12 @@ export class ReplicationConnection {
       application_name: this.options.applicationName,
       keepAlive: true,
       connectionTimeoutMillis: this.options.connectTimeoutMs ?? 10_000,
+      stream: replicationSocket,
     });
     client.on('error', onConnectionError);
     await client.connect();
     this.client = client;
+    this.gate = new ReadGate(this.connection.stream);
     // The simple query protocol is the only one a walsender accepts; no parameters here.
     const v = await client.query<{ v: string; w: string }>(`SELECT current_setting('server_version_num') AS v, current_setting('wal_level') AS w`);
     this.serverVersionNum = Number(v.rows[0]?.v ?? 0);
@@ -147,12 +170,26 @@ export class ReplicationConnection {
     this.connection.sendCopyFromChunk(encodeStandbyStatus(status));
   }
 
+  /** Backpressure: the receive stage's queue is full (link/receiver.ts). */
   pause(): void {
-    this.connection.stream.pause();
+    this.requireGate().hold('backpressure');
   }
 
   resume(): void {
-    this.connection.stream.resume();
+    this.requireGate().release('backpressure');
+  }
+
+  /**
+   * The apply loop lets small transactions gather for a moment (link/apply-loop.ts): what the
+   * walsender sends meanwhile waits in the kernel and is read at once afterwards, instead of waking
+   * the agent for every transaction. A no-op once the connection is closed.
+   */
+  hold(): void {
+    if (this.client) this.gate?.hold('gathering');
+  }
+
+  release(): void {
+    if (this.client) this.gate?.release('gathering');
   }
 
   /** CopyDone, wait for the server to end the stream, then close. */
@@ -180,6 +217,11 @@ export class ReplicationConnection {
     const client = this.client;
     this.client = null;
     if (client) (client as unknown as { connection: CopyBothConnection }).connection.stream.destroy();
+  }
+
+  private requireGate(): ReadGate {
+    if (!this.client || !this.gate) throw new Error('replication connection is not open');
+    return this.gate;
   }
 
   private requireClient(): pg.Client {
