@@ -322,8 +322,9 @@ export class ApplyLoop {
       //
       // Reading stops meanwhile: what the peer sends waits in the socket and is read in one go before
       // the transactions are taken. Read as it came, every transaction woke the agent (an epoll wait,
-      // a read, the driver's parse) in between: in W2's live phase on 18 (~1,700 transactions/s) the
-      // agent used 18.0 and 18.8 % of a core; holding the reads, 14.7 and 14.0 % (two interleaved pairs).
+      // a read, the driver's parse) in between. In W2's live phase on 18 (~1,700-2,200 transactions/s,
+      // /proc CPU of the agent) that cost 105 and 115 µs per transaction in two runs; holding the
+      // reads, 57, 63 and 72 µs in the three repetitions of a later run (docs/benchmark-history.md).
       if (inflight.length === 0 && pending.length > 0 && pending.length < GATHER_TRANSACTIONS && !this.deps.synchronous && !this.deps.stopping()) {
         this.deps.gathering(true);
         try {
