@@ -45,8 +45,10 @@ async function converged(c: LocalCluster, nodes: readonly string[], table: strin
  */
 async function sessionLimits(c: LocalCluster, nodes: readonly string[], limit: string, only?: readonly string[]): Promise<{ reset: () => Promise<void> }> {
   const names = only ? [...only] : ['idle_in_transaction_session_timeout', 'statement_timeout'];
-  const [v] = await c.query<{ n: number }>(nodes[0] as string, `SELECT current_setting('server_version_num')::int AS n`);
-  if (!only && (v?.n ?? 0) >= 170_000) names.push('transaction_timeout');
+  if (!only) {
+    const [v] = await c.query<{ n: number }>(nodes[0] as string, `SELECT current_setting('server_version_num')::int AS n`);
+    if ((v?.n ?? 0) >= 170_000) names.push('transaction_timeout');
+  }
   const alter = async (to: (name: string) => string): Promise<void> => {
     for (const node of nodes) {
       for (const name of names) await c.query(node, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I ${to(name)}', current_database()); END $$`);
