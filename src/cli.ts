@@ -155,8 +155,8 @@ async function setup(config: Config, io: Io): Promise<number> {
  * instead of interpreting it until its call count earns that. A freshly started agent otherwise runs
  * its hot path (decode, assemble, build statements) interpreted for its first seconds, which is when
  * it catches up a backlog after a restart. Set for `run` only, after the CLI's modules loaded, so
- * that the other commands do not pay for compiling what they run once (`--help`: 0.51-0.65 s against
- * 0.43-0.49 s with the flag set before loading). Measured: see docs/benchmark-history.md.
+ * that the other commands do not pay for compiling what they run once (`--help` took 0.51-0.65 s
+ * with the flag set before loading, 0.43-0.49 s without). Measured: docs/benchmark-history.md.
  */
 function compileEagerly(): void {
   setFlagsFromString('--always-sparkplug');
