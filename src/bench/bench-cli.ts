@@ -46,6 +46,8 @@ const RUNNERS: Readonly<Record<WorkloadId, WorkloadRunner>> = {
   mesh: runMesh,
   // The observability comparison is W2, run twice by pgbidi (its spec names the two variants).
   obs: runOltp,
+  // So is the conflict storm: pgbidi on B's data written before the group began, then after.
+  storm: runOltp,
   sync: runSynchronousCommit,
 };
 

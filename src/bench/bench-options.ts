@@ -21,9 +21,11 @@ pgbidi beside PostgreSQL's native logical replication, on fresh servers, in one 
   w5    single-row transactions (backlog apply rate)
   mesh  3 nodes, load on A, lag on B and C
   obs   W2 with pgbidi's observability fully off and fully on: the overhead
+  storm W2 with pgbidi (everything on) without conflicts, then with a conflict in nearly every
+        transaction (B's rows written on B after the group began): what a conflict storm costs
   sync  commit latency on A with B's link from A asynchronous, then synchronous
 
-  --workloads LIST  any of w1,w2,w3,w4,w5,mesh,obs,sync (default: all)
+  --workloads LIST  any of w1,w2,w3,w4,w5,mesh,obs,storm,sync (default: all)
   --versions LIST   PostgreSQL majors, e.g. 18,15 (default: 18, plus 15 if /usr/lib/postgresql/15 exists)
   --reps N          repetitions, interleaved; medians are reported (default 3; --quick: 1)
   --quick           tiny sizes (W1 20,000 rows, pgbench -T 3 -R 100 at scale 1, W4 50,000 rows, W5 5,000
@@ -33,7 +35,7 @@ pgbidi beside PostgreSQL's native logical replication, on fresh servers, in one 
   --rows N          W1 rows (default 200000)
   --txn-rows N      W1 rows per source transaction (default 1000)
   --modes LIST      W1 modes: backlog,streaming (default both)
-  --seconds N       pgbench -T of W2, W3, mesh and obs (default 30)
+  --seconds N       pgbench -T of W2, W3, mesh, obs and storm (default 30)
   --scale N         pgbench -i -s (default 10)
   --rate N          pgbench -R per node, 0 for unthrottled (default 0; --quick: 100)
   --w4-rows N       rows of W4's one transaction (default 1000000)
@@ -85,7 +87,7 @@ export const DEFAULT_ENVIRONMENT: Environment = {
   pgbench: pgbenchBinary,
 };
 
-const PGBENCH_WORKLOADS: readonly WorkloadId[] = ['w2', 'w3', 'mesh', 'obs'];
+const PGBENCH_WORKLOADS: readonly WorkloadId[] = ['w2', 'w3', 'mesh', 'obs', 'storm'];
 
 /** Validates every option and reports all problems at once (BenchError BENCH_USAGE). */
 export function parseOptions(argv: readonly string[], env: Environment = DEFAULT_ENVIRONMENT): BenchOptions | 'help' {

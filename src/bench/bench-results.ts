@@ -11,11 +11,13 @@ export type Engine = 'native' | 'pgbidi';
  * Variants of one engine measured in the same run. 'default' everywhere except the observability
  * comparison, which runs pgbidi twice: everything off (silent logs, no tracing, nobody scrapes) and
  * everything on (info logs to a file, a trace per transaction over OTLP/HTTP, /metrics every second),
- * and the synchronous-link comparison, which runs B's link from A asynchronous and synchronous.
+ * the synchronous-link comparison, which runs B's link from A asynchronous and synchronous, and the
+ * conflict storm, which runs pgbidi (everything on) on B's rows as they were before the group began
+ * (conflict-free) and on rows B wrote itself after it began (conflict-storm).
  */
-export type Variant = 'default' | 'observability-off' | 'observability-on' | 'asynchronous' | 'synchronous';
+export type Variant = 'default' | 'observability-off' | 'observability-on' | 'asynchronous' | 'synchronous' | 'conflict-free' | 'conflict-storm';
 
-export const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'mesh', 'obs', 'sync'] as const;
+export const WORKLOAD_IDS = ['w1', 'w2', 'w3', 'w4', 'w5', 'mesh', 'obs', 'storm', 'sync'] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 /** One engine in one variant: a column of the report. */
@@ -40,7 +42,7 @@ export interface RunResult {
   readonly error: string | null;
   /** Why the run was not made at all (native W3 on PostgreSQL 15); such a run is not a failure. */
   readonly skipped: string | null;
-  /** pg_stat_statements on the applying node during the W2 backlog (W2 and obs only). */
+  /** pg_stat_statements on the applying node during the W2 backlog (W2, obs and storm only). */
   readonly profile: StatementProfile | null;
   readonly seconds: number;
 }

@@ -7,7 +7,8 @@
  * Variants: 'default' and 'observability-off' run the agents with a silent logger, no tracing and
  * nobody scraping; 'observability-on' writes info logs to a file, traces every transaction over
  * OTLP/HTTP to a local sink, and scrapes /metrics every second (instrumentation.ts); its usage()
- * fails when the agent reported dropped spans (dropped-spans.ts).
+ * fails when the agent reported dropped spans (dropped-spans.ts). The conflict storm's two variants
+ * run everything on too: a conflict is paid for with its log line, its span event and its metric.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +29,9 @@ import { backendCpuSeconds } from './proc-stats.js';
 import { waitForWalsender } from './replication.js';
 import type { ApplierUsage, Replication, Started, Topology } from './replication.js';
 
+/** The variants that run with observability fully on. */
+const OBSERVED: ReadonlySet<Variant> = new Set<Variant>(['observability-on', 'conflict-free', 'conflict-storm']);
+
 export class PgbidiReplication implements Replication {
   readonly engine = 'pgbidi' as const;
   private readonly agents = new Map<string, AgentProcess>();
@@ -46,7 +50,7 @@ export class PgbidiReplication implements Replication {
     // synchronous_standby_names (node/synchronous-links.ts).
     if (variant === 'synchronous') for (const node of targets(topology)) await setupNode(parseConfig(synchronousConfig(cluster.rawConfig(node)), {}, node));
     const dir = mkdtempSync(join(tmpdir(), 'pgbidi-bench-agents-'));
-    const instrumentation = variant === 'observability-on' ? await Instrumentation.start() : null;
+    const instrumentation = OBSERVED.has(variant) ? await Instrumentation.start() : null;
     return new PgbidiReplication(cluster, topology, dir, instrumentation, variant);
   }
 

@@ -87,6 +87,11 @@ export function profileStatements(rows: readonly StatementRow[], transactions: n
   };
 }
 
+/** Server time (exec + plan, µs) of the statements whose text matches `query`, top-level or nested. */
+export function serverUsMatching(rows: readonly StatementRow[], query: RegExp): number {
+  return rows.filter((r) => query.test(r.query)).reduce((s, r) => s + (r.execMs + r.planMs) * 1000, 0);
+}
+
 /** Forgets everything counted so far (all users, all databases). */
 export async function resetStatementStats(client: pg.ClientBase): Promise<void> {
   await client.query('SELECT pg_stat_statements_reset()');

@@ -24,7 +24,7 @@ export interface Sizes {
   readonly w1Rows: number;
   readonly w1TxnRows: number;
   readonly w1Modes: readonly W1Mode[];
-  /** pgbench -T of W2, W3 and the mesh. */
+  /** pgbench -T of W2, W3, the mesh and the W2-based comparisons (obs, storm). */
   readonly pgbenchSeconds: number;
   readonly pgbenchScale: number;
   /** pgbench -R (transactions/s over all clients of a node); null: unthrottled. */
@@ -110,6 +110,25 @@ const W2_FIGURES: readonly FigureSpec[] = [
   { key: 'live.transactions', label: 'live: pgbench transactions on A', unit: 'txn', better: 'none' },
   { key: 'live.sourceTps', label: 'live: pgbench TPS on A', unit: 'txn/s', better: 'higher' },
   ...lagFigures('live', 'live: A -> B'),
+];
+
+/**
+ * The conflict storm's own figures: how many conflicts each phase logged, and what the statements
+ * that write the conflict log (the INSERTs into pgbidi.conflicts, nested in the apply procedure)
+ * cost the server, against which the rest of the storm's cost is read.
+ */
+const STORM_FIGURES: readonly FigureSpec[] = [
+  ...W2_FIGURES,
+  { key: 'backlog.conflictsPerTxn', label: 'backlog: conflicts logged on B', unit: 'per txn', better: 'none', engines: PGBIDI_ONLY },
+  { key: 'live.conflictsPerTxn', label: 'live: conflicts logged on B', unit: 'per txn', better: 'none', engines: PGBIDI_ONLY },
+  { key: 'profile.conflictsPerTxn', label: 'profiled backlog: conflicts logged on B', unit: 'per txn', better: 'none', engines: PGBIDI_ONLY },
+  {
+    key: 'profile.conflictLogUsPerTxn',
+    label: 'profiled backlog: server time of the conflict log INSERTs on B',
+    unit: 'µs/txn',
+    better: 'none',
+    engines: PGBIDI_ONLY,
+  },
 ];
 
 export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
@@ -203,6 +222,19 @@ export const WORKLOADS: Readonly<Record<WorkloadId, WorkloadSpec>> = {
     overhead: true,
     profile: true,
   },
+  storm: {
+    id: 'storm',
+    title: (s) =>
+      `Conflict storm: W2 (${pgbenchLoad(s, '-N -c 4 -j 2')}) with pgbidi twice, everything on as in obs: free = B's accounts ` +
+      `rewritten on B before the group began (no conflict), storm = rewritten on B after it began (each first update of an ` +
+      `account is an update_origin_differs, applied and logged)`,
+    figures: STORM_FIGURES,
+    baseline: { engine: 'pgbidi', variant: 'conflict-free' },
+    subject: { engine: 'pgbidi', variant: 'conflict-storm' },
+    headline: ['backlog.catchUpSeconds', 'backlog.conflictsPerTxn', 'live.lagP99'],
+    overhead: true,
+    profile: true,
+  },
   sync: {
     id: 'sync',
     title: (s) =>
@@ -231,5 +263,5 @@ export function figureApplies(figure: FigureSpec, engine: Engine): boolean {
 export function sideLabel(spec: WorkloadSpec, which: 'baseline' | 'subject'): string {
   const side = spec[which];
   if (spec.baseline.engine !== spec.subject.engine) return side.engine;
-  return side.variant.replace('observability-', 'obs ').replace('asynchronous', 'async').replace('synchronous', 'sync');
+  return side.variant.replace('observability-', 'obs ').replace('asynchronous', 'async').replace('synchronous', 'sync').replace('conflict-', '');
 }

@@ -96,7 +96,7 @@ describe('bench options', () => {
 
   it('needs pgbench only for the workloads that run it', () => {
     const noPgbench: Environment = { ...env, pgbench: () => undefined };
-    expect(usageError([], noPgbench)).toContain('pgbench not found (needed by w2, w3, mesh, obs)');
+    expect(usageError([], noPgbench)).toContain('pgbench not found (needed by w2, w3, mesh, obs, storm)');
     expect(parse(['--workloads', 'w1,w4,w5'], noPgbench).workloads).toEqual(['w1', 'w4', 'w5']);
   });
 

@@ -53,6 +53,8 @@ describe('bench --quick on PostgreSQL 18', () => {
             // live-lag.ts) is clamped at 0: that poll's answer can be handled before the writer's ack when
             // replication is quicker than the event loop (seen: native W3 catch-up 0 s). Every other figure is positive.
             if (/^(live|ab|ba|b|c)\.(catchUpSeconds|lagP50|lagP99|lagMax)$/.test(figure.key)) expect(value, `${where} ${figure.key}`).toBeGreaterThanOrEqual(0);
+            // The storm's rows were written on B after the group began: conflicts; its baseline's before: none.
+            else if (/\.conflict/.test(figure.key) && side.variant === 'conflict-free') expect(value, `${where} ${figure.key}`).toBe(0);
             else expect(value, `${where} ${figure.key}`).toBeGreaterThan(0);
           }
         }
@@ -71,6 +73,8 @@ describe('bench --quick on PostgreSQL 18', () => {
       expect(out).toMatch(/top \d+ of \d+ statements by time:/);
       expect(out).toContain('native shows only what is visible');
       expect(out).toMatch(/obs on \(rep 1\): \d[\d,]* transactions applied; per applied transaction:/);
+      expect(out).toContain('== Conflict storm:');
+      expect(out).toMatch(/storm \(rep 1\): \d[\d,]* transactions applied; per applied transaction:/);
       expect(out).not.toContain('targets:');
     },
     20 * 60_000,

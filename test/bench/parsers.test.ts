@@ -3,7 +3,7 @@ import { BenchError } from '../../src/bench/bench-error.js';
 import { heartbeatLags, markBase } from '../../src/bench/mark-probes.js';
 import { parsePgbenchSummary } from '../../src/bench/pgbench.js';
 import { parseSchedstatCpuNanos, parseStatCpuTicks, parseVmHwmBytes } from '../../src/bench/proc-stats.js';
-import { profileStatements } from '../../src/bench/statement-profile.js';
+import { profileStatements, serverUsMatching } from '../../src/bench/statement-profile.js';
 import type { StatementRow } from '../../src/bench/statement-profile.js';
 
 describe('pgbench summary', () => {
@@ -68,6 +68,12 @@ describe('statement profile', () => {
     expect(p.top[1]).toEqual({ query: 'UPDATE t SET v = $1', toplevel: false, calls: 100, plans: 2, serverUs: 3500 });
     const many = Array.from({ length: 15 }, (_, i): StatementRow => ({ query: `q${i}`, toplevel: true, calls: 1, plans: 1, execMs: i, planMs: 0 }));
     expect(profileStatements(many, 1).top.map((l) => l.query)).toEqual(['q14', 'q13', 'q12', 'q11', 'q10', 'q9', 'q8', 'q7', 'q6', 'q5']);
+  });
+
+  it('sums the exec and plan time of the statements that match, top-level or nested', () => {
+    expect(serverUsMatching(rows, /^UPDATE t\b/)).toBe(3500);
+    expect(serverUsMatching(rows, /^(CALL|SELECT)\b/)).toBeCloseTo(5300, 6);
+    expect(serverUsMatching(rows, /^INSERT\b/)).toBe(0);
   });
 
   it('counts the nested time when top-level statements that ran it are missing (they ended in an error)', () => {
