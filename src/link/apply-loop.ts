@@ -12,6 +12,7 @@ import type { BatchOutcome, PreparedBatch, TransactionApplier } from '../apply/t
 import type { Config } from '../config/config-schema.js';
 import type { ConflictRecord } from '../conflict/conflict-types.js';
 import { HEARTBEAT_PREFIX, TRACEPARENT_PREFIX } from '../node/names.js';
+import { conflictLogger } from '../observability/logger.js';
 import type { Logger } from '../observability/logger.js';
 import { CHANGE_OPS } from '../observability/metrics.js';
 import type { ChangeOp, LinkMetrics } from '../observability/metrics.js';
@@ -189,7 +190,12 @@ export class ApplyLoop {
   /** Streamed transactions (by xid) whose early COMMIT failed: spooled until their commit next time. */
   private readonly spoolOnly = new Set<number>();
 
-  constructor(private readonly deps: ApplyLoopDeps) {}
+  /** Conflict lines only (see conflictLogger). */
+  private readonly conflictLog: Logger;
+
+  constructor(private readonly deps: ApplyLoopDeps) {
+    this.conflictLog = conflictLogger(deps.log);
+  }
 
   /** Applies until the link stops (resolves) or something fails (rejects). */
   async run(a: ApplyAttempt): Promise<void> {
@@ -685,7 +691,7 @@ export class ApplyLoop {
 
   /** The bookkeeping of one done transaction: positions, counters, metrics, its span, its conflicts. */
   private account(x: Settled): void {
-    const { metrics, log, progress } = this.deps;
+    const { metrics, progress } = this.deps;
     progress.applyDone(x.commit.endLsn, x.advanced);
     this.transactionsApplied++;
     this.lastAppliedCommit = x.commit.commitTime;
@@ -723,7 +729,7 @@ export class ApplyLoop {
     for (const c of x.conflicts) {
       this.conflicts++;
       metrics.conflict(`${c.schema}.${c.table}`, c.type, c.resolution);
-      log.warn(
+      this.conflictLog.warn(
         {
           conflict: c.type,
           resolution: c.resolution,
