@@ -203,7 +203,7 @@ const NOTES = `What the figures mean:
   per row (W1): the same CPU divided by the rows of the phase; streaming counts what the applier used from just before the first
     insert on A until all rows were on B.
   conflicts logged (storm): rows the phase added to pgbidi.conflicts on B; the conflict log INSERTs' server time is the part of
-    server µs spent writing them (nested in the apply procedure), against which the rest of the storm's cost is read.
+    server µs spent writing them (in the apply procedure or the statement path), against which the rest of the storm's cost is read.
   ratio: the median over repetitions of the per-repetition ratio (both runs of a repetition are back to back; the engine that goes
     first alternates). 'failed': not measured (timeout or error, see FAILED lines); 'n/a': that run cannot be made.`;
 

@@ -11,13 +11,13 @@
  *
  * The statement profile has a backlog of its own: tracking statements costs pgbidi's backend (and
  * not native's apply worker, bench-settings.ts), so the timed phases run without it.
+ * "Per transaction" divides by the transactions pgbench committed on A (the fence and pgbidi's own
+ * heartbeats are not counted). The nodes are compared (md5 of the 4 tables) after each phase.
  *
  * The conflict storm (workload-specs.ts storm) runs the same phases on B's accounts written again on
  * B, before the group began (conflict-free) or after (conflict-storm), and counts the conflicts each
  * phase logged. One rewrite serves every phase: pgbench -N updates one account per transaction,
  * chosen at random, so most of what a phase updates was not updated by the phases before it.
- * "Per transaction" divides by the transactions pgbench committed on A (the fence and pgbidi's own
- * heartbeats are not counted). The nodes are compared (md5 of the 4 tables) after each phase.
  */
 import type pg from 'pg';
 import { METADATA_SCHEMA } from '../node/names.js';

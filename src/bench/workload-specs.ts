@@ -114,8 +114,8 @@ const W2_FIGURES: readonly FigureSpec[] = [
 
 /**
  * The conflict storm's own figures: how many conflicts each phase logged, and what the statements
- * that write the conflict log (the INSERTs into pgbidi.conflicts, nested in the apply procedure)
- * cost the server, against which the rest of the storm's cost is read.
+ * that write the conflict log (the INSERTs into pgbidi.conflicts, nested in the apply procedure or
+ * sent by the statement path) cost the server, against which the rest of the storm's cost is read.
  */
 const STORM_FIGURES: readonly FigureSpec[] = [
   ...W2_FIGURES,
