@@ -43,6 +43,8 @@ export class ApplySession {
   private prepared = new Map<string, string>();
   /** server_version_num of this node, read at connect. */
   serverVersionNum = 0;
+  /** The session's server process, for cancel(). */
+  private backendPid: number | null = null;
 
   constructor(private readonly options: ApplySessionOptions) {}
 
@@ -88,14 +90,15 @@ export class ApplySession {
       client.query('SELECT pg_replication_origin_session_setup($1)', [this.options.origin]),
       ...settings.map((sql) => client.query(sql)),
     ];
-    const progress = client.query<{ lsn: string | null; version: string }>(
-      `SELECT pg_replication_origin_progress($1, true)::text AS lsn, current_setting('server_version_num') AS version`,
+    const progress = client.query<{ lsn: string | null; version: string; pid: number }>(
+      `SELECT pg_replication_origin_progress($1, true)::text AS lsn, current_setting('server_version_num') AS version, pg_backend_pid() AS pid`,
       [this.options.origin],
     );
     for (const p of [...setup, progress]) p.catch(() => undefined);
     for (const p of setup) await p;
     const r = await progress;
     this.serverVersionNum = Number(r.rows[0]?.version ?? 0);
+    this.backendPid = r.rows[0]?.pid ?? null;
     const lsn = r.rows[0]?.lsn;
     return lsn ? parseLsn(lsn) : ZERO_LSN;
   }
@@ -194,9 +197,37 @@ export class ApplySession {
     if (this.client) await this.client.query('ROLLBACK');
   }
 
-  async close(): Promise<void> {
+  /**
+   * Cancels the statement the session is running (pg_cancel_backend, from a connection of its own:
+   * the session's is busy). Its transaction rolls back, and with it that transaction's origin
+   * progress, so it is applied again at the next start. Between statements it does nothing.
+   */
+  async cancel(): Promise<void> {
+    const pid = this.backendPid;
+    if (pid === null || !this.client) return;
+    const canceller = agentClient({
+      connectionString: this.options.dsn,
+      application_name: `${this.options.applicationName}_cancel`,
+      connectionTimeoutMillis: 5000,
+    });
+    canceller.on('error', () => undefined);
+    try {
+      await canceller.connect();
+      await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
+    } finally {
+      await canceller.end().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Ends the session; an open transaction rolls back. `abort`: at once, by closing the socket, even
+   * with a statement in progress (pg's end() waits for pipelined statements to finish).
+   */
+  async close(abort = false): Promise<void> {
     const client = this.client;
     this.client = null;
-    if (client) await client.end().catch(() => undefined);
+    if (!client) return;
+    if (abort) (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.();
+    else await client.end().catch(() => undefined);
   }
 }

@@ -78,6 +78,8 @@ export const configSchema = z
         feedback_interval_ms: positiveMs.default(1000),
         heartbeat_interval_ms: positiveMs.default(1000),
         statement_timeout_ms: positiveMs.default(60_000),
+        // How long a stopping link may take to finish the transaction it is applying (link.ts stop).
+        drain_timeout_ms: positiveMs.default(5_000),
         max_clock_skew_ms: positiveMs.default(5_000),
         tombstone_retention_margin_ms: positiveMs.default(60_000),
         reconnect: z
@@ -97,6 +99,7 @@ export const configSchema = z
         feedback_interval_ms: 1000,
         heartbeat_interval_ms: 1000,
         statement_timeout_ms: 60_000,
+        drain_timeout_ms: 5_000,
         max_clock_skew_ms: 5_000,
         tombstone_retention_margin_ms: 60_000,
         reconnect: { initial_delay_ms: 500, max_delay_ms: 30_000 },

@@ -27,6 +27,9 @@ import type { ProgressTracker } from './progress-tracker.js';
 import type { TransactionObserver } from './transaction-observer.js';
 import { parseHeartbeat } from './transaction-assembler.js';
 
+/** SQLSTATE query_canceled: pg_cancel_backend or statement_timeout. */
+const QUERY_CANCELED = '57014';
+
 /**
  * The apply stage: takes what the receive stage queued, in order, and commits it on this node.
  *
@@ -427,6 +430,9 @@ export class ApplyLoop {
       // The order guard firing for the first CALL in flight means the agent lost track: restart
       // from the origin's progress.
       if (sqlState(err) === OUT_OF_ORDER) throw err;
+      // A stopping link does not try a cancelled transaction again (stop() cuts a drain that takes
+      // too long with pg_cancel_backend): it comes again at the next start.
+      if (this.deps.stopping() && sqlState(err) === QUERY_CANCELED) throw err;
       if (changeByChange(err)) this.careful.add(stopped.begin.finalLsn);
       this.deps.log.debug(
         { commitLsn: formatLsn(stopped.begin.finalLsn), err: { message: (err as Error).message, code: sqlState(err) } },

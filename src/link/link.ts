@@ -105,6 +105,8 @@ export class Link {
   private readonly apply: ApplyLoop;
   private readonly receiver: Receiver;
   private stopping = false;
+  /** stop() ran out of time and cancelled the apply: the attempt's failure is the stop's doing. */
+  private drainCut = false;
   private runPromise: Promise<void> | null = null;
   private wakeBackoff: (() => void) | null = null;
   /** The insert fast path's pauses per table (TransactionApplier), kept across attempts. */
@@ -188,18 +190,53 @@ export class Link {
   start(): void {
     if (this.runPromise) return;
     this.stopping = false;
+    this.drainCut = false;
     this.runPromise = this.loop();
   }
 
-  /** Drains: the open transaction commits if it was fully received, else rolls back; then final feedback. */
+  /**
+   * Drains: the open transaction commits if it was fully received, else rolls back; then final
+   * feedback. The drain is bounded (replication.drain_timeout_ms): an apply statement can wait for a
+   * row lock for as long as the local session holding it stays open, up to statement_timeout. Past
+   * the bound the statement is cancelled, its transaction rolls back with its origin progress, and
+   * the next start applies it again (PostgreSQL's own apply worker ends at once on SIGTERM). Should
+   * even that not end the attempt, the one after fails it, which closes its connections.
+   */
   async stop(): Promise<void> {
     this.stopping = true;
     this.wakeBackoff?.();
     this.operator.cancel();
     this.queue.wake();
-    await this.runPromise;
+    const run = this.runPromise;
+    if (run) {
+      const limitMs = this.deps.config.replication.drain_timeout_ms;
+      const cancel = setTimeout(() => this.cutDrain(limitMs), limitMs);
+      const abandon = setTimeout(() => this.attemptFailed?.(new Error(`the link did not drain within twice ${limitMs} ms`)), 2 * limitMs);
+      try {
+        await run;
+      } finally {
+        clearTimeout(cancel);
+        clearTimeout(abandon);
+      }
+    }
     this.runPromise = null;
     this.setState('stopped');
+  }
+
+  /** The drain ran out of time: the apply statement in progress is cancelled. */
+  private cutDrain(limitMs: number): void {
+    const session = this.session;
+    this.drainCut = true;
+    if (!session) return;
+    this.deps.log.warn(
+      { drainTimeoutMs: limitMs },
+      'the link did not drain in time: cancelling the apply statement; its transaction is applied again at the next start',
+    );
+    session
+      .cancel()
+      .catch((err: unknown) =>
+        this.deps.log.warn({ err: { message: err instanceof Error ? err.message : String(err) } }, 'could not cancel the apply statement'),
+      );
   }
 
   status(): LinkStatus {
@@ -275,7 +312,12 @@ export class Link {
         await this.attempt();
       } catch (err) {
         if (err instanceof PeerPartedError) parted = err;
-        else if (err instanceof FastPathFailedError) {
+        else if (this.stopping && this.drainCut) {
+          this.deps.log.info(
+            { err: { message: redactSecrets(err instanceof Error ? err.message : String(err)), code: sqlState(err) ?? null } },
+            'apply stopped before the transaction in progress committed',
+          );
+        } else if (err instanceof FastPathFailedError) {
           this.restartWithoutFastPath(err);
           restart = true;
         } else {
@@ -537,7 +579,8 @@ export class Link {
     this.statements = null;
     if (this.stopping) await replication?.stop();
     else replication?.destroy();
-    await session?.close(); // an open transaction rolls back with the session
+    // An open transaction rolls back with the session; a drain cut short does not wait for it.
+    await session?.close(this.stopping && this.drainCut);
     await control?.end().catch(() => undefined);
     this.progress.endAttempt();
     // Streamed transactions not committed yet come again, whole, on the next attempt.
