@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -13,6 +12,7 @@ import { freePort } from '../src/pg-server/free-port.js';
 import { PostgresServer } from '../src/pg-server/postgres-server.js';
 import { eventually, useCluster } from './support/cluster-fixture.js';
 import { availableServerVersions } from './support/pg-versions.js';
+import { tempDir } from './support/temp-dir.js';
 
 /**
  * Bad environments (README "Bad input"): every case says what is wrong and what to change. `setup`
@@ -47,7 +47,7 @@ async function cli(args: string[]): Promise<{ code: number; err: string; out: st
 }
 
 function configFile(raw: RawConfig): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pgbidi-badenv-'));
+  const dir = tempDir('pgbidi-badenv-');
   const file = join(dir, 'node.yaml');
   writeFileSync(file, stringify(raw));
   return file;

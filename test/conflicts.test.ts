@@ -1,11 +1,11 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { caughtUp, databaseSetting, eventually, sleep, useCluster, versionsAndApplyPaths } from './support/cluster-fixture.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
 import { main } from '../src/cli.js';
+import { tempDir } from './support/temp-dir.js';
 
 const SCHEMA = [
   `CREATE TABLE t (id int PRIMARY KEY, v text)`,
@@ -349,7 +349,7 @@ describe.each(versionsAndApplyPaths())('conflicts on $label through the $path', 
 });
 
 function writeConfig(c: LocalCluster, node: string, httpAddress: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pgbidi-cli-'));
+  const dir = tempDir('pgbidi-cli-');
   const file = join(dir, `${node}.yaml`);
   writeFileSync(file, stringify(c.rawConfig(node, httpAddress)));
   return file;

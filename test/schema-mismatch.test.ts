@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -8,6 +7,7 @@ import type { LinkStatus } from '../src/link/link.js';
 import type { LocalCluster } from '../src/testbed/local-cluster.js';
 import { eventually, useCluster } from './support/cluster-fixture.js';
 import { availableServerVersions } from './support/pg-versions.js';
+import { tempDir } from './support/temp-dir.js';
 
 /**
  * Schemas that differ between nodes (README "When the schemas differ"): a row the receiving node's
@@ -28,7 +28,7 @@ const SCHEMA = [
 ];
 
 function writeConfig(c: LocalCluster, node: string, httpAddress: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'pgbidi-schema-'));
+  const dir = tempDir('pgbidi-schema-');
   const file = join(dir, `${node}.yaml`);
   writeFileSync(file, stringify(c.rawConfig(node, httpAddress)));
   return file;

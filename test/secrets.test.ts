@@ -1,5 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +9,7 @@ import { parseConfig } from '../src/config/load-config.js';
 import { createLogger } from '../src/observability/logger.js';
 import { embeddedBinDir } from '../src/pg-server/postgres-binaries.js';
 import { eventually, useCluster } from './support/cluster-fixture.js';
+import { tempDir } from './support/temp-dir.js';
 
 /**
  * No secret in any output: the agent's /metrics, /status, /readyz, /view.json, its JSON logs and the
@@ -38,7 +38,7 @@ describe('secrets (PostgreSQL 18)', () => {
     const secrets = [PASSWORD, OTHER_PASSWORD, config.node.dsn, ...config.peers.map((p) => p.dsn)];
 
     // CLI: setup and status with the DSNs (passwords included) in the file.
-    const dir = mkdtempSync(join(tmpdir(), 'pgbidi-secrets-'));
+    const dir = tempDir('pgbidi-secrets-');
     const file = join(dir, 'a.yaml');
     const printed: string[] = [];
     const io = { out: (s: string) => void printed.push(s), err: (s: string) => void printed.push(s) };

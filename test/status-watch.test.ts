@@ -1,9 +1,8 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stripVTControlCharacters } from 'node:util';
@@ -15,6 +14,7 @@ import type { StatusBody } from '../src/status-format.js';
 import { watchStatus } from '../src/status-watch.js';
 import type { Terminal } from '../src/util/terminal-screen.js';
 import { LONG_STATUS_ERROR, linkStatus } from './support/status-fixture.js';
+import { tempDir } from './support/temp-dir.js';
 
 const BIN = fileURLToPath(new URL('../bin/pgbidi.js', import.meta.url));
 const AT = new Date('2026-12-02T09:00:01.000Z');
@@ -221,7 +221,7 @@ describe('status --watch loop', () => {
 
   /** A config for node n1 whose agent listens where `url` points (the DSNs are never used by status). */
   function configFor(url: string): string {
-    const file = join(mkdtempSync(join(tmpdir(), 'pgbidi-watch-')), 'n1.yaml');
+    const file = join(tempDir('pgbidi-watch-'), 'n1.yaml');
     writeFileSync(
       file,
       `node: { name: n1, dsn: "postgres://pgbidi@127.0.0.1:1/app" }\npeers: [{ name: n2, dsn: "postgres://pgbidi@127.0.0.1:2/app" }]\nhttp: { listen: "${new URL(url).host}" }\n`,

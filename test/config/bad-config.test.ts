@@ -1,9 +1,9 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { issuesOf } from '../support/config-issues.js';
+import { tempDir } from '../support/temp-dir.js';
 
 /** Config mistakes (README "Bad input"): each names its key and the fix, all at once, exit code 2. */
 
@@ -61,7 +61,7 @@ describe('bad config', () => {
   });
 
   it('exits 2 from the command line for each, without a stack trace', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgbidi-badcfg-'));
+    const dir = tempDir('pgbidi-badcfg-');
     const file = join(dir, 'self.yaml');
     writeFileSync(
       file,

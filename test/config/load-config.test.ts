@@ -1,11 +1,11 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { parseConfig } from '../../src/config/load-config.js';
 import { issuesOf } from '../support/config-issues.js';
 import { redactDsn, redactSecrets } from '../../src/config/redact.js';
+import { tempDir } from '../support/temp-dir.js';
 
 const valid = {
   node: { name: 'a', dsn: 'postgres://pgbidi@10.0.0.1:5432/app' },
@@ -68,7 +68,7 @@ describe('config', () => {
   });
 
   it('exits with code 2 and lists the problems, without a stack trace', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgbidi-cfg-'));
+    const dir = tempDir('pgbidi-cfg-');
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'node: { name: "X", dsn: "postgres://u:topsecret@h/db" }\npeers: []\n');
     let err = '';
@@ -81,7 +81,7 @@ describe('config', () => {
   });
 
   it('exits with code 2 on a config file that is not YAML or is missing', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgbidi-cfg-'));
+    const dir = tempDir('pgbidi-cfg-');
     const file = join(dir, 'broken.yaml');
     writeFileSync(file, 'node: [unclosed\n');
     const sink = { out: () => undefined, err: () => undefined };

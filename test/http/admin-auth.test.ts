@@ -1,6 +1,5 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +9,7 @@ import { ConfigError, parseConfig } from '../../src/config/load-config.js';
 import { adminAccess, bearerMatches, isLoopbackListen } from '../../src/http/admin-auth.js';
 import type { AdminAccess } from '../../src/http/admin-auth.js';
 import { createHttpApp, listen } from '../../src/http/http-server.js';
+import { tempDir } from '../support/temp-dir.js';
 
 const TOKEN = 'c0ffee-token-for-tests-5d1e';
 
@@ -53,7 +53,7 @@ describe('admin token in the config', () => {
   it('comes from PGBIDI_ADMIN_TOKEN or from the file the config names, never inline', () => {
     expect(parseConfig(raw, {}).http.admin_token).toBeNull();
     expect(parseConfig(raw, { PGBIDI_ADMIN_TOKEN: TOKEN }).http.admin_token).toBe(TOKEN);
-    const file = join(mkdtempSync(join(tmpdir(), 'pgbidi-token-')), 'token');
+    const file = join(tempDir('pgbidi-token-'), 'token');
     writeFileSync(file, `${TOKEN}\n`);
     expect(parseConfig({ ...raw, http: { ...raw.http, admin_token_file: file } }, {}).http.admin_token).toBe(TOKEN);
     expect(issues(() => parseConfig({ ...raw, http: { ...raw.http, admin_token: TOKEN } }, {}))).toEqual([expect.stringContaining('http: Unrecognized key')]);
@@ -129,7 +129,7 @@ describe('operator endpoints over HTTP', () => {
 
   it('`pgbidi resolve` sends the token of its config, and says what is missing without it', async () => {
     const { base, calls } = await start({ kind: 'token', token: TOKEN });
-    const dir = mkdtempSync(join(tmpdir(), 'pgbidi-admin-'));
+    const dir = tempDir('pgbidi-admin-');
     const tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, TOKEN);
     const config = (withToken: boolean): string => {

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './temp-dir.js';
 
 /** A certificate authority made by the test, and a server certificate it signed. */
 export interface TestPki {
@@ -20,7 +20,7 @@ function openssl(dir: string, args: string[]): void {
 
 /** EC P-256 keys (fast to make); the server certificate names `san` (by default 127.0.0.1), which verify-full checks. */
 export function makeTestPki(label: string, san = 'IP:127.0.0.1'): TestPki {
-  const dir = mkdtempSync(join(tmpdir(), `pgbidi-pki-${label}-`));
+  const dir = tempDir(`pgbidi-pki-${label}-`);
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   openssl(dir, ['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', `/CN=pgbidi test CA ${label}`]);
   openssl(dir, ['req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1']);
