@@ -64,7 +64,7 @@ export function profileStatements(rows: readonly StatementRow[], transactions: n
     toplevel: r.toplevel,
     calls: r.calls,
     plans: r.plans,
-    serverUs: (r.execMs + r.planMs) * 1000,
+    serverUs: serverUs(r),
   }));
   const top = lines.filter((l) => l.toplevel);
   const topLevelUs = top.reduce((s, l) => s + l.serverUs, 0);
@@ -89,7 +89,12 @@ export function profileStatements(rows: readonly StatementRow[], transactions: n
 
 /** Server time (exec + plan, µs) of the statements whose text matches `query`, top-level or nested. */
 export function serverUsMatching(rows: readonly StatementRow[], query: RegExp): number {
-  return rows.filter((r) => query.test(r.query)).reduce((s, r) => s + (r.execMs + r.planMs) * 1000, 0);
+  return rows.filter((r) => query.test(r.query)).reduce((s, r) => s + serverUs(r), 0);
+}
+
+/** A row's server time: execution plus planning, in µs. */
+function serverUs(r: StatementRow): number {
+  return (r.execMs + r.planMs) * 1000;
 }
 
 /** Forgets everything counted so far (all users, all databases). */
