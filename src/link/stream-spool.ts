@@ -1,9 +1,10 @@
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, rmSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodePgoutput } from '../protocol/pgoutput-decoder.js';
 import type { PgoutputMessage, StreamAbortMessage, StreamStartMessage, StreamedMessage } from '../protocol/pgoutput-messages.js';
+import { makeSpoolDir } from './spool-dir.js';
 
 /**
  * Keeps the transactions the peer streams before they commit (protocol 2 Stream Start … Stop
@@ -89,7 +90,7 @@ export class StreamSpool {
     let s = this.open.get(m.xid);
     if (s && m.first) throw new StreamSpoolError(`first Stream Start of ${m.xid}, which is already open`);
     if (!s) {
-      this.dir ??= mkdtempSync(join(this.parent, 'pgbidi-stream-'));
+      this.dir ??= makeSpoolDir(this.parent);
       const path = join(this.dir, `${m.xid}-${++this.serial}`);
       s = { xid: m.xid, path, fd: openSync(path, 'w+', 0o600), written: 0, buffered: 0, subxacts: [], relations: [], origin: false };
       this.open.set(m.xid, s);
