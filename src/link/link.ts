@@ -211,7 +211,10 @@ export class Link {
     if (run) {
       const limitMs = this.deps.config.replication.drain_timeout_ms;
       const cancel = setTimeout(() => this.cutDrain(limitMs), limitMs);
-      const abandon = setTimeout(() => this.attemptFailed?.(new Error(`the link did not drain within twice ${limitMs} ms`)), 2 * limitMs);
+      const abandon = setTimeout(
+        () => this.attemptFailed?.(new Error(`the link had not stopped ${2 * limitMs} ms after the stop began (twice replication.drain_timeout_ms)`)),
+        2 * limitMs,
+      );
       try {
         await run;
       } finally {
