@@ -118,7 +118,7 @@ export class ApplySession {
    * were a fifth of the agent's CPU time (bench profile).
    */
   corked<T>(send: () => T): T {
-    const stream = (this.pg as unknown as { connection?: { stream?: { cork?: () => void; uncork?: () => void } } }).connection?.stream;
+    const stream = socketOf(this.pg);
     stream?.cork?.();
     try {
       return send();
@@ -227,7 +227,12 @@ export class ApplySession {
     const client = this.client;
     this.client = null;
     if (!client) return;
-    if (abort) (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream?.destroy?.();
+    if (abort) socketOf(client)?.destroy?.();
     else await client.end().catch(() => undefined);
   }
+}
+
+/** The driver's socket under a client (pg keeps it as connection.stream; not in its types). */
+function socketOf(client: pg.Client): { cork?: () => void; uncork?: () => void; destroy?: () => void } | undefined {
+  return (client as unknown as { connection?: { stream?: { cork?: () => void; uncork?: () => void; destroy?: () => void } } }).connection?.stream;
 }

@@ -1,5 +1,8 @@
 import type { ApplyErrorKind } from '../observability/metrics.js';
 
+/** SQLSTATE query_canceled: pg_cancel_backend or statement_timeout. */
+export const QUERY_CANCELED = '57014';
+
 /**
  * Classifies a failure by SQLSTATE (errcodes.txt), never by message text. Connection-level errors
  * from the driver carry a Node errno code instead.
@@ -14,7 +17,7 @@ export function errorKind(err: unknown): ApplyErrorKind {
   }
   if (code === '23505') return 'unique_violation';
   if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') return 'connection';
-  if (code === '57014' || code === '55P03') return 'timeout';
+  if (code === QUERY_CANCELED || code === '55P03') return 'timeout';
   if (code === '40001' || code === '40P01') return 'serialization';
   if (code.startsWith('42')) return 'schema';
   // Class 53, insufficient resources: disk full (53100), out of memory, too many connections. The

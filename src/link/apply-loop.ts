@@ -1,6 +1,6 @@
 import type { ApplySession } from '../apply/apply-session.js';
 import { conflictLogStatement } from '../apply/conflict-log.js';
-import { sqlState } from '../apply/error-kind.js';
+import { QUERY_CANCELED, sqlState } from '../apply/error-kind.js';
 import { rejectionType } from '../apply/rejected-row.js';
 import { OUT_OF_ORDER } from '../apply/apply-procedure-sql.js';
 import type { GroupResult, ProcedureApplier, TransactionOutcome } from '../apply/procedure-applier.js';
@@ -26,9 +26,6 @@ import type { OperatorActions } from './operator-actions.js';
 import type { ProgressTracker } from './progress-tracker.js';
 import type { TransactionObserver } from './transaction-observer.js';
 import { parseHeartbeat } from './transaction-assembler.js';
-
-/** SQLSTATE query_canceled: pg_cancel_backend or statement_timeout. */
-const QUERY_CANCELED = '57014';
 
 /**
  * The apply stage: takes what the receive stage queued, in order, and commits it on this node.
