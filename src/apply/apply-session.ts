@@ -232,7 +232,14 @@ export class ApplySession {
   }
 }
 
+/** What the apply session uses of the driver's socket. */
+interface DriverSocket {
+  cork?(): void;
+  uncork?(): void;
+  destroy?(): void;
+}
+
 /** The driver's socket under a client (pg keeps it as connection.stream; not in its types). */
-function socketOf(client: pg.Client): { cork?: () => void; uncork?: () => void; destroy?: () => void } | undefined {
-  return (client as unknown as { connection?: { stream?: { cork?: () => void; uncork?: () => void; destroy?: () => void } } }).connection?.stream;
+function socketOf(client: pg.Client): DriverSocket | undefined {
+  return (client as unknown as { connection?: { stream?: DriverSocket } }).connection?.stream;
 }
