@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { formatLsn, parseLsn, ZERO_LSN } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
 import { agentClient } from '../util/agent-client.js';
+import { tryConnect } from '../node/try-connect.js';
 import type { Statement } from './statements.js';
 import { ROW_SECURITY_OFF, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 
@@ -205,14 +206,9 @@ export class ApplySession {
   async cancel(): Promise<void> {
     const pid = this.backendPid;
     if (pid === null || !this.client) return;
-    const canceller = agentClient({
-      connectionString: this.options.dsn,
-      application_name: `${this.options.applicationName}_cancel`,
-      connectionTimeoutMillis: 5000,
-    });
-    canceller.on('error', () => undefined);
+    const canceller = await tryConnect(this.options.dsn, `${this.options.applicationName}_cancel`);
+    if (canceller instanceof Error) throw canceller;
     try {
-      await canceller.connect();
       await canceller.query('SELECT pg_cancel_backend($1)', [pid]);
     } finally {
       await canceller.end().catch(() => undefined);
