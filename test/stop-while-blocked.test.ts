@@ -63,5 +63,7 @@ describe.each(versionsAndApplyPaths())('stop while apply waits for a local lock 
       'b applies the cancelled transaction and the next one',
       async () => JSON.stringify(await c.query('b', 'SELECT * FROM t ORDER BY id')) === JSON.stringify(expected),
     );
+    // Applied once: a second apply of the INSERT would have met its own row (insert_exists).
+    expect(await c.query('b', 'SELECT conflict_type FROM pgbidi.conflicts')).toEqual([]);
   }, 120_000);
 });
