@@ -15,6 +15,7 @@ import { Tracing } from './observability/tracing.js';
 import type { TracingEnv } from './observability/tracing.js';
 import { VERSION } from './version.js';
 import { SchemaWatch } from './node/schema-watch.js';
+import { errorMessage } from './util/error-message.js';
 
 /**
  * The composition root of `pgbidi run`: one Link per peer, one metrics registry, one HTTP server.
@@ -180,9 +181,7 @@ export class Agent {
     // After the links: the spans of the transactions they committed while draining are exported too.
     await this.tracing
       .shutdown()
-      .catch((err: unknown) =>
-        this.log.warn({ component: 'tracing', err: { message: err instanceof Error ? err.message : String(err) } }, 'tracing shutdown failed'),
-      );
+      .catch((err: unknown) => this.log.warn({ component: 'tracing', err: { message: errorMessage(err) } }, 'tracing shutdown failed'));
     this.log.info({ component: 'agent' }, 'stopped');
   }
 }

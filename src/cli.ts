@@ -4,7 +4,7 @@ import { agentClient } from './util/agent-client.js';
 import { Agent } from './agent.js';
 import { ConfigError, loadConfigFile } from './config/load-config.js';
 import type { Config } from './config/config-schema.js';
-import { redactSecrets } from './config/redact.js';
+import { redactedMessage } from './config/redact.js';
 import { createLogger } from './observability/logger.js';
 import { SetupError, setupNode } from './node/setup-node.js';
 import { PartError } from './node/part-node.js';
@@ -95,7 +95,7 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
       io.err(`pgbidi: ${err.message}\n`);
       return 1;
     }
-    io.err(`pgbidi: ${redactSecrets(err instanceof Error ? err.message : String(err))}\n`);
+    io.err(`pgbidi: ${redactedMessage(err)}\n`);
     return 1;
   }
 }

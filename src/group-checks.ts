@@ -1,5 +1,5 @@
 import type { Config } from './config/config-schema.js';
-import { redactSecrets } from './config/redact.js';
+import { redactedMessage } from './config/redact.js';
 import { checkMesh, formatMesh } from './node/mesh-check.js';
 import type { MeshProblem } from './node/mesh-check.js';
 import { alignSequences, nodeOffset, sequenceWarnings } from './node/sequences.js';
@@ -15,10 +15,7 @@ export interface GroupChecks {
 }
 
 export async function groupChecks(config: Config): Promise<GroupChecks> {
-  const [mesh, sequences] = await Promise.all([
-    checkMesh(config),
-    sequenceWarnings(config).catch((err: unknown) => [`not checked: ${redactSecrets(err instanceof Error ? err.message : String(err))}`]),
-  ]);
+  const [mesh, sequences] = await Promise.all([checkMesh(config), sequenceWarnings(config).catch((err: unknown) => [`not checked: ${redactedMessage(err)}`])]);
   return { mesh, sequences };
 }
 

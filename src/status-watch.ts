@@ -14,6 +14,7 @@ import type { StatusBody } from './status-format.js';
 import { cutText } from './util/text-layout.js';
 import { frameRoom, InPlaceScreen } from './util/terminal-screen.js';
 import type { Terminal } from './util/terminal-screen.js';
+import { errorMessage } from './util/error-message.js';
 
 const DEFAULT_INTERVAL_MS = 1_000;
 /** Narrower than this the frame wraps rather than lose the peer names and states. */
@@ -77,7 +78,7 @@ export async function fetchStatus(url: string, stop?: AbortSignal): Promise<Stat
     if (!res.ok || !isStatusBody(body)) return { ok: false, problem: `the agent at ${url} answered HTTP ${res.status} without a status` };
     return { ok: true, body };
   } catch (err) {
-    return { ok: false, problem: `no agent answers at ${url} (${err instanceof Error ? err.message : String(err)}); is 'pgbidi run' running?` };
+    return { ok: false, problem: `no agent answers at ${url} (${errorMessage(err)}); is 'pgbidi run' running?` };
   }
 }
 

@@ -21,6 +21,7 @@ import { BenchError } from './bench-error.js';
 import { DroppedSpanCounter } from './dropped-spans.js';
 import { now } from './bench-settings.js';
 import { processCpuSeconds, processPeakRssBytes } from './proc-stats.js';
+import { errorMessage } from '../util/error-message.js';
 
 const BIN = fileURLToPath(new URL('../../bin/pgbidi.js', import.meta.url));
 const READY_TIMEOUT_MS = 60_000;
@@ -150,7 +151,7 @@ export class AgentProcess {
         .map((l) => `${this.name}<-${l.peer}: ${l.state}, ${l.transactionsApplied} txns applied${l.lastError ? `, last error: ${l.lastError.message}` : ''}`)
         .join('; ');
     } catch (err) {
-      return `${this.name}: no /status (${err instanceof Error ? err.message : String(err)})${this.stderrTail ? `; stderr: ${this.stderrTail.slice(-500)}` : ''}`;
+      return `${this.name}: no /status (${errorMessage(err)})${this.stderrTail ? `; stderr: ${this.stderrTail.slice(-500)}` : ''}`;
     }
   }
 

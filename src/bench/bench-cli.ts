@@ -34,6 +34,7 @@ import { runSingleRow } from './w5-single-row.js';
 import { runSynchronousCommit } from './synchronous-commit.js';
 import type { WorkloadRunner } from './workload-runner.js';
 import { WORKLOADS } from './workload-specs.js';
+import { errorMessage } from '../util/error-message.js';
 
 export type Io = { out: (s: string) => void; err: (s: string) => void };
 
@@ -79,7 +80,7 @@ export async function main(argv: readonly string[], io: Io, env?: Environment): 
   try {
     options = parseOptions(argv, env);
   } catch (err) {
-    io.err(`bench: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}\n`);
+    io.err(`bench: ${errorMessage(err)}\n\n${USAGE}\n`);
     return 2;
   }
   if (options === 'help') {

@@ -1,3 +1,4 @@
+import { errorMessage } from '../util/error-message.js';
 /** The benchmark's one error type; the code says what went wrong, the message says where. */
 export type BenchErrorCode =
   /** Bad command line: exit code 2. */
@@ -23,5 +24,5 @@ export class BenchError extends Error {
 /** `CODE: message` for a BenchError, the message (or text) of anything else. */
 export function describeError(err: unknown): string {
   if (err instanceof BenchError) return `${err.code}: ${err.message}`;
-  return err instanceof Error ? err.message : String(err);
+  return errorMessage(err);
 }

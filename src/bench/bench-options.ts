@@ -10,6 +10,7 @@ import type { WorkloadId } from './bench-results.js';
 import { pgbenchBinary } from './pgbench.js';
 import { FULL_SIZES, QUICK_SIZES } from './workload-specs.js';
 import type { Sizes, W1Mode } from './workload-specs.js';
+import { errorMessage } from '../util/error-message.js';
 
 export const USAGE = `Usage: npm run bench -- [options]   (node dist/bench/bench-cli.js [options])
 
@@ -119,7 +120,7 @@ export function parseOptions(argv: readonly string[], env: Environment = DEFAULT
       allowPositionals: false,
     }));
   } catch (err) {
-    throw new BenchError('BENCH_USAGE', err instanceof Error ? err.message : String(err));
+    throw new BenchError('BENCH_USAGE', errorMessage(err));
   }
   if (values.help) return 'help';
   const problems: string[] = [];

@@ -2,6 +2,7 @@
  * How the demo ends: the signals that ask it to stop, and the cleanup that runs on every path out.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { errorMessage } from '../util/error-message.js';
 
 /** Ctrl-C or SIGTERM arrived before the workload started: nothing to report, only cleanup. */
 export class DemoInterruptedError extends Error {
@@ -70,8 +71,4 @@ export class StopSignal {
     process.off('SIGINT', this.handler);
     process.off('SIGTERM', this.handler);
   }
-}
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

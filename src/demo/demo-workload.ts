@@ -22,6 +22,7 @@
 import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { assertNever } from '../util/assert-never.js';
+import { errorMessage } from '../util/error-message.js';
 
 export const DEMO_DATABASE = 'demo';
 
@@ -246,7 +247,7 @@ export class DemoWorkload {
       return true;
     } catch (err) {
       this.errors += 1;
-      this.lastError = err instanceof Error ? err.message : String(err);
+      this.lastError = errorMessage(err);
       return false;
     }
   }

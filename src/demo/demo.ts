@@ -38,9 +38,10 @@ import { DemoOptionsError, parseDemoOptions } from './demo-options.js';
 import type { DemoArgs, DemoOptions } from './demo-options.js';
 import { startPrometheus } from './demo-prometheus.js';
 import { startServers, stopServers } from './demo-servers.js';
-import { DemoInterruptedError, errorMessage, StopSignal, Teardown } from './demo-shutdown.js';
+import { DemoInterruptedError, StopSignal, Teardown } from './demo-shutdown.js';
 import { allConverged, renderConflictTotals, renderFinalHashes } from './demo-view.js';
 import { DEMO_HOT_KEYS, DemoWorkload } from './demo-workload.js';
+import { errorMessage } from '../util/error-message.js';
 
 const EXIT_INTERRUPTED = 130;
 

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import { openMetricsContentType } from 'prom-client';
 import type { LinkStatus } from '../link/link.js';
-import { redactSecrets } from '../config/redact.js';
+import { redactedMessage } from '../config/redact.js';
 import { requireAdmin } from './admin-auth.js';
 import type { AdminAccess } from './admin-auth.js';
 import type { NodeView } from './node-view.js';
@@ -84,7 +84,7 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
         if (r === 'unknown') res.status(404).json({ error: `no dead letter ${id}` });
         else res.json({ id, ...r });
       } catch (err) {
-        res.status(409).json({ error: redactSecrets(err instanceof Error ? err.message : String(err)) });
+        res.status(409).json({ error: redactedMessage(err) });
       }
     });
   }
@@ -96,7 +96,7 @@ export function createHttpApp(view: AgentView, registry: Registry, openMetricsRe
       return;
     }
     const status = typeof err === 'object' && err !== null && 'status' in err && typeof err.status === 'number' ? err.status : 500;
-    res.status(status).json({ error: status === 500 ? 'internal error' : redactSecrets(err instanceof Error ? err.message : String(err)) });
+    res.status(status).json({ error: status === 500 ? 'internal error' : redactedMessage(err) });
   });
 
   return app;

@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import { agentClient } from '../util/agent-client.js';
 import type { Config, PeerConfig } from '../config/config-schema.js';
-import { redactSecrets } from '../config/redact.js';
+import { redactedMessage } from '../config/redact.js';
 import { ApplySession } from '../apply/apply-session.js';
 import { errorKind, sqlState } from '../apply/error-kind.js';
 import { ProcedureApplier } from '../apply/procedure-applier.js';
@@ -50,6 +50,7 @@ import { WITHOUT_SYNC_WAIT } from '../node/synchronous-links.js';
 import { tryConnect } from '../node/try-connect.js';
 import type { TransactionObserver } from './transaction-observer.js';
 import { SESSION_LIMITS_OFF } from '../util/session-limits.js';
+import { errorMessage } from '../util/error-message.js';
 
 export { LinkNotStreamingError } from './operator-actions.js';
 export type { DeadLetterRetry } from './operator-actions.js';
@@ -235,11 +236,7 @@ export class Link {
       { drainTimeoutMs: limitMs },
       'the link did not drain in time: cancelling the apply statement; its transaction is applied again at the next start',
     );
-    session
-      .cancel()
-      .catch((err: unknown) =>
-        this.deps.log.warn({ err: { message: err instanceof Error ? err.message : String(err) } }, 'could not cancel the apply statement'),
-      );
+    session.cancel().catch((err: unknown) => this.deps.log.warn({ err: { message: errorMessage(err) } }, 'could not cancel the apply statement'));
   }
 
   status(): LinkStatus {
@@ -317,7 +314,7 @@ export class Link {
         if (err instanceof PeerPartedError) parted = err;
         else if (this.stopping && this.drainCut) {
           this.deps.log.info(
-            { err: { message: redactSecrets(err instanceof Error ? err.message : String(err)), code: sqlState(err) ?? null } },
+            { err: { message: redactedMessage(err), code: sqlState(err) ?? null } },
             'apply stopped before the transaction in progress committed',
           );
         } else if (err instanceof FastPathFailedError) {
@@ -427,7 +424,7 @@ export class Link {
       sqlState(failure) === '42501' && !(failure instanceof ConnectionProblemError)
         ? explainConnectionError(failure, nodeEndpoint(this.deps.config.node.dsn))
         : failure;
-    const message = redactSecrets(err instanceof Error ? err.message : String(err));
+    const message = redactedMessage(err);
     const code = sqlState(err) ?? ((err as { code?: unknown } | null)?.code as string | undefined) ?? null;
     this.lastError = { message, code: typeof code === 'string' ? code : null, at: new Date(this.clock()).toISOString() };
     if (this.apply.failed(err, { message, code: this.lastError.code })) this.backoff.reset();

@@ -1,5 +1,6 @@
 import { ENV_OVERRIDES } from '../config/load-config.js';
 import { sqlState } from '../apply/error-kind.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * A failed connection (or a missing privilege) explained for the operator: what was reached, by
@@ -61,7 +62,7 @@ function parts(dsn: string): { host: string; port: string; user: string; databas
 export function explainConnectionError(err: unknown, at: Endpoint): ConnectionProblemError {
   const { host, port, user, database } = parts(at.dsn);
   const where = `${at.what} (${at.key}: ${host}:${port}, database ${database}, user ${user})`;
-  const said = err instanceof Error ? err.message : String(err);
+  const said = errorMessage(err);
   const state = sqlState(err);
   const errno = errnoOf(err);
   let message: string;

@@ -13,6 +13,7 @@ import { TARGET_SESSION_SQL, copyTable, originLock } from './snapshot-copy.js';
 import { COPY_SESSION_SQL, SESSION_LIMITS_OFF } from '../util/session-limits.js';
 import type { CopyTable } from './snapshot-copy.js';
 import { resolveTables } from './table-selection.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * `pgbidi join`: fills a new node (this config's node, "c") from a donor peer while every node keeps
@@ -112,7 +113,7 @@ class JoinSessions {
   failure(err: unknown): unknown {
     if (this.lost.size === 0) return err;
     const ended = [...this.lost].map(([what, why]) => `${what}: ${why}`).join('; ');
-    return new JoinError(`${err instanceof Error ? err.message : String(err)} (sessions ended by the server: ${ended})`);
+    return new JoinError(`${errorMessage(err)} (sessions ended by the server: ${ended})`);
   }
 }
 

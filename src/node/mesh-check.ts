@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Config } from '../config/config-schema.js';
-import { redactSecrets } from '../config/redact.js';
+import { redactedMessage } from '../config/redact.js';
 import { METADATA_SCHEMA, originName, ORIGIN_PREFIX, slotName } from './names.js';
 import { tryConnect } from './try-connect.js';
 import { partedRecords } from './parted-nodes.js';
@@ -136,7 +136,7 @@ async function peerProblems(peer: string, dsn: string, config: Config): Promise<
     }
     return problems;
   } catch (err) {
-    return [{ peer, message: `peer ${peer} could not be checked: ${redactSecrets(err instanceof Error ? err.message : String(err))}` }];
+    return [{ peer, message: `peer ${peer} could not be checked: ${redactedMessage(err)}` }];
   } finally {
     await client.end().catch(() => undefined);
   }

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { Config, PeerConfig } from '../config/config-schema.js';
-import { redactSecrets } from '../config/redact.js';
+import { redactedMessage } from '../config/redact.js';
 import { sqlState } from '../apply/error-kind.js';
 import { quoteIdent } from '../util/sql.js';
 import { applicationName, METADATA_SCHEMA, originName, slotName } from './names.js';
@@ -347,7 +347,7 @@ async function closeAll(clients: Iterable<pg.Client | Error>): Promise<void> {
 }
 
 function message(err: unknown): string {
-  return redactSecrets(err instanceof Error ? err.message : String(err));
+  return redactedMessage(err);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { agentClient } from '../util/agent-client.js';
-import { redactSecrets } from '../config/redact.js';
+import { redactedMessage } from '../config/redact.js';
 
 /** How long the group-wide commands (part, the mesh checks) wait for one node to answer. */
 export const GROUP_CONNECT_TIMEOUT_MS = 5000;
@@ -17,6 +17,6 @@ export async function tryConnect(dsn: string, applicationName: string): Promise<
     return client;
   } catch (err) {
     await client.end().catch(() => undefined);
-    return new Error(redactSecrets(err instanceof Error ? err.message : String(err)));
+    return new Error(redactedMessage(err));
   }
 }

@@ -28,7 +28,7 @@ import pg from 'pg';
 import { agentConfig } from '../util/agent-client.js';
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
-import { redactSecrets } from '../config/redact.js';
+import { redactedMessage } from '../config/redact.js';
 import { slotName } from '../node/names.js';
 import { parseLsn } from '../protocol/lsn.js';
 import type { Logger } from './logger.js';
@@ -295,7 +295,7 @@ export class PeerCollectors {
     this.scrapeErrors.inc({ peer: name });
     if (!this.failing.has(name)) {
       this.failing.add(name);
-      const message = redactSecrets(err instanceof Error ? err.message : String(err));
+      const message = redactedMessage(err);
       this.options.log?.warn({ component: 'peer-collectors', peer: name, err: { message } }, 'cannot read the slot state for /metrics');
     }
   }

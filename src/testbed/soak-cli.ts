@@ -4,6 +4,7 @@ import { stopAllServers } from '../pg-server/postgres-server.js';
 import { CONVERGENCE_SCHEMA, conflictCounts, runConvergenceWorkload } from './convergence-workload.js';
 import { identical, LocalCluster } from './local-cluster.js';
 import { nativeConflictStats, setupNativeMesh } from './native-mesh.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * `npm run soak -- --seed N --minutes M [--pause-ms P]`: the convergence check for as long as you
@@ -85,7 +86,7 @@ main().then(
     process.exitCode = code;
   },
   async (err: unknown) => {
-    process.stderr.write(`soak: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`soak: ${errorMessage(err)}\n`);
     await stopAllServers();
     process.exitCode = 1;
   },

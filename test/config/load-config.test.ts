@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { parseConfig } from '../../src/config/load-config.js';
 import { issuesOf } from '../support/config-issues.js';
-import { redactDsn, redactSecrets } from '../../src/config/redact.js';
+import { redactDsn, redactedMessage, redactSecrets } from '../../src/config/redact.js';
 import { tempDir } from '../support/temp-dir.js';
 
 const valid = {
@@ -65,6 +65,9 @@ describe('config', () => {
   it('never shows a password', () => {
     expect(redactDsn('postgres://u:secret@h:5432/db')).toBe('postgres://u:***@h:5432/db');
     expect(redactSecrets('connect to postgres://u:secret@h/db failed; password=hunter2')).toBe('connect to postgres://u:***@h/db failed; password=***');
+    // Whatever was thrown: an Error's message, or the text of anything else.
+    expect(redactedMessage(new Error('no route to postgres://u:secret@h/db'))).toBe('no route to postgres://u:***@h/db');
+    expect(redactedMessage('password=hunter2 rejected')).toBe('password=*** rejected');
   });
 
   it('exits with code 2 and lists the problems, without a stack trace', async () => {

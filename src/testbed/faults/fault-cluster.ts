@@ -16,6 +16,7 @@ import { LocalCluster } from '../local-cluster.js';
 import { FaultAgent } from './fault-agent.js';
 import { FAULT_SCHEMA } from './fault-workload.js';
 import { TcpProxy } from './tcp-proxy.js';
+import { errorMessage } from '../../util/error-message.js';
 
 export interface FaultClusterOptions {
   readonly binDir: string;
@@ -185,7 +186,7 @@ export class FaultCluster {
         }
         last = describeDifference(prints);
       } catch (err) {
-        last = `cannot read a node: ${err instanceof Error ? err.message : String(err)}`;
+        last = `cannot read a node: ${errorMessage(err)}`;
       }
       if (Date.now() > deadline) return last;
       await sleep(1000);
@@ -216,7 +217,7 @@ export class FaultCluster {
             parts.push(`${n}<-${l.peer}: ${l.state}${l.lastError ? ` (${l.lastError.code ?? ''} ${l.lastError.message})` : ''}`);
         }
       } catch (err) {
-        parts.push(`${n}: no /status (${err instanceof Error ? err.message : String(err)})`);
+        parts.push(`${n}: no /status (${errorMessage(err)})`);
       }
     }
     return parts.join('; ');

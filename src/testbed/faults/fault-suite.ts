@@ -12,6 +12,7 @@ import { FaultWorkload } from './fault-workload.js';
 import type { WorkloadTotals } from './fault-workload.js';
 import { SCENARIOS } from './scenarios.js';
 import type { ScenarioName } from './scenarios.js';
+import { errorMessage } from '../../util/error-message.js';
 
 export interface FaultSuiteOptions {
   readonly binDir: string;
@@ -128,7 +129,7 @@ export async function runFaultSuite(options: FaultSuiteOptions): Promise<FaultSu
         outcome = await scenario.run(ctx);
       } catch (err) {
         outcome = { action: 'aborted' };
-        failures.push(`scenario failed: ${err instanceof Error ? err.message : String(err)}`);
+        failures.push(`scenario failed: ${errorMessage(err)}`);
       }
       await stopWorkload();
       failures.push(...(outcome.failures ?? []));
