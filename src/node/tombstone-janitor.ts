@@ -24,6 +24,29 @@ export interface TombstoneStatus {
   readonly deadLettersPending: number;
 }
 
+/**
+ * How long a statement of the janitor waits for a lock before it gives up (SQLSTATE 55P03) and the
+ * sweep is tried again at the next interval. Its purges skip rows that others hold (below), so this
+ * is a bound for the rest: the conflict log's retention, and a table lock that DDL holds. Without it,
+ * a sweep waited for as long as an idle-in-transaction session held a lock, and so did the agent's
+ * stop (Agent.stop awaits the sweep in flight).
+ */
+export const JANITOR_LOCK_TIMEOUT_MS = 2000;
+
+/**
+ * A purge that takes the rows matching `condition` (on alias x) that nobody else holds and leaves
+ * the rest for a later sweep (FOR UPDATE SKIP LOCKED). A plain DELETE waits for every row lock in its
+ * way while holding those of the rows it already deleted: a tombstone that a local session upserted
+ * and left in an open transaction kept the sweep waiting, and with it every apply transaction that
+ * writes a tombstone the sweep had reached (apply upserts them: ON CONFLICT DO UPDATE). A row that
+ * another transaction holds waits for a later sweep: if that transaction writes it and commits, its
+ * new version is younger than this cutoff; if not, the next sweep takes it.
+ */
+function purgeSkippingLocked(table: 'tombstones' | 'row_versions', condition: string): string {
+  const t = `${METADATA_SCHEMA}.${table}`;
+  return `DELETE FROM ${t} WHERE ctid = ANY (ARRAY(SELECT x.ctid FROM ${t} AS x WHERE ${condition} FOR UPDATE OF x SKIP LOCKED))`;
+}
+
 export class TombstoneJanitor {
   private timer: NodeJS.Timeout | null = null;
   private client: pg.Client | null = null;
@@ -72,6 +95,7 @@ export class TombstoneJanitor {
         client.on('error', () => undefined);
         await client.connect();
         await client.query(WITHOUT_SYNC_WAIT);
+        await client.query(`SET lock_timeout = ${JANITOR_LOCK_TIMEOUT_MS}`);
         this.client = client;
       }
       const times = this.appliedCommitTimes();
@@ -80,13 +104,12 @@ export class TombstoneJanitor {
       if (times.length > 0 && times.every((t): t is bigint => t !== null)) {
         const oldest = times.reduce((x, y) => (x < y ? x : y));
         const cutoff = oldest - BigInt(this.marginMs) * 1000n;
-        const r = await this.client.query(
-          `DELETE FROM ${METADATA_SCHEMA}.tombstones WHERE coalesce(pg_xact_commit_timestamp(xmin), '-infinity') < $1::timestamptz`,
-          [formatPgTimestamp(cutoff)],
-        );
+        const r = await this.client.query(purgeSkippingLocked('tombstones', `coalesce(pg_xact_commit_timestamp(x.xmin), '-infinity') < $1::timestamptz`), [
+          formatPgTimestamp(cutoff),
+        ]);
         purged = r.rowCount ?? 0;
         // The kept versions of merged delta rows (pgbidi.row_versions) are needed exactly as long.
-        await this.client.query(`DELETE FROM ${METADATA_SCHEMA}.row_versions WHERE version_ts < $1::timestamptz`, [formatPgTimestamp(cutoff)]);
+        await this.client.query(purgeSkippingLocked('row_versions', 'x.version_ts < $1::timestamptz'), [formatPgTimestamp(cutoff)]);
         watermark = new Date(pgMicrosToUnixMs(cutoff)).toISOString();
       }
       // Bounded retention of the conflict log.
