@@ -25,10 +25,21 @@ export interface SchemaWatchOptions {
   readonly excludeTables: readonly string[];
   readonly registries: readonly Registry[];
   readonly log: Logger;
+  /** Bound of each catalog read (SCHEMA_QUERY_TIMEOUT_MS unless a test sets it). */
+  readonly queryTimeoutMs?: number;
 }
 
 export const SCHEMA_CHECK_INTERVAL_MS = 30_000;
 export const SCHEMA_FIRST_CHECK_MS = 2_000;
+
+/**
+ * How long a catalog read of the check may go unanswered (node-postgres' client-side query_timeout;
+ * the connection is then destroyed). A peer whose network drops packets without a reset leaves a
+ * sent query unanswered until TCP gives up: 924.6 s with Linux's default tcp_retries2 of 15 (ip-sysctl);
+ * until then the check never ended, no later check started (one runs at a time), and the agent's
+ * stop, which awaits the check in flight, waited as long.
+ */
+export const SCHEMA_QUERY_TIMEOUT_MS = 10_000;
 
 export class SchemaWatch {
   private readonly byPeer = new Map<string, SchemaDrift[]>();
@@ -84,14 +95,15 @@ export class SchemaWatch {
   /** One comparison with every peer; exported for tests. */
   async check(): Promise<void> {
     const { node, dsn, peers, log } = this.options;
-    const local = agentClient({ connectionString: dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
+    const limits = { connectionTimeoutMillis: 5000, query_timeout: this.options.queryTimeoutMs ?? SCHEMA_QUERY_TIMEOUT_MS };
+    const local = agentClient({ connectionString: dsn, application_name: 'pgbidi_schema_watch', ...limits });
     local.on('error', () => undefined);
     try {
       await local.connect();
       const tables = (await resolveTables(local, this.options.tables, this.options.excludeTables)).map((t) => `${t.schema}.${t.name}`);
       const here = await readTableDefs(local, tables);
       for (const peer of peers) {
-        const remote = agentClient({ connectionString: peer.dsn, application_name: 'pgbidi_schema_watch', connectionTimeoutMillis: 5000 });
+        const remote = agentClient({ connectionString: peer.dsn, application_name: 'pgbidi_schema_watch', ...limits });
         remote.on('error', () => undefined);
         try {
           await remote.connect();
