@@ -14,6 +14,7 @@ import { NOT_A_TERMINAL, processTerminal } from './util/terminal-screen.js';
 import type { Terminal } from './util/terminal-screen.js';
 import type { LinkStatus } from './link/link.js';
 import { VERSION } from './version.js';
+import { errorMessage } from './util/error-message.js';
 
 const USAGE = `pgbidi ${VERSION}: bidirectional replication for PostgreSQL 15+
 
@@ -51,7 +52,7 @@ export async function main(argv: readonly string[], io: Io = stdio, terminal: Te
     args = parse(rest);
     if (args.positionals.length > (command === 'ddl' ? 1 : 0)) throw new Error(`unexpected argument '${args.positionals.at(-1) ?? ''}'`);
   } catch (err) {
-    io.err(`pgbidi: ${(err as Error).message}\n\n${USAGE}\n`);
+    io.err(`pgbidi: ${errorMessage(err)}\n\n${USAGE}\n`);
     return 2;
   }
   try {
@@ -206,7 +207,7 @@ async function status(config: Config, values: Values, io: Io, terminal: Terminal
     const res = await fetch(url, { signal: AbortSignal.timeout(5000) });
     body = (await res.json()) as typeof body;
   } catch (err) {
-    io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);
+    io.err(`pgbidi: no agent answers at ${url} (${errorMessage(err)}); is 'pgbidi run' running?\n`);
     if (!json) io.out(formatGroupChecks(await groupChecks(config)));
     return 1;
   }
@@ -259,7 +260,7 @@ async function agentPost(config: Config, path: string, body: unknown, io: Io): P
     if (res.status === 403) io.err('pgbidi: the agent listens beyond loopback without an admin token, so its operator endpoints are off\n');
     return { status: res.status, body: (await res.json()) as Record<string, unknown> };
   } catch (err) {
-    io.err(`pgbidi: no agent answers at ${url} (${(err as Error).message}); is 'pgbidi run' running?\n`);
+    io.err(`pgbidi: no agent answers at ${url} (${errorMessage(err)}); is 'pgbidi run' running?\n`);
     return null;
   }
 }

@@ -26,6 +26,7 @@ import type { OperatorActions } from './operator-actions.js';
 import type { ProgressTracker } from './progress-tracker.js';
 import type { TransactionObserver } from './transaction-observer.js';
 import { parseHeartbeat } from './transaction-assembler.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * The apply stage: takes what the receive stage queued, in order, and commits it on this node.
@@ -432,7 +433,7 @@ export class ApplyLoop {
       if (this.deps.stopping() && sqlState(err) === QUERY_CANCELED) throw err;
       if (changeByChange(err)) this.careful.add(stopped.begin.finalLsn);
       this.deps.log.debug(
-        { commitLsn: formatLsn(stopped.begin.finalLsn), err: { message: (err as Error).message, code: sqlState(err) } },
+        { commitLsn: formatLsn(stopped.begin.finalLsn), err: { message: errorMessage(err), code: sqlState(err) } },
         'transaction taken from the apply procedure to the statement path',
       );
     }

@@ -12,6 +12,7 @@ import { METADATA_SCHEMA } from '../node/names.js';
 import type { Logger } from '../observability/logger.js';
 import { formatLsn } from '../protocol/lsn.js';
 import type { Lsn } from '../protocol/lsn.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * What an operator can do to a link, and the state it leaves: resolving a transaction halted by the
@@ -162,7 +163,7 @@ export class OperatorActions {
         const refused = rejectionType(sqlState(err)) !== null || err instanceof SchemaMismatchError;
         if (sqlState(err) !== '23505' && !refused) throw err;
         await session.pg.query('ROLLBACK TO SAVEPOINT pgbidi_retry');
-        result = { id: task.id, outcome: refused ? 'still_refused' : 'still_conflicting', message: (err as Error).message };
+        result = { id: task.id, outcome: refused ? 'still_refused' : 'still_conflicting', message: errorMessage(err) };
       }
       await session.pg.query(
         `UPDATE ${METADATA_SCHEMA}.dead_letters SET attempts = attempts + 1, last_attempt_at = now(),

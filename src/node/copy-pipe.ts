@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * COPY … TO STDOUT on one connection piped into COPY … FROM STDIN on another, without parsing the
@@ -137,13 +138,13 @@ export async function pipeCopy(
   } catch (err) {
     sink.sendCopyFail('pgbidi: the source of the copy failed');
     await inbound.done.catch(() => undefined);
-    throw new CopyPipeError(`${copyOut} failed: ${(err as Error).message}`, err);
+    throw new CopyPipeError(`${copyOut} failed: ${errorMessage(err)}`, err);
   }
   sink.endCopyFrom();
   try {
     await inbound.done;
   } catch (err) {
-    throw new CopyPipeError(`${copyIn} failed: ${(err as Error).message}`, err);
+    throw new CopyPipeError(`${copyIn} failed: ${errorMessage(err)}`, err);
   }
   onRows(pending);
   return rows;

@@ -3,6 +3,7 @@ import type { Config } from '../config/config-schema.js';
 import { qualifiedName } from '../util/sql.js';
 import { compareTableDefs, describeDifference, readTableDefs } from './schema-compare.js';
 import { resolveTables } from './table-selection.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * `pgbidi ddl --config a.yaml "<statement>"`: one schema change on every node of the group, in an
@@ -56,7 +57,7 @@ export async function ddlCommand(config: Config, args: DdlArgs, io: Io): Promise
         await client.connect();
       } catch (err) {
         s.phase = 'failed';
-        s.detail = `cannot connect: ${(err as Error).message}`;
+        s.detail = `cannot connect: ${errorMessage(err)}`;
         throw err;
       }
     }

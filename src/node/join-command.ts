@@ -1,6 +1,7 @@
 import type { Config } from '../config/config-schema.js';
 import { JoinError, joinNode } from './join-node.js';
 import { JoinProgress, serveJoinMetrics } from './join-progress.js';
+import { errorMessage } from '../util/error-message.js';
 
 export interface JoinArgs {
   readonly from?: string | undefined;
@@ -28,7 +29,7 @@ export async function joinCommand(config: Config, args: JoinArgs, io: Io): Promi
   try {
     stopMetrics = await serveJoinMetrics(config.http.listen, progress.registry);
   } catch (err) {
-    io.err(`pgbidi: join metrics not served on ${config.http.listen} (${(err as Error).message}); is this node's agent running? join goes on\n`);
+    io.err(`pgbidi: join metrics not served on ${config.http.listen} (${errorMessage(err)}); is this node's agent running? join goes on\n`);
   }
   try {
     const report = await joinNode(config, {

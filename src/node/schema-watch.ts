@@ -5,6 +5,7 @@ import type { Logger } from '../observability/logger.js';
 import { compareTableDefs, describeDifference, readTableDefs } from './schema-compare.js';
 import type { SchemaDifference } from './schema-compare.js';
 import { resolveTables } from './table-selection.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * The agent's periodic comparison of the replicated tables' definitions with every peer's
@@ -113,13 +114,13 @@ export class SchemaWatch {
             compareTableDefs(tables, here, there).map((d) => ({ ...d, peer: peer.name, description: describeDifference(d, node, peer.name) })),
           );
         } catch (err) {
-          log.debug({ peer: peer.name, err: { message: (err as Error).message } }, 'schema comparison: peer not readable');
+          log.debug({ peer: peer.name, err: { message: errorMessage(err) } }, 'schema comparison: peer not readable');
         } finally {
           await remote.end().catch(() => undefined);
         }
       }
     } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'schema comparison failed');
+      log.warn({ err: { message: errorMessage(err) } }, 'schema comparison failed');
     } finally {
       await local.end().catch(() => undefined);
     }

@@ -13,6 +13,7 @@ import type { SynchronousLinkReport } from './synchronous-links.js';
 import { compareWithPeers, describeDifference } from './schema-compare.js';
 import { sqlState } from '../apply/error-kind.js';
 import { connecting, explainConnectionError, nodeEndpoint } from './connection-problem.js';
+import { errorMessage } from '../util/error-message.js';
 
 async function connectPeer(dsn: string): Promise<pg.Client> {
   const c = agentClient({ connectionString: dsn, application_name: 'pgbidi_setup', connectionTimeoutMillis: 5000 });
@@ -53,7 +54,7 @@ export async function setupNode(config: Config): Promise<SetupReport> {
   try {
     await connecting(node, () => client.connect());
   } catch (err) {
-    throw new SetupError([(err as Error).message]);
+    throw new SetupError([errorMessage(err)]);
   }
   try {
     await client.query(WITHOUT_SYNC_WAIT);

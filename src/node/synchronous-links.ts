@@ -20,6 +20,7 @@ import type pg from 'pg';
 import { agentClient } from '../util/agent-client.js';
 import type { Config } from '../config/config-schema.js';
 import { applicationName, ORIGIN_PREFIX } from './names.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * Run by every session of pgbidi's own that writes (setup, the link's control connection with its
@@ -84,7 +85,7 @@ export async function configureSynchronousLinks(config: Config): Promise<Synchro
       await client.connect();
     } catch (err) {
       await client.end().catch(() => undefined);
-      if (peer.synchronous) problems.push(`peer ${peer.name} is unreachable (${(err as Error).message}): cannot make its commits wait for this node`);
+      if (peer.synchronous) problems.push(`peer ${peer.name} is unreachable (${errorMessage(err)}): cannot make its commits wait for this node`);
       reports.push({ peer: peer.name, synchronous: peer.synchronous, standby, status: 'unreachable', value: '' });
       continue;
     }
@@ -94,7 +95,7 @@ export async function configureSynchronousLinks(config: Config): Promise<Synchro
       if (err instanceof SynchronousLinkError) problems.push(err.message);
       else if ((err as { code?: string }).code === '42501') {
         problems.push(
-          `peer ${peer.name}: the role in its dsn may not change synchronous_standby_names (${(err as Error).message}); ` +
+          `peer ${peer.name}: the role in its dsn may not change synchronous_standby_names (${errorMessage(err)}); ` +
             `connect as a superuser, or on the peer: GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names TO <role>`,
         );
       } else throw err;

@@ -4,6 +4,7 @@ import type { Logger } from '../observability/logger.js';
 import { formatPgTimestamp, pgMicrosToUnixMs } from '../protocol/pg-time.js';
 import { WITHOUT_SYNC_WAIT } from './synchronous-links.js';
 import { METADATA_SCHEMA } from './names.js';
+import { errorMessage } from '../util/error-message.js';
 
 /**
  * The node's periodic housekeeping: tombstone purge, conflict-log retention, and the counts that
@@ -126,7 +127,7 @@ export class TombstoneJanitor {
       };
       this.onStatus(this.status);
     } catch (err) {
-      this.log.warn({ err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'tombstone sweep failed');
+      this.log.warn({ err: { message: errorMessage(err), code: (err as { code?: string }).code } }, 'tombstone sweep failed');
       await this.client?.end().catch(() => undefined);
       this.client = null;
     }

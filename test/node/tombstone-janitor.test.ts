@@ -5,22 +5,18 @@ import { JANITOR_LOCK_TIMEOUT_MS, TombstoneJanitor } from '../../src/node/tombst
 import type { TombstoneStatus } from '../../src/node/tombstone-janitor.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { unixMsToPgMicros } from '../../src/protocol/pg-time.js';
+import { settlesWithin } from '../../src/util/settles-within.js';
 import { availableServerVersions } from '../support/pg-versions.js';
 import { useServer } from '../support/server-fixture.js';
 
 /** Far more than the janitor may wait; reaching it means the sweep was waiting for the lock. */
 const STUCK_MS = 15_000;
 
+/** The sweep, failed when it is still running after STUCK_MS (it was waiting for a lock). */
 async function sweepWithin(janitor: TombstoneJanitor, ms: number): Promise<TombstoneStatus> {
-  let timer: NodeJS.Timeout | undefined;
-  const stuck = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the sweep was still running after ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([janitor.sweep(), stuck]);
-  } finally {
-    clearTimeout(timer);
-  }
+  const sweep = janitor.sweep();
+  if (!(await settlesWithin(sweep, ms))) throw new Error(`the sweep was still running after ${ms} ms`);
+  return sweep;
 }
 
 /**

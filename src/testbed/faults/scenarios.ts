@@ -17,6 +17,7 @@ import { sampleValue } from './fault-agent.js';
 import { FAULT_RECONNECT, type FaultCluster } from './fault-cluster.js';
 import { largeTransaction } from './fault-workload.js';
 import type { ScenarioContext, ScenarioOutcome } from './fault-suite.js';
+import { errorMessage } from '../../util/error-message.js';
 
 const run = promisify(execFile);
 
@@ -274,7 +275,7 @@ const diskFull: Scenario = {
     } catch (err) {
       // Root in a container without CAP_SYS_ADMIN: the scenario cannot be made here, and says so.
       rmSync(mount, { recursive: true, force: true });
-      return { action: 'disk full on a node', skipped: `cannot mount a tmpfs here (${(err as Error).message.split('\n')[0] ?? ''})` };
+      return { action: 'disk full on a node', skipped: `cannot mount a tmpfs here (${errorMessage(err).split('\n')[0] ?? ''})` };
     }
     const moved: string[] = [];
     let tablespace = false;
